@@ -1,0 +1,28 @@
+// SPDX-License-Identifier: Apache-2.0
+// Compiler and platform macros shared by every qlr header; the only place that tests the
+// preprocessor for the target architecture.
+#pragma once
+
+#include <cstdio>
+#include <cstdlib>
+
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+#  define QLR_ARCH_X86 1
+#else
+#  define QLR_ARCH_X86 0
+#endif
+
+#define QLR_ALWAYS_INLINE inline __attribute__((always_inline))
+#define QLR_NOINLINE __attribute__((noinline))
+
+/// Internal invariant check: on in Debug and sanitizer builds, compiled out under NDEBUG.
+/// Never used on user input: that is what QLR_CHECK (core/error.hpp) is for.
+#ifdef NDEBUG
+#  define QLR_ASSERT(cond) static_cast<void>(0)
+#else
+#  define QLR_ASSERT(cond)                                                              \
+    ((cond) ? static_cast<void>(0)                                                      \
+            : (std::fprintf(stderr, "%s:%d: qlr internal invariant failed: %s\n", __FILE__, \
+                            __LINE__, #cond),                                           \
+               std::abort()))
+#endif

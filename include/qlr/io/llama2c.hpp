@@ -1,0 +1,223 @@
+// SPDX-License-Identifier: Apache-2.0
+// Reader for llama2.c's legacy checkpoint format (7-int32 header, then FP32 tensors), the
+// format of the stories260K model qlr's demo and tests quantize. Every size is checked
+// before use, so a truncated or hostile file is an Errc::corrupt_file, never a bad read.
+#pragma once
+
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "qlr/core/config.hpp"
+#include "qlr/core/error.hpp"
+#include "qlr/core/matrix.hpp"
+
+namespace qlr::io {
+
+static_assert(std::endian::native == std::endian::little,
+              "llama2.c checkpoints are little-endian; qlr reads them on little-endian hosts");
+
+/// The header of a llama2.c checkpoint.
+struct Llama2cConfig {
+  int dim = 0;                     ///< model width
+  int hidden_dim = 0;              ///< SwiGLU MLP width
+  int n_layers = 0;                ///< transformer blocks
+  int n_heads = 0;                 ///< query heads
+  int n_kv_heads = 0;              ///< key/value heads (grouped-query attention)
+  int vocab_size = 0;              ///< tokens
+  int seq_len = 0;                 ///< longest context
+  bool shared_classifier = true;   ///< classifier = token embedding (vocab_size > 0 in the file)
+
+  /// Width of one attention head, dim / n_heads.
+  [[nodiscard]] int head_size() const noexcept { return dim / n_heads; }
+  /// Width of the key/value projections, head_size · n_kv_heads.
+  [[nodiscard]] int kv_dim() const noexcept { return head_size() * n_kv_heads; }
+};
+
+/// The weights of one transformer block; matrices are (out_features, in_features).
+struct Llama2cLayer {
+  Vector attention_norm;  ///< RMSNorm gain before attention (dim)
+  Matrix wq;              ///< (dim, dim)
+  Matrix wk;              ///< (kv_dim, dim)
+  Matrix wv;              ///< (kv_dim, dim)
+  Matrix wo;              ///< (dim, dim)
+  Vector ffn_norm;        ///< RMSNorm gain before the MLP (dim)
+  Matrix w1;              ///< gate projection (hidden_dim, dim)
+  Matrix w2;              ///< down projection (dim, hidden_dim)
+  Matrix w3;              ///< up projection (hidden_dim, dim)
+};
+
+/// A linear layer's weight with its checkpoint name, e.g. "layers.0.attention.wq".
+struct NamedWeight {
+  std::string name;      ///< where it sits in the model
+  const Matrix* weight;  ///< (out_features, in_features), owned by the model
+};
+
+/// All tensors of a llama2.c checkpoint.
+struct Llama2cModel {
+  Llama2cConfig config;            ///< the header
+  Matrix token_embedding;          ///< (vocab_size, dim)
+  std::vector<Llama2cLayer> layers;  ///< n_layers blocks
+  Vector final_norm;               ///< RMSNorm gain before the classifier (dim)
+  Matrix classifier;               ///< (vocab_size, dim); empty when shared with the embedding
+
+  /// The seven linear weights of every block, in file order per kind, layer by layer.
+  [[nodiscard]] std::vector<NamedWeight> linear_weights() const {
+    std::vector<NamedWeight> out;
+    for (std::size_t l = 0; l < layers.size(); ++l) {
+      const auto& b = layers[l];
+      const std::string prefix = "layers." + std::to_string(l) + ".";
+      for (const auto& [name, m] :
+           {std::pair{"attention.wq", &b.wq}, {"attention.wk", &b.wk}, {"attention.wv", &b.wv},
+            {"attention.wo", &b.wo}, {"feed_forward.w1", &b.w1}, {"feed_forward.w2", &b.w2},
+            {"feed_forward.w3", &b.w3}}) {
+        out.push_back({prefix + name, m});
+      }
+    }
+    return out;
+  }
+};
+
+namespace detail {
+
+/// Reads consecutive little-endian float tensors out of a byte span, bounds-checked.
+class TensorReader {
+ public:
+  TensorReader(std::span<const std::byte> bytes, std::size_t offset)
+      : bytes_(bytes), offset_(offset) {}
+
+  Matrix matrix(index_t rows, index_t cols, const std::string& name) {
+    Matrix m(rows, cols);
+    read_into(m.data(), rows * cols, name);
+    check_finite(m, "io::load_llama2c: " + name);
+    return m;
+  }
+  Vector vector(index_t n, const std::string& name) {
+    Vector v(n);
+    read_into(v.data(), n, name);
+    check_finite(v.transpose(), "io::load_llama2c: " + name);
+    return v;
+  }
+  void skip(index_t floats) { offset_ += static_cast<std::size_t>(floats) * sizeof(float); }
+  [[nodiscard]] std::size_t offset() const noexcept { return offset_; }
+
+ private:
+  void read_into(float* out, index_t count, const std::string& name) {
+    const std::size_t size = static_cast<std::size_t>(count) * sizeof(float);
+    QLR_CHECK(offset_ <= bytes_.size() && size <= bytes_.size() - offset_, corrupt_file,
+              "io::load_llama2c: tensor {} needs bytes [{}, {}); expected a file of at least "
+              "that size, got {}",
+              name, offset_, offset_ + size, bytes_.size());
+    std::memcpy(out, bytes_.data() + offset_, size);
+    offset_ += size;
+  }
+
+  std::span<const std::byte> bytes_;
+  std::size_t offset_;
+};
+
+}  // namespace detail
+
+/// Parses a llama2.c checkpoint held in memory. Throws Errc::corrupt_file for a header
+/// that is out of range or inconsistent, or a size that does not match the header exactly.
+inline Llama2cModel parse_llama2c(std::span<const std::byte> bytes) {
+  constexpr const char* entity = "io::load_llama2c";
+  constexpr std::size_t header_bytes = 7 * sizeof(std::int32_t);
+  QLR_CHECK(bytes.size() >= header_bytes, corrupt_file,
+            "{}: file size = {} bytes; expected at least the {}-byte header", entity,
+            bytes.size(), header_bytes);
+  std::int32_t h[7];
+  std::memcpy(h, bytes.data(), header_bytes);
+  Llama2cConfig c{h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[5] > 0};
+  if (c.vocab_size < 0) c.vocab_size = -c.vocab_size;  // llama2.c's flag for an own classifier
+
+  // Bounds that keep every product below 2^62 and match any model a CPU can hold.
+  const auto check_range = [&](const char* field, std::int64_t v, std::int64_t hi) {
+    QLR_CHECK(v >= 1 && v <= hi, corrupt_file, "{}: header {} = {}; expected 1 <= {} <= {}",
+              entity, field, v, field, hi);
+  };
+  check_range("dim", c.dim, 1 << 16);
+  check_range("hidden_dim", c.hidden_dim, 1 << 18);
+  check_range("n_layers", c.n_layers, 1 << 10);
+  check_range("n_heads", c.n_heads, c.dim);
+  check_range("n_kv_heads", c.n_kv_heads, c.n_heads);
+  check_range("vocab_size", c.vocab_size, 1 << 20);
+  check_range("seq_len", c.seq_len, 1 << 20);
+  QLR_CHECK(c.dim % c.n_heads == 0 && c.n_heads % c.n_kv_heads == 0 && c.head_size() % 2 == 0,
+            corrupt_file,
+            "{}: header dim = {}, n_heads = {}, n_kv_heads = {}; expected n_heads to divide dim "
+            "into even head sizes and n_kv_heads to divide n_heads",
+            entity, c.dim, c.n_heads, c.n_kv_heads);
+
+  const std::int64_t dim = c.dim, hidden = c.hidden_dim, layers = c.n_layers,
+                     kv = c.kv_dim(), vocab = c.vocab_size;
+  const std::int64_t floats = vocab * dim + layers * (2 * dim + 2 * dim * dim + 2 * kv * dim +
+                                                      3 * hidden * dim) +
+                              dim + std::int64_t{c.seq_len} * c.head_size() +
+                              (c.shared_classifier ? 0 : vocab * dim);
+  const std::int64_t expected = static_cast<std::int64_t>(header_bytes) + floats * 4;
+  QLR_CHECK(static_cast<std::int64_t>(bytes.size()) == expected, corrupt_file,
+            "{}: file size = {} bytes; expected {} for the header's shapes (dim {}, hidden {}, "
+            "{} layers, vocab {})",
+            entity, bytes.size(), expected, c.dim, c.hidden_dim, c.n_layers, c.vocab_size);
+
+  Llama2cModel m;
+  m.config = c;
+  m.layers.resize(static_cast<std::size_t>(c.n_layers));
+  detail::TensorReader r(bytes, header_bytes);
+  const auto name = [](const char* kind, std::size_t l) {
+    return "layers." + std::to_string(l) + "." + kind;
+  };
+  m.token_embedding = r.matrix(vocab, dim, "token_embedding");
+  // The file groups tensors by kind across layers: all attention norms, then all wq, …
+  for (std::size_t l = 0; l < m.layers.size(); ++l)
+    m.layers[l].attention_norm = r.vector(dim, name("attention_norm", l));
+  for (std::size_t l = 0; l < m.layers.size(); ++l)
+    m.layers[l].wq = r.matrix(dim, dim, name("attention.wq", l));
+  for (std::size_t l = 0; l < m.layers.size(); ++l)
+    m.layers[l].wk = r.matrix(kv, dim, name("attention.wk", l));
+  for (std::size_t l = 0; l < m.layers.size(); ++l)
+    m.layers[l].wv = r.matrix(kv, dim, name("attention.wv", l));
+  for (std::size_t l = 0; l < m.layers.size(); ++l)
+    m.layers[l].wo = r.matrix(dim, dim, name("attention.wo", l));
+  for (std::size_t l = 0; l < m.layers.size(); ++l)
+    m.layers[l].ffn_norm = r.vector(dim, name("ffn_norm", l));
+  for (std::size_t l = 0; l < m.layers.size(); ++l)
+    m.layers[l].w1 = r.matrix(hidden, dim, name("feed_forward.w1", l));
+  for (std::size_t l = 0; l < m.layers.size(); ++l)
+    m.layers[l].w2 = r.matrix(dim, hidden, name("feed_forward.w2", l));
+  for (std::size_t l = 0; l < m.layers.size(); ++l)
+    m.layers[l].w3 = r.matrix(hidden, dim, name("feed_forward.w3", l));
+  m.final_norm = r.vector(dim, "final_norm");
+  r.skip(std::int64_t{c.seq_len} * c.head_size());  // two RoPE tables llama2.c no longer reads
+  if (!c.shared_classifier) m.classifier = r.matrix(vocab, dim, "classifier");
+  QLR_ASSERT(r.offset() == bytes.size());
+  return m;
+}
+
+/// Loads a llama2.c checkpoint from `path`. Throws Errc::io when the file cannot be read
+/// and Errc::corrupt_file when its contents do not match the format.
+inline Llama2cModel load_llama2c(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  QLR_CHECK(in.good(), io, "io::load_llama2c: path = '{}'; expected a readable file",
+            path.string());
+  const std::streamoff size = in.tellg();
+  QLR_CHECK(size >= 0, io, "io::load_llama2c: path = '{}'; expected a regular file",
+            path.string());
+  std::vector<std::byte> bytes(static_cast<std::size_t>(size));
+  in.seekg(0);
+  in.read(reinterpret_cast<char*>(bytes.data()), size);
+  QLR_CHECK(in.good() || (in.eof() && in.gcount() == size), io,
+            "io::load_llama2c: path = '{}'; read {} of {} bytes", path.string(), in.gcount(),
+            size);
+  return parse_llama2c(bytes);
+}
+
+}  // namespace qlr::io

@@ -1,0 +1,56 @@
+// SPDX-License-Identifier: Apache-2.0
+// Dequantization of a QuantizedMatrix back to FP32: the semantics every kernel must match.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "qlr/core/bit_pack.hpp"
+#include "qlr/core/format.hpp"
+#include "qlr/core/matrix.hpp"
+#include "qlr/core/parallel.hpp"
+
+namespace qlr::quant {
+
+/// Writes row `o` of Ŵ into out[0, K): ŵ = s·(u − Z) (int_asym), s·(u − 2^(b−1)) (int_sym)
+/// or s·table[u] (codebook), one f32 rounding per element for integer zeros.
+template <QuantFormatType F>
+void dequantize_row(const QuantizedMatrix<F>& q, index_t o, float* out) noexcept {
+  const index_t cols = q.cols();
+  const index_t g = q.group_size();
+  // The codes are unpacked into `out` as floats first, then scaled in place.
+  std::uint8_t codes[256];
+  for (index_t begin = 0; begin < cols; begin += 256) {
+    const index_t n = std::min<index_t>(256, cols - begin);
+    // Whole bytes only: 256 codes of any width end on a byte boundary.
+    qlr::detail::unpack_codes_unchecked(
+        F::bits, q.row_codes(o).data() + packed_size(F::bits, begin),
+        n, codes);
+    for (index_t i = 0; i < n; ++i) out[begin + i] = static_cast<float>(codes[i]);
+  }
+  for (index_t l = 0; l < q.groups(); ++l) {
+    const float s = q.scale(o, l);
+    const index_t end = std::min(cols, (l + 1) * g);
+    if constexpr (F::encoding == Encoding::codebook) {
+      const auto table = q.codebook();
+      for (index_t i = l * g; i < end; ++i)
+        out[i] = table[static_cast<std::size_t>(out[i])] * s;
+    } else {
+      const float z = F::encoding == Encoding::int_asym ? q.zero(o, l)
+                                                        : static_cast<float>(1 << (F::bits - 1));
+      for (index_t i = l * g; i < end; ++i) out[i] = s * (out[i] - z);
+    }
+  }
+}
+
+/// Ŵ (N×K) in FP32.
+template <QuantFormatType F>
+Matrix dequantize(const QuantizedMatrix<F>& q) {
+  Matrix w(q.rows(), q.cols());
+  parallel_for(q.rows(), 8, [&](index_t begin, index_t end) {
+    for (index_t o = begin; o < end; ++o) dequantize_row(q, o, w.row(o).data());
+  });
+  return w;
+}
+
+}  // namespace qlr::quant
