@@ -1,0 +1,121 @@
+// SPDX-License-Identifier: Apache-2.0
+// Quantize and dequantize throughput on a 7B-class weight (4096×4096, g = 128), in GB/s of
+// FP32 weight read (quantize) or written (dequantize), beside a plain FP32 copy of the same
+// bytes as the machine's baseline.
+#include <benchmark/benchmark.h>
+
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "qlr/core/cpu.hpp"
+#include "qlr/core/parallel.hpp"
+#include "qlr/quant/dequantize.hpp"
+#include "qlr/quant/int_group.hpp"
+#include "qlr/quant/nf4.hpp"
+#include "qlr/version.hpp"
+
+namespace {
+
+const qlr::Matrix& weight(qlr::index_t n, qlr::index_t k) {
+  static std::vector<std::pair<std::pair<qlr::index_t, qlr::index_t>, qlr::Matrix>> cache;
+  for (const auto& [shape, m] : cache)
+    if (shape == std::pair{n, k}) return m;
+  std::mt19937 rng(42);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  qlr::Matrix w(n, k);
+  for (qlr::index_t i = 0; i < w.size(); ++i) w.data()[i] = normal(rng);
+  cache.emplace_back(std::pair{n, k}, std::move(w));
+  return cache.back().second;
+}
+
+void set_rate(benchmark::State& state, qlr::index_t n, qlr::index_t k) {
+  state.counters["bytes"] = benchmark::Counter(static_cast<double>(sizeof(float) * n * k),
+                                               benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["weights"] = benchmark::Counter(static_cast<double>(n * k),
+                                                 benchmark::Counter::kIsIterationInvariantRate);
+}
+
+/// Args: N, K, threads.
+template <class Policy>
+void BM_Qlr_Quantize(benchmark::State& state, Policy policy) {
+  const auto n = state.range(0), k = state.range(1);
+  qlr::set_num_threads(static_cast<int>(state.range(2)));
+  const qlr::Matrix& w = weight(n, k);
+  for (auto _ : state) benchmark::DoNotOptimize(policy.quantize(w));
+  set_rate(state, n, k);
+}
+
+template <class Policy>
+void BM_Qlr_Dequantize(benchmark::State& state, Policy policy) {
+  const auto n = state.range(0), k = state.range(1);
+  qlr::set_num_threads(static_cast<int>(state.range(2)));
+  const auto q = policy.quantize(weight(n, k));
+  qlr::Matrix out(n, k);
+  for (auto _ : state) {
+    qlr::parallel_for(n, 8, [&](qlr::index_t begin, qlr::index_t end) {
+      for (qlr::index_t o = begin; o < end; ++o) qlr::quant::dequantize_row(q, o, out.row(o).data());
+    });
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  set_rate(state, n, k);
+}
+
+/// The baseline: one pass of memcpy over the same FP32 bytes (read + write), per thread count.
+void BM_Memcpy_Copy_F32(benchmark::State& state) {
+  const auto n = state.range(0), k = state.range(1);
+  qlr::set_num_threads(static_cast<int>(state.range(2)));
+  const qlr::Matrix& w = weight(n, k);
+  qlr::Matrix out(n, k);
+  for (auto _ : state) {
+    qlr::parallel_for(n, 8, [&](qlr::index_t begin, qlr::index_t end) {
+      std::memcpy(out.row(begin).data(), w.row(begin).data(),
+                  sizeof(float) * static_cast<std::size_t>((end - begin) * k));
+    });
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  set_rate(state, n, k);
+}
+
+void shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"N", "K", "threads"});
+  for (const int threads : {1, 2}) b->Args({4096, 4096, threads});
+  b->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+
+void small_shapes(benchmark::internal::Benchmark* b) {  // clip search: 80 trials per group
+  b->ArgNames({"N", "K", "threads"});
+  for (const int threads : {1, 2}) b->Args({1024, 1024, threads});
+  b->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+
+using qlr::quant::IntAsym;
+using qlr::quant::IntSym;
+const qlr::quant::IntOptions g128{.group_size = 128};
+const qlr::quant::IntOptions g128_clip{.group_size = 128, .range = qlr::quant::Range::mse_clip};
+
+BENCHMARK(BM_Memcpy_Copy_F32)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_Qlr_Quantize, Int4Asym_G128, IntAsym<4>(g128))->Apply(shapes);
+BENCHMARK_CAPTURE(BM_Qlr_Quantize, Int4Sym_G128, IntSym<4>(g128))->Apply(shapes);
+BENCHMARK_CAPTURE(BM_Qlr_Quantize, Int8Asym_G128, IntAsym<8>(g128))->Apply(shapes);
+BENCHMARK_CAPTURE(BM_Qlr_Quantize, Int3Asym_G128, IntAsym<3>(g128))->Apply(shapes);
+BENCHMARK_CAPTURE(BM_Qlr_Quantize, Nf4_B64, qlr::quant::Nf4())->Apply(shapes);
+BENCHMARK_CAPTURE(BM_Qlr_Quantize, Int4Asym_G128_Clip, IntAsym<4>(g128_clip))->Apply(small_shapes);
+BENCHMARK_CAPTURE(BM_Qlr_Dequantize, Int4Asym_G128, IntAsym<4>(g128))->Apply(shapes);
+BENCHMARK_CAPTURE(BM_Qlr_Dequantize, Int8Asym_G128, IntAsym<8>(g128))->Apply(shapes);
+BENCHMARK_CAPTURE(BM_Qlr_Dequantize, Nf4_B64, qlr::quant::Nf4())->Apply(shapes);
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::AddCustomContext("qlr_version", qlr::version_string);
+  benchmark::AddCustomContext("qlr_cpu_features", qlr::to_string(qlr::cpu_features()));
+  benchmark::AddCustomContext("compiler", __VERSION__);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

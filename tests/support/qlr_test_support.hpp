@@ -1,0 +1,42 @@
+// SPDX-License-Identifier: Apache-2.0
+// Shared helpers of qlr's tests: seeded random matrices and the paths of real artifacts.
+#pragma once
+
+#include <cmath>
+#include <filesystem>
+#include <optional>
+#include <random>
+
+#include "qlr/core/matrix.hpp"
+
+namespace qlr::test {
+
+/// N(0, sigma²) entries.
+inline Matrix gaussian(std::mt19937& rng, index_t rows, index_t cols, float sigma = 1.0f) {
+  std::normal_distribution<float> normal(0.0f, sigma);
+  Matrix m(rows, cols);
+  for (index_t i = 0; i < m.size(); ++i) m.data()[i] = normal(rng);
+  return m;
+}
+
+/// Student-t entries with 3 degrees of freedom: the heavy tails of LLM weights, where an
+/// element can sit tens of sigmas out.
+inline Matrix heavy_tailed(std::mt19937& rng, index_t rows, index_t cols) {
+  std::student_t_distribution<float> t(3.0f);
+  Matrix m(rows, cols);
+  for (index_t i = 0; i < m.size(); ++i) m.data()[i] = t(rng);
+  return m;
+}
+
+/// The vendored stories260K checkpoint (data/stories260K), if this checkout has it.
+inline std::optional<std::filesystem::path> stories260k_path() {
+  const std::filesystem::path vendored = std::filesystem::path(QLR_DATA_DIR) / "stories260K" /
+                                         "stories260K.bin";
+  if (std::filesystem::exists(vendored)) return vendored;
+  const std::filesystem::path shared = std::filesystem::path(QLR_SHARED_DATA_DIR) /
+                                       "stories260K.bin";
+  if (std::filesystem::exists(shared)) return shared;
+  return std::nullopt;
+}
+
+}  // namespace qlr::test
