@@ -135,8 +135,12 @@ inline Llama2cModel parse_llama2c(std::span<const std::byte> bytes) {
             bytes.size(), header_bytes);
   std::int32_t h[7];
   std::memcpy(h, bytes.data(), header_bytes);
-  Llama2cConfig c{h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[5] > 0};
-  if (c.vocab_size < 0) c.vocab_size = -c.vocab_size;  // llama2.c's flag for an own classifier
+  // A negative vocab size is llama2.c's flag for a classifier of its own; negate in 64 bits
+  // (−INT32_MIN does not fit an int).
+  const std::int64_t vocab_field = h[5] < 0 ? -std::int64_t{h[5]} : std::int64_t{h[5]};
+  QLR_CHECK(vocab_field >= 1 && vocab_field <= (1 << 20), corrupt_file,
+            "{}: header vocab_size = {}; expected 1 <= |vocab_size| <= {}", entity, h[5], 1 << 20);
+  Llama2cConfig c{h[0], h[1], h[2], h[3], h[4], static_cast<int>(vocab_field), h[6], h[5] > 0};
 
   // Bounds that keep every product below 2^62 and match any model a CPU can hold.
   const auto check_range = [&](const char* field, std::int64_t v, std::int64_t hi) {
@@ -148,7 +152,6 @@ inline Llama2cModel parse_llama2c(std::span<const std::byte> bytes) {
   check_range("n_layers", c.n_layers, 1 << 10);
   check_range("n_heads", c.n_heads, c.dim);
   check_range("n_kv_heads", c.n_kv_heads, c.n_heads);
-  check_range("vocab_size", c.vocab_size, 1 << 20);
   check_range("seq_len", c.seq_len, 1 << 20);
   QLR_CHECK(c.dim % c.n_heads == 0 && c.n_heads % c.n_kv_heads == 0 && c.head_size() % 2 == 0,
             corrupt_file,
