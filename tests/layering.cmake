@@ -35,21 +35,21 @@ foreach(header IN LISTS headers)
     elseif(line MATCHES "\"qlr/[a-z_0-9]+\\.hpp\"")
       list(APPEND breaches "${header}: includes a module header; include the specific header")
     endif()
-    if(line MATCHES "<Eigen/" AND NOT header MATCHES "^(core/matrix|quant/|rotate/|adapter/|compensate/|layers/|train/)")
-      list(APPEND breaches "${header}: Eigen outside core/matrix.hpp and the modules that may use it")
-    endif()
-    if(line MATCHES "<fmt/" AND NOT header MATCHES "^(core/error|io/)")
-      list(APPEND breaches "${header}: fmt outside core/error.hpp and io")
-    endif()
-    if(line MATCHES "<nlohmann/" AND NOT header MATCHES "^io/")
-      list(APPEND breaches "${header}: nlohmann-json outside io")
-    endif()
-    if(line MATCHES "<immintrin.h>" AND NOT header MATCHES "^kernels/(avx2|avx512_vnni)/")
-      list(APPEND breaches "${header}: intrinsics outside kernels/avx2 and kernels/avx512_vnni")
-    endif()
-    if(line MATCHES "<xsimd/" AND NOT header MATCHES "^kernels/portable/")
-      list(APPEND breaches "${header}: xsimd outside kernels/portable")
-    endif()
+    # Third-party headers: "include pattern@headers allowed to use it@why".
+    foreach(rule IN ITEMS
+        "<Eigen/@^(core/matrix|quant/|rotate/|adapter/|compensate/|layers/|train/)@Eigen outside core/matrix.hpp and the modules that may use it"
+        "<fmt/@^(core/error|io/)@fmt outside core/error.hpp and io"
+        "<nlohmann/@^io/@nlohmann-json outside io"
+        "<immintrin.h>@^kernels/(avx2|avx512_vnni)/@intrinsics outside kernels/avx2 and kernels/avx512_vnni"
+        "<xsimd/@^kernels/portable/@xsimd outside kernels/portable")
+      string(REPLACE "@" ";" rule "${rule}")
+      list(GET rule 0 pattern)
+      list(GET rule 1 allowed)
+      list(GET rule 2 why)
+      if(line MATCHES "${pattern}" AND NOT header MATCHES "${allowed}")
+        list(APPEND breaches "${header}: ${why}")
+      endif()
+    endforeach()
   endforeach()
 endforeach()
 

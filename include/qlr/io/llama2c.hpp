@@ -12,6 +12,7 @@
 #include <fstream>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -93,17 +94,18 @@ class TensorReader {
   TensorReader(std::span<const std::byte> bytes, std::size_t offset)
       : bytes_(bytes), offset_(offset) {}
 
-  Matrix matrix(index_t rows, index_t cols, const std::string& name) {
-    Matrix m(rows, cols);
-    read_into(m.data(), rows * cols, name);
-    check_finite(m, "io::load_llama2c: " + name);
-    return m;
-  }
-  Vector vector(index_t n, const std::string& name) {
-    Vector v(n);
-    read_into(v.data(), n, name);
-    check_finite(v.transpose(), "io::load_llama2c: " + name);
-    return v;
+  /// The next rows×cols floats as a Matrix, or as a Vector when T is Vector (cols = 1).
+  template <class T>
+  T read(index_t rows, index_t cols, const std::string& name) {
+    T t;
+    if constexpr (std::is_same_v<T, Matrix>)
+      t.resize(rows, cols);
+    else
+      t.resize(rows * cols);
+    read_into(t.data(), rows * cols, name);
+    check_finite(ConstMatrixMap(t.data(), rows, cols, Eigen::OuterStride<>(cols)),
+                 "io::load_llama2c: " + name);
+    return t;
   }
   void skip(index_t floats) { offset_ += static_cast<std::size_t>(floats) * sizeof(float); }
   [[nodiscard]] std::size_t offset() const noexcept { return offset_; }
@@ -175,32 +177,25 @@ inline Llama2cModel parse_llama2c(std::span<const std::byte> bytes) {
   m.config = c;
   m.layers.resize(static_cast<std::size_t>(c.n_layers));
   detail::TensorReader r(bytes, header_bytes);
-  const auto name = [](const char* kind, std::size_t l) {
-    return "layers." + std::to_string(l) + "." + kind;
-  };
-  m.token_embedding = r.matrix(vocab, dim, "token_embedding");
+  m.token_embedding = r.read<Matrix>(vocab, dim, "token_embedding");
   // The file groups tensors by kind across layers: all attention norms, then all wq, …
-  for (std::size_t l = 0; l < m.layers.size(); ++l)
-    m.layers[l].attention_norm = r.vector(dim, name("attention_norm", l));
-  for (std::size_t l = 0; l < m.layers.size(); ++l)
-    m.layers[l].wq = r.matrix(dim, dim, name("attention.wq", l));
-  for (std::size_t l = 0; l < m.layers.size(); ++l)
-    m.layers[l].wk = r.matrix(kv, dim, name("attention.wk", l));
-  for (std::size_t l = 0; l < m.layers.size(); ++l)
-    m.layers[l].wv = r.matrix(kv, dim, name("attention.wv", l));
-  for (std::size_t l = 0; l < m.layers.size(); ++l)
-    m.layers[l].wo = r.matrix(dim, dim, name("attention.wo", l));
-  for (std::size_t l = 0; l < m.layers.size(); ++l)
-    m.layers[l].ffn_norm = r.vector(dim, name("ffn_norm", l));
-  for (std::size_t l = 0; l < m.layers.size(); ++l)
-    m.layers[l].w1 = r.matrix(hidden, dim, name("feed_forward.w1", l));
-  for (std::size_t l = 0; l < m.layers.size(); ++l)
-    m.layers[l].w2 = r.matrix(dim, hidden, name("feed_forward.w2", l));
-  for (std::size_t l = 0; l < m.layers.size(); ++l)
-    m.layers[l].w3 = r.matrix(hidden, dim, name("feed_forward.w3", l));
-  m.final_norm = r.vector(dim, "final_norm");
+  const auto per_layer = [&](auto member, index_t rows, index_t cols, const char* kind) {
+    using T = std::remove_reference_t<decltype(m.layers.front().*member)>;
+    for (std::size_t l = 0; l < m.layers.size(); ++l)
+      m.layers[l].*member = r.read<T>(rows, cols, "layers." + std::to_string(l) + "." + kind);
+  };
+  per_layer(&Llama2cLayer::attention_norm, dim, 1, "attention_norm");
+  per_layer(&Llama2cLayer::wq, dim, dim, "attention.wq");
+  per_layer(&Llama2cLayer::wk, kv, dim, "attention.wk");
+  per_layer(&Llama2cLayer::wv, kv, dim, "attention.wv");
+  per_layer(&Llama2cLayer::wo, dim, dim, "attention.wo");
+  per_layer(&Llama2cLayer::ffn_norm, dim, 1, "ffn_norm");
+  per_layer(&Llama2cLayer::w1, hidden, dim, "feed_forward.w1");
+  per_layer(&Llama2cLayer::w2, dim, hidden, "feed_forward.w2");
+  per_layer(&Llama2cLayer::w3, hidden, dim, "feed_forward.w3");
+  m.final_norm = r.read<Vector>(dim, 1, "final_norm");
   r.skip(std::int64_t{c.seq_len} * c.head_size());  // two RoPE tables llama2.c no longer reads
-  if (!c.shared_classifier) m.classifier = r.matrix(vocab, dim, "classifier");
+  if (!c.shared_classifier) m.classifier = r.read<Matrix>(vocab, dim, "classifier");
   QLR_ASSERT(r.offset() == bytes.size());
   return m;
 }

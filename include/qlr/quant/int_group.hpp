@@ -7,15 +7,13 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#include <vector>
 
-#include "qlr/core/bit_pack.hpp"
 #include "qlr/core/error.hpp"
 #include "qlr/core/format.hpp"
 #include "qlr/core/matrix.hpp"
 #include "qlr/core/numeric.hpp"
-#include "qlr/core/parallel.hpp"
 #include "qlr/quant/concept.hpp"
+#include "qlr/quant/detail/quantize_rows.hpp"
 
 namespace qlr::quant {
 
@@ -169,96 +167,60 @@ template <QuantFormatType Format>
 QuantizedMatrix<Format> quantize_int(ConstMatrixRef w, const IntCoding& c, const IntOptions& opt,
                                      const char* entity) {
   validate_options(c, opt, entity);
-  require_round_to_nearest(entity);
-  QLR_CHECK(w.rows() > 0 && w.cols() > 0, shape_mismatch,
-            "{}: w is {}x{}; expected a non-empty matrix", entity, w.rows(), w.cols());
-  check_finite(w, entity);
-
-  QuantizedParts p;
-  p.rows = w.rows();
-  p.cols = w.cols();
-  p.group_size = effective_group_size(opt.group_size, p.cols, entity);
-  p.zero_mode = c.symmetric ? ZeroMode::integer : c.zero_mode;
-  p.scale_type = c.scale_type;
-  const index_t groups = group_count(p.cols, p.group_size);
-  const index_t stride = packed_size(c.bits, p.cols);
-  p.codes.resize(static_cast<std::size_t>(p.rows * stride));
-  p.scales.resize(static_cast<std::size_t>(p.rows * groups));
-  if (!c.symmetric) p.zeros.resize(p.scales.size());
-
-  // Rows are independent, so any split over threads gives the same bytes.
-  parallel_for(p.rows, 8, [&](index_t row_begin, index_t row_end) {
-    std::vector<std::uint8_t> row_codes(static_cast<std::size_t>(p.cols));
-    for (index_t o = row_begin; o < row_end; ++o) {
-      const float* row = w.row(o).data();
-      for (index_t l = 0; l < groups; ++l) {
-        const index_t begin = l * p.group_size;
-        const index_t n = std::min(p.group_size, p.cols - begin);
-        const GroupGrid grid = fit_group(c, opt, row + begin, n, entity);
-        const auto at = static_cast<std::size_t>(o * groups + l);
-        p.scales[at] = grid.scale;
-        if (!c.symmetric) p.zeros[at] = grid.zero;
-        for (index_t i = 0; i < n; ++i)
-          row_codes[static_cast<std::size_t>(begin + i)] = encode(c, grid, row[begin + i]);
-      }
-      qlr::detail::pack_codes_unchecked(c.bits, row_codes.data(), p.cols,
-                           p.codes.data() + static_cast<std::size_t>(o * stride));
-    }
-  });
-  return QuantizedMatrix<Format>(std::move(p));
+  const index_t k = w.cols();
+  const index_t g = effective_group_size(opt.group_size, k, entity);
+  return quantize_rows<Format>(
+      w, {opt.group_size, c.scale_type, c.zero_mode, {}}, entity,
+      [&](const float* row, std::uint8_t* codes, float* scales, float* zeros) {
+        for (index_t l = 0, begin = 0; begin < k; ++l, begin += g) {
+          const index_t n = std::min(g, k - begin);
+          const GroupGrid grid = fit_group(c, opt, row + begin, n, entity);
+          scales[l] = grid.scale;
+          if (zeros != nullptr) zeros[l] = grid.zero;
+          for (index_t i = begin; i < begin + n; ++i) codes[i] = encode(c, grid, row[i]);
+        }
+      });
 }
 
 }  // namespace detail
 
-/// Asymmetric INT-`Bits` with a zero point per group (§2.1): ŵ = s·(u − Z), u ∈ [0, 2^b − 1].
-template <int Bits>
-  requires SupportedIntBits<Bits>
-class IntAsym {
+/// Group-wise INT-`Bits` quantizer with encoding `E`: int_asym (§2.1, ŵ = s·(u − Z) with a
+/// zero point per group) or int_sym (§2.2, s = max|w|/(2^(b−1) − 1), no zero point).
+/// Use it through the aliases IntAsym<B> and IntSym<B>.
+template <int Bits, Encoding E>
+  requires SupportedIntBits<Bits> && (E == Encoding::int_asym || E == Encoding::int_sym)
+class IntGroup {
  public:
-  using format = QuantFormat<Bits, Encoding::int_asym>;  ///< what quantize() produces
+  using format = QuantFormat<Bits, E>;  ///< what quantize() produces
 
   /// g = 128, RTN, integer zero points, f32 scales.
-  IntAsym() = default;
-  /// A quantizer with the given options, e.g. IntAsym<4>({.group_size = 32}).
-  explicit IntAsym(IntOptions options) : options_(options) {}
+  IntGroup() = default;
+  /// A quantizer with the given options, e.g. IntAsym<4>({.group_size = 32}). Symmetric
+  /// quantizers ignore zero_mode and include_zero.
+  explicit IntGroup(IntOptions options) : options_(options) {}
 
   /// The options this policy quantizes with.
   [[nodiscard]] const IntOptions& options() const noexcept { return options_; }
 
   /// Quantizes `w` (N×K). Throws for an empty w, a NaN/Inf element or invalid options.
   [[nodiscard]] QuantizedMatrix<format> quantize(ConstMatrixRef w) const {
-    const detail::IntCoding c{Bits, false, options_.zero_mode, options_.include_zero,
-                              options_.scale_type};
-    return detail::quantize_int<format>(w, c, options_, "quant::IntAsym::quantize");
+    constexpr bool symmetric = E == Encoding::int_sym;
+    const detail::IntCoding c{Bits, symmetric, symmetric ? ZeroMode::integer : options_.zero_mode,
+                              symmetric || options_.include_zero, options_.scale_type};
+    return detail::quantize_int<format>(
+        w, c, options_, symmetric ? "quant::IntSym::quantize" : "quant::IntAsym::quantize");
   }
 
  private:
   IntOptions options_;
 };
 
-/// Symmetric INT-`Bits` (§2.2): s = max|w|/(2^(b−1) − 1), q ∈ [−2^(b−1), 2^(b−1) − 1], no zero.
+/// Asymmetric INT-`Bits` with a zero point per group (§2.1): u ∈ [0, 2^b − 1].
 template <int Bits>
-  requires SupportedIntBits<Bits>
-class IntSym {
- public:
-  using format = QuantFormat<Bits, Encoding::int_sym>;  ///< what quantize() produces
+using IntAsym = IntGroup<Bits, Encoding::int_asym>;
 
-  /// g = 128, RTN, f32 scales.
-  IntSym() = default;
-  /// A quantizer with the given options (zero_mode and include_zero are ignored).
-  explicit IntSym(IntOptions options) : options_(options) {}
-
-  /// The options this policy quantizes with.
-  [[nodiscard]] const IntOptions& options() const noexcept { return options_; }
-
-  /// Quantizes `w` (N×K). Throws for an empty w, a NaN/Inf element or invalid options.
-  [[nodiscard]] QuantizedMatrix<format> quantize(ConstMatrixRef w) const {
-    const detail::IntCoding c{Bits, true, ZeroMode::integer, true, options_.scale_type};
-    return detail::quantize_int<format>(w, c, options_, "quant::IntSym::quantize");
-  }
-
- private:
-  IntOptions options_;
-};
+/// Symmetric INT-`Bits` (§2.2): q ∈ [−2^(b−1), 2^(b−1) − 1], stored offset-binary.
+template <int Bits>
+using IntSym = IntGroup<Bits, Encoding::int_sym>;
 
 }  // namespace qlr::quant

@@ -8,15 +8,13 @@
 #include <cmath>
 #include <cstdint>
 #include <span>
-#include <vector>
 
-#include "qlr/core/bit_pack.hpp"
 #include "qlr/core/error.hpp"
 #include "qlr/core/format.hpp"
 #include "qlr/core/matrix.hpp"
 #include "qlr/core/numeric.hpp"
-#include "qlr/core/parallel.hpp"
 #include "qlr/quant/concept.hpp"
+#include "qlr/quant/detail/quantize_rows.hpp"
 
 namespace qlr::quant {
 
@@ -104,30 +102,14 @@ class Nf4 {
   /// Quantizes `w` (N×K) per row in blocks. Throws for an empty w, NaN/Inf or block_size < 0.
   [[nodiscard]] QuantizedMatrix<format> quantize(ConstMatrixRef w) const {
     constexpr const char* entity = "quant::Nf4::quantize";
-    QLR_CHECK(w.rows() > 0 && w.cols() > 0, shape_mismatch,
-              "{}: w is {}x{}; expected a non-empty matrix", entity, w.rows(), w.cols());
-    check_finite(w, entity);
-    QuantizedParts p;
-    p.rows = w.rows();
-    p.cols = w.cols();
-    p.group_size = effective_group_size(options_.block_size, p.cols, entity);
-    p.scale_type = options_.scale_type;
-    p.codebook.assign(levels.begin(), levels.end());
-    const index_t blocks = group_count(p.cols, p.group_size);
-    const index_t stride = packed_size(4, p.cols);
-    p.codes.resize(static_cast<std::size_t>(p.rows * stride));
-    p.scales.resize(static_cast<std::size_t>(p.rows * blocks));
-    parallel_for(p.rows, 8, [&](index_t row_begin, index_t row_end) {
-      std::vector<std::uint8_t> row_codes(static_cast<std::size_t>(p.cols));
-      for (index_t o = row_begin; o < row_end; ++o) {
-        detail::quantize_codebook_row(levels, midpoints, p.scale_type, w.row(o).data(), p.cols,
-                                      p.group_size, row_codes.data(),
-                                      p.scales.data() + o * blocks, entity);
-        qlr::detail::pack_codes_unchecked(4, row_codes.data(), p.cols,
-                                          p.codes.data() + o * stride);
-      }
-    });
-    return QuantizedMatrix<format>(std::move(p));
+    const index_t k = w.cols();
+    const index_t block = effective_group_size(options_.block_size, k, entity);
+    return detail::quantize_rows<format>(
+        w, {options_.block_size, options_.scale_type, ZeroMode::integer, {levels.begin(), levels.end()}},
+        entity, [&](const float* row, std::uint8_t* codes, float* scales, float*) {
+          detail::quantize_codebook_row(levels, midpoints, options_.scale_type, row, k, block,
+                                        codes, scales, entity);
+        });
   }
 
  private:
