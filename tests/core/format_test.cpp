@@ -80,6 +80,11 @@ TEST_CASE("QuantizedMatrix: refuses parts that break the format", "[core][format
   p.scales[1] = std::numeric_limits<float>::quiet_NaN();
   CHECK_THROWS_WITH(M(p), Catch::Contains("scales[1] = nan"));
   p = good;
+  p.scale_type = qlr::ScaleType::f16;
+  CHECK_NOTHROW(M(p));  // 0.5 is an f16 value
+  p.scales[3] = 0.1f;   // f32 precision is not
+  CHECK_THROWS_WITH(M(p), Catch::Contains("scales[3] = 0.1; expected a finite f16 value"));
+  p = good;
   p.zeros[2] = 16.0f;
   CHECK_THROWS_WITH(M(p), Catch::Contains("zeros[2] = 16"));
   p = good;

@@ -4,10 +4,13 @@
 #include <catch2/catch.hpp>
 
 #include <cstring>
+#include <limits>
 #include <fstream>
 #include <iterator>
 #include <random>
 #include <vector>
+
+#include <fmt/core.h>
 
 #include "qlr/io/llama2c.hpp"
 #include "qlr_test_support.hpp"
@@ -118,19 +121,26 @@ TEST_CASE("parse_llama2c: truncated, resized and corrupted files are qlr::Errors
       CHECK(e.code() == qlr::Errc::invalid_argument);
     }
   }
-  std::vector<std::byte> nan_weight = bytes;
-  const float nan = std::numeric_limits<float>::quiet_NaN();
-  std::memcpy(nan_weight.data() + 28 + 4 * (512 * 64 + 5 * 64 + 70), &nan, 4);
-  CHECK_THROWS_WITH(qlr::io::parse_llama2c(nan_weight),
-                    Catch::Contains("layers.0.attention.wq: element (1, 6) = nan"));
+  for (const float bad : {std::numeric_limits<float>::quiet_NaN(),
+                          std::numeric_limits<float>::infinity(),
+                          -std::numeric_limits<float>::infinity()}) {
+    std::vector<std::byte> bad_weight = bytes;
+    std::memcpy(bad_weight.data() + 28 + 4 * (512 * 64 + 5 * 64 + 70), &bad, 4);
+    CHECK_THROWS_WITH(qlr::io::parse_llama2c(bad_weight),
+                      Catch::Contains("layers.0.attention.wq: element (1, 6) = " +
+                                      fmt::format("{}", bad)));
+  }
 }
 
-TEST_CASE("load_llama2c: a missing file is an Errc::io error", "[io][llama2c]") {
-  try {
-    (void)qlr::io::load_llama2c("/nonexistent/model.bin");
-    FAIL("no exception");
-  } catch (const qlr::Error& e) {
-    CHECK(e.code() == qlr::Errc::io);
-    CHECK_THAT(e.what(), Catch::Contains("/nonexistent/model.bin"));
+TEST_CASE("load_llama2c: a missing file or a directory is an Errc::io error", "[io][llama2c]") {
+  for (const char* path : {"/nonexistent/model.bin", "/tmp"}) {
+    CAPTURE(path);
+    try {
+      (void)qlr::io::load_llama2c(path);
+      FAIL("no exception");
+    } catch (const qlr::Error& e) {
+      CHECK(e.code() == qlr::Errc::io);
+      CHECK_THAT(e.what(), Catch::Contains(path));
+    }
   }
 }

@@ -202,34 +202,91 @@ TEST_CASE("IntAsym: float zeros without include_zero reproduce each group's min 
   check_half_step_bound(w, q);
 }
 
-TEST_CASE("IntAsym/IntSym: all-zero and constant groups (T2.5)", "[quant][int_group]") {
-  Matrix w = Matrix::Zero(4, 64);
-  w.block(1, 0, 1, 32).setConstant(0.3f);     // constant positive group
-  w.block(2, 32, 1, 32).setConstant(-7.25f);  // constant negative group
-  w.block(3, 0, 1, 32).setConstant(1e-30f);   // tiny: the scale floor of §2.3
-  const IntOptions opts[] = {
-      {.group_size = 32},
-      {.group_size = 32, .zero_mode = qlr::ZeroMode::floating, .include_zero = false},
-      {.group_size = 32, .scale_type = qlr::ScaleType::f16}};
-  for (const auto& opt : opts) {
-    const bool f16 = opt.scale_type == qlr::ScaleType::f16;
-    CAPTURE(static_cast<int>(opt.zero_mode), opt.include_zero, f16);
+TEST_CASE("IntAsym/IntSym: all-zero groups are exact zeros (T2.5)", "[quant][int_group]") {
+  const Matrix w = Matrix::Zero(2, 64);
+  for (const auto zero_mode : {qlr::ZeroMode::integer, qlr::ZeroMode::floating}) {
+    const IntOptions opt{.group_size = 32, .zero_mode = zero_mode};
     const auto asym = IntAsym<4>(opt).quantize(w);
     const auto sym = IntSym<3>(opt).quantize(w);
-    CHECK(row_codes(asym, 0) == std::vector<std::uint8_t>(64, 0));  // all zero: u = 0, Z = 0
-    CHECK(row_codes(sym, 0) == std::vector<std::uint8_t>(64, 4));   // q = 0 stored as 2^(b−1)
-    for (const Matrix& m : {qlr::quant::dequantize(asym), qlr::quant::dequantize(sym)}) {
-      CHECK(m.row(0).isZero(0.0f));
-      // c is one end of its grid: s*·qmax with s* the storable scale ≥ c/qmax, so within
-      // one f32 ulp; an f16 scale is itself rounded up by up to 2^-10 relative.
-      for (index_t i = 0; i < 32; ++i) {
-        for (const auto& [value, c] : {std::pair{m(1, i), 0.3f}, std::pair{m(2, 32 + i), -7.25f}}) {
-          CHECK(std::abs(value - c) <= (f16 ? 0x1p-9f * std::abs(c) : ulp(c)));
-        }
+    CHECK(row_codes(asym, 0) == std::vector<std::uint8_t>(64, 0));  // u = 0, Z = 0
+    CHECK(row_codes(sym, 1) == std::vector<std::uint8_t>(64, 4));   // q = 0 stored as 2^(b−1)
+    CHECK(qlr::quant::dequantize(asym).isZero(0.0f));
+    CHECK(qlr::quant::dequantize(sym).isZero(0.0f));
+    CHECK(std::signbit(asym.zero(0, 0)) == false);  // +0, not −0
+  }
+}
+
+TEST_CASE("IntAsym/IntSym: a constant group c reconstructs c within 1 ulp (T2.5)",
+          "[quant][int_group]") {
+  // c is one end of its grid: ŵ = s*·qmax with s* = c/qmax rounded to nearest, a relative
+  // error below 2^-24, so the f32 result is c or a neighbour.
+  std::mt19937 rng(12);
+  std::uniform_real_distribution<float> magnitude(-20.0f, 20.0f);
+  Matrix w(400, 32);
+  for (index_t o = 0; o < w.rows(); ++o) {
+    const float c = std::ldexp(1.0f + std::abs(magnitude(rng)) / 20.0f, static_cast<int>(magnitude(rng)));
+    w.row(o).setConstant(o % 2 == 0 ? c : -c);
+  }
+  const IntOptions opts[] = {
+      {.group_size = 32},
+      {.group_size = 32, .zero_mode = qlr::ZeroMode::floating, .include_zero = false}};
+  for (const auto& opt : opts) {
+    CAPTURE(static_cast<int>(opt.zero_mode), opt.include_zero);
+    for (const Matrix& m : {qlr::quant::dequantize(IntAsym<4>(opt).quantize(w)),
+                            qlr::quant::dequantize(IntAsym<8>(opt).quantize(w)),
+                            qlr::quant::dequantize(IntSym<4>(opt).quantize(w)),
+                            qlr::quant::dequantize(IntSym<8>(opt).quantize(w))}) {
+      for (index_t o = 0; o < w.rows(); ++o) {
+        CAPTURE(o, w(o, 0), m(o, 0));
+        REQUIRE(std::abs(m(o, 0) - w(o, 0)) <= ulp(w(o, 0)));
       }
-      if (!f16) CHECK(std::abs(m(3, 0) - 1e-30f) <= ulp(1e-30f));  // f16's floor 2^-14 rounds it to 0
     }
   }
+}
+
+TEST_CASE("IntAsym/IntSym: scales below the smallest normal are lifted to it (§2.3)",
+          "[quant][int_group]") {
+  Matrix w(2, 8);
+  w.row(0).setConstant(1e-39f);  // subnormal: 1e-39/15 is far below FLT_MIN
+  w.row(1) << 3e-40f, -2e-40f, 0.0f, 1e-40f, 4e-40f, -4e-40f, 2e-40f, 1e-41f;
+  for (const auto scale_type : {qlr::ScaleType::f32, qlr::ScaleType::f16}) {
+    const float floor = scale_type == qlr::ScaleType::f32 ? std::numeric_limits<float>::min()
+                                                          : 0x1p-14f;
+    const IntOptions opt{.group_size = 8, .scale_type = scale_type};
+    const auto asym = IntAsym<4>(opt).quantize(w);
+    const auto sym = IntSym<4>(opt).quantize(w);
+    for (index_t o = 0; o < 2; ++o) {
+      CHECK(asym.scale(o, 0) == floor);
+      CHECK(sym.scale(o, 0) == floor);
+    }
+    check_half_step_bound(w, asym);  // every value is within half of the floored step of 0
+    check_half_step_bound(w, sym);
+  }
+}
+
+TEST_CASE("IntAsym: a scale rounded down that would break the bound is stepped up",
+          "[quant][int_group]") {
+  // With s* = s rounded to nearest, this range's top end lands 0.5000007 steps from the grid
+  // (found by a search over 5·10^7 random ranges).
+  Matrix w(1, 2);
+  w << -0x1.c74992p+0f, 0x1.29b01cp+1f;
+  const auto q = IntAsym<4>({.group_size = 0}).quantize(w);
+  const double s = (static_cast<double>(w(0, 1)) - w(0, 0)) / 15.0;
+  CHECK(q.scale(0, 0) == std::nextafter(static_cast<float>(s), 1.0f));
+  check_half_step_bound(w, q);
+}
+
+TEST_CASE("IntAsym: float zeros far from the range keep the bound in f16", "[quant][int_group]") {
+  Matrix w(2, 4);
+  w << 1000.1f, 1000.3f, 1000.5f, 1000.7f,  // Z = −lo/s ≈ −25000: f16 cannot hold it
+      -3.0f, -2.5f, -2.25f, -2.0f;          // all negative, Z within reach
+  const IntOptions opt{.group_size = 0, .zero_mode = qlr::ZeroMode::floating,
+                       .include_zero = false, .scale_type = qlr::ScaleType::f16};
+  const auto q = IntAsym<4>(opt).quantize(w);
+  check_half_step_bound(w, q);
+  check_reencoding_is_identity(q);
+  CHECK(q.zero(0, 0) == 0.0f);                        // refitted with 0 in range
+  CHECK(std::abs(q.zero(1, 0) - 45.0f) < 0.1f);       // −lo/s = 3·15: kept beyond qmax
 }
 
 TEST_CASE("IntAsym: per-channel and ragged groups are independent vectors (T2.6)",
@@ -306,6 +363,22 @@ TEST_CASE("IntAsym: the result does not depend on the thread count", "[quant][in
     CHECK(many.parts().scales == one.parts().scales);
     CHECK(many.parts().zeros == one.parts().zeros);
   }
+  qlr::set_num_threads(saved);
+}
+
+TEST_CASE("IntAsym: worker threads round the way the caller does", "[quant][int_group]") {
+  const int saved = qlr::num_threads();
+  std::mt19937 rng(10);
+  const Matrix w = qlr::test::gaussian(rng, 64, 128);
+  qlr::set_num_threads(1);
+  const auto one = IntAsym<4>({.group_size = 32}).quantize(w);
+  // Threads started under another rounding mode must not keep it for later jobs.
+  REQUIRE(std::fesetround(FE_UPWARD) == 0);
+  qlr::set_num_threads(4);
+  std::fesetround(FE_TONEAREST);
+  const auto four = IntAsym<4>({.group_size = 32}).quantize(w);
+  CHECK(four.parts().codes == one.parts().codes);
+  CHECK(four.parts().scales == one.parts().scales);
   qlr::set_num_threads(saved);
 }
 

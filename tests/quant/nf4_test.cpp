@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -104,6 +105,10 @@ TEST_CASE("Nf4: bad input is a qlr::Error naming the argument", "[quant][nf4]") 
   Matrix w = Matrix::Ones(2, 70);
   w(1, 66) = std::nanf("");
   CHECK_THROWS_WITH(Nf4().quantize(w), Catch::Contains("element (1, 66) = nan"));
+  w(1, 66) = std::numeric_limits<float>::infinity();
+  CHECK_THROWS_WITH(Nf4().quantize(w), Catch::Contains("element (1, 66) = inf"));
+  w(1, 66) = -std::numeric_limits<float>::infinity();
+  CHECK_THROWS_WITH(Nf4().quantize(w), Catch::Contains("element (1, 66) = -inf"));
   CHECK_THROWS_WITH(Nf4().quantize(Matrix(3, 0)), Catch::Contains("w is 3x0"));
   CHECK_THROWS_WITH(Nf4({.block_size = -1}).quantize(Matrix::Ones(2, 2)),
                     Catch::Contains("group_size = -1"));

@@ -3,6 +3,7 @@
 // and unsupported widths and unknown words are errors.
 #include <catch2/catch.hpp>
 
+#include <limits>
 #include <random>
 #include <string>
 
@@ -15,7 +16,8 @@ using qlr::quant::QuantSpec;
 
 TEST_CASE("parse_quant_spec: canonical names round-trip", "[quant][spec]") {
   for (const char* name : {"int4-asym-g128", "int3-sym-g32-clip", "int2-asym-g64-clip-fz",
-                           "int8-sym-pc-f16", "nf4-g64", "nf4-g128-f16", "int4-asym-pc"}) {
+                           "int8-sym-pc-f16", "nf4-g64", "nf4-g128-f16", "int4-asym-pc",
+                           "int4-asym-g32-fz-nz-f16"}) {
     CAPTURE(name);
     CHECK(qlr::quant::to_string(parse_quant_spec(name)) == name);
   }
@@ -36,7 +38,15 @@ TEST_CASE("quantize(QuantSpec): the same bytes as the compile-time policy", "[qu
   CHECK(qlr::quant::dequantize(any) == qlr::quant::dequantize(typed));
   CHECK(qlr::quant::bits_per_parameter(any) == typed.bits_per_parameter());
   const auto nf4 = qlr::quant::quantize(w, parse_quant_spec("nf4"));
-  CHECK(std::holds_alternative<qlr::QuantizedMatrix<qlr::quant::Nf4::format>>(nf4));
+  REQUIRE(std::holds_alternative<qlr::QuantizedMatrix<qlr::quant::Nf4::format>>(nf4));
+  CHECK(std::get<qlr::QuantizedMatrix<qlr::quant::Nf4::format>>(nf4).group_size() == 64);
+  // A default-constructed NF4 spec means the published format: blocks of 64.
+  const auto nf4_default = qlr::quant::quantize(w, QuantSpec{.encoding = qlr::Encoding::codebook});
+  CHECK(std::get<qlr::QuantizedMatrix<qlr::quant::Nf4::format>>(nf4_default).group_size() == 64);
+  Matrix bad = w;
+  bad(5, 7) = -std::numeric_limits<float>::infinity();
+  CHECK_THROWS_WITH(qlr::quant::quantize(bad, parse_quant_spec("int4-g32")),
+                    Catch::Contains("element (5, 7) = -inf"));
 }
 
 TEST_CASE("quantize(QuantSpec): unsupported widths are a qlr::Error at run time", "[quant][spec]") {
@@ -61,7 +71,11 @@ TEST_CASE("parse_quant_spec: unknown words name themselves", "[quant][spec]") {
   CHECK_THROWS_WITH(parse_quant_spec("int5"), Catch::Contains("format 'int5'"));
   CHECK_THROWS_WITH(parse_quant_spec("int4-g0"), Catch::Contains("option 'g0'"));
   CHECK_THROWS_WITH(parse_quant_spec("int4-gx"), Catch::Contains("option 'gx'"));
-  CHECK_THROWS_WITH(parse_quant_spec("int4--sym"), Catch::Contains("empty option"));
+  CHECK_THROWS_WITH(parse_quant_spec("int4--sym"), Catch::Contains("empty word"));
+  CHECK_THROWS_WITH(parse_quant_spec("int4-"), Catch::Contains("empty word"));
+  CHECK_THROWS_WITH(parse_quant_spec("int4-sym-asym"), Catch::Contains("'sym' and 'asym'"));
+  CHECK_THROWS_WITH(parse_quant_spec("int4-g32-pc"), Catch::Contains("'g32' and 'pc'"));
+  CHECK_THROWS_WITH(parse_quant_spec("int4-nz"), Catch::Contains("expected it with asym and fz"));
   CHECK_THROWS_WITH(parse_quant_spec("nf4-sym"), Catch::Contains("option 'sym'"));
   CHECK_THROWS_WITH(parse_quant_spec(""), Catch::Contains("format ''"));
 }

@@ -13,6 +13,7 @@
 
 #include "qlr/core/bit_pack.hpp"
 #include "qlr/core/error.hpp"
+#include "qlr/core/half.hpp"
 #include "qlr/core/numeric.hpp"
 #include "qlr/core/types.hpp"
 
@@ -167,18 +168,25 @@ class QuantizedMatrix {
     expect_size("scales", p_.scales.size(), params);
     expect_size("zeros", p_.zeros.size(), encoding == Encoding::int_asym ? params : 0);
     expect_size("codebook", p_.codebook.size(), encoding == Encoding::codebook ? 1 << bits : 0);
+    // Codes were computed from the scales as stored (ALGORITHMS.md §1.2): a scale or float
+    // zero that its ScaleType cannot hold would be rounded again on export.
+    const auto storable = [&](float v) {
+      return p_.scale_type == ScaleType::f32 || round_to_half(v) == v;
+    };
+    const char* type_name = p_.scale_type == ScaleType::f16 ? "f16" : "f32";
     for (std::size_t i = 0; i < p_.scales.size(); ++i) {
-      QLR_CHECK(std::isfinite(p_.scales[i]) && p_.scales[i] > 0.0f, invalid_argument,
-                "{}: scales[{}] = {}; expected a finite value > 0", entity, i, p_.scales[i]);
+      QLR_CHECK(std::isfinite(p_.scales[i]) && p_.scales[i] > 0.0f && storable(p_.scales[i]),
+                invalid_argument, "{}: scales[{}] = {}; expected a finite {} value > 0", entity,
+                i, p_.scales[i], type_name);
     }
     for (std::size_t i = 0; i < p_.zeros.size(); ++i) {
       const float z = p_.zeros[i];
       const bool ok = p_.zero_mode == ZeroMode::integer
                           ? z >= 0.0f && z <= static_cast<float>(max_code) && z == std::nearbyint(z)
-                          : std::isfinite(z);
+                          : std::isfinite(z) && storable(z);
       QLR_CHECK(ok, invalid_argument, "{}: zeros[{}] = {}; expected {}", entity, i, z,
                 p_.zero_mode == ZeroMode::integer ? "an integer in [0, 2^bits - 1]"
-                                                  : "a finite value");
+                                                  : "a finite value of the scale type");
     }
     for (std::size_t i = 0; i < p_.codebook.size(); ++i) {
       QLR_CHECK(std::isfinite(p_.codebook[i]) && (i == 0 || p_.codebook[i - 1] < p_.codebook[i]),

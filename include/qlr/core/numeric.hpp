@@ -34,30 +34,30 @@ inline double round_to_storage(double v, ScaleType t) noexcept {
   return t == ScaleType::f16 ? static_cast<double>(round_to_half(f)) : static_cast<double>(f);
 }
 
-/// The scale s* actually stored for an ideal scale s > 0: the smallest storable value ≥ s,
-/// so that s*·qmax still covers the fitted range and every element inside it lands within
-/// half a step (the RTN bound holds exactly, not up to the scale's own rounding). Values
-/// below the smallest normal of the type are lifted to it (ALGORITHMS.md §2.3). Throws when
-/// s does not fit the type.
-inline float storable_scale_at_least(double s, ScaleType t, std::string_view entity) {
+/// The scale s* stored for an ideal scale s > 0: s rounded to nearest even in the storage
+/// type (ALGORITHMS.md §1.2), lifted to the type's smallest normal when it falls below it
+/// (§2.3). Throws when s is not finite or does not fit the type.
+inline float store_scale(double s, ScaleType t, std::string_view entity) {
   const double max_value = t == ScaleType::f16 ? 65504.0 : std::numeric_limits<float>::max();
   const double min_normal = t == ScaleType::f16 ? 0x1p-14 : std::numeric_limits<float>::min();
   QLR_CHECK(std::isfinite(s) && s <= max_value, invalid_argument,
             "{}: scale = {}; expected a finite value that fits the {} scale type", entity, s,
             t == ScaleType::f16 ? "f16" : "f32");
   if (s <= min_normal) return static_cast<float>(min_normal);
-  double stored = round_to_storage(s, t);
-  if (stored < s) {
-    // One step up in the storage type: for f32 that is nextafter; for f16 the step is
-    // 2^(e-10) where e is the exponent of the stored value.
-    const float f = static_cast<float>(stored);
-    stored = t == ScaleType::f32
-                 ? static_cast<double>(std::nextafter(f, std::numeric_limits<float>::infinity()))
-                 : static_cast<double>(next_half_up(f));
-    QLR_CHECK(stored <= max_value, invalid_argument,
-              "{}: scale = {}; expected a value that fits the f16 scale type", entity, s);
-  }
+  const double stored = round_to_storage(s, t);
+  QLR_CHECK(stored <= max_value, invalid_argument,  // f16 rounding may carry past 65504
+            "{}: scale = {}; expected a value that fits the f16 scale type", entity, s);
   return static_cast<float>(stored);
+}
+
+/// The next storable scale above `s`, one step up in the storage type.
+inline float next_scale_up(float s, ScaleType t, std::string_view entity) {
+  const float up =
+      t == ScaleType::f32 ? std::nextafter(s, std::numeric_limits<float>::infinity()) : next_half_up(s);
+  QLR_CHECK(std::isfinite(up) && (t == ScaleType::f32 || up <= 65504.0f), invalid_argument,
+            "{}: scale = {}; expected a value that fits the {} scale type", entity, s,
+            t == ScaleType::f16 ? "f16" : "f32");
+  return up;
 }
 
 }  // namespace qlr

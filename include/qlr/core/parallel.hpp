@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cfenv>
 #include <charconv>
 #include <condition_variable>
 #include <cstdint>
@@ -29,19 +30,18 @@ class ThreadPool {
  public:
   /// A pool that runs jobs on `threads` threads: the caller plus threads − 1 workers.
   explicit ThreadPool(int threads) {
-    workers_.reserve(static_cast<std::size_t>(threads - 1));
-    for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { worker_loop(); });
+    try {
+      workers_.reserve(static_cast<std::size_t>(threads - 1));
+      for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { worker_loop(); });
+    } catch (const std::exception& e) {  // out of threads or memory: stop those we started
+      stop_workers();
+      detail::fail(Errc::unsupported, "set_num_threads: n = {}; could not start the threads ({})",
+                   threads, e.what());
+    }
   }
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
-  ~ThreadPool() {
-    {
-      const std::lock_guard lock(mutex_);
-      stopping_ = true;
-    }
-    wake_.notify_all();
-    for (auto& w : workers_) w.join();
-  }
+  ~ThreadPool() { stop_workers(); }
 
   /// Threads a job runs on, the caller included.
   [[nodiscard]] int size() const noexcept { return static_cast<int>(workers_.size()) + 1; }
@@ -55,6 +55,7 @@ class ThreadPool {
       task_ = task;
       context_ = context;
       tasks_ = tasks;
+      rounding_mode_ = std::fegetround();  // workers round the way the caller does
       next_.store(0, std::memory_order_relaxed);
       busy_workers_ = static_cast<int>(workers_.size());
       error_ = nullptr;
@@ -74,7 +75,17 @@ class ThreadPool {
   }
 
  private:
+  void stop_workers() noexcept {
+    {
+      const std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    for (auto& w : workers_) w.join();
+  }
+
   void work_on_current_job() {
+    if (std::fegetround() != rounding_mode_) std::fesetround(rounding_mode_);
     inside_task() = true;
     for (int i; (i = next_.fetch_add(1, std::memory_order_relaxed)) < tasks_;) {
       try {
@@ -113,6 +124,7 @@ class ThreadPool {
   void (*task_)(void*, int) = nullptr;
   void* context_ = nullptr;
   int tasks_ = 0;
+  int rounding_mode_ = FE_TONEAREST;
   std::atomic<int> next_{0};
   int busy_workers_ = 0;
   std::uint64_t generation_ = 0;

@@ -37,7 +37,7 @@ struct Llama2cConfig {
   bool shared_classifier = true;   ///< classifier = token embedding (vocab_size > 0 in the file)
 
   /// Width of one attention head, dim / n_heads.
-  [[nodiscard]] int head_size() const noexcept { return dim / n_heads; }
+  [[nodiscard]] int head_size() const noexcept { return n_heads > 0 ? dim / n_heads : 0; }
   /// Width of the key/value projections, head_size · n_kv_heads.
   [[nodiscard]] int kv_dim() const noexcept { return head_size() * n_kv_heads; }
 };
@@ -203,11 +203,14 @@ inline Llama2cModel parse_llama2c(std::span<const std::byte> bytes) {
 /// Loads a llama2.c checkpoint from `path`. Throws Errc::io when the file cannot be read
 /// and Errc::corrupt_file when its contents do not match the format.
 inline Llama2cModel load_llama2c(const std::filesystem::path& path) {
+  std::error_code ec;
+  QLR_CHECK(std::filesystem::is_regular_file(path, ec), io,
+            "io::load_llama2c: path = '{}'; expected a regular file", path.string());
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   QLR_CHECK(in.good(), io, "io::load_llama2c: path = '{}'; expected a readable file",
             path.string());
   const std::streamoff size = in.tellg();
-  QLR_CHECK(size >= 0, io, "io::load_llama2c: path = '{}'; expected a regular file",
+  QLR_CHECK(size >= 0, io, "io::load_llama2c: path = '{}'; expected a file whose size can be read",
             path.string());
   std::vector<std::byte> bytes(static_cast<std::size_t>(size));
   in.seekg(0);

@@ -56,8 +56,9 @@ inline float quantize_token(const float* x, index_t n, int bits, float clip,
   }
   const double max_code = bits == 8 ? 127.0 : 7.0;
   const double min_code = -max_code - 1.0;
-  const double scale = static_cast<double>(
-      storable_scale_at_least(range / max_code, ScaleType::f32, "quantize_per_token"));
+  // |x| ≤ range maps to |x/s| ≤ qmax·(1 + 2^-24): within half a step, never clamped.
+  const double scale =
+      static_cast<double>(store_scale(range / max_code, ScaleType::f32, "quantize_per_token"));
   for (index_t i = 0; i < n; ++i) {
     const double code = std::nearbyint(static_cast<double>(x[i]) / scale);
     q[i] = static_cast<std::int8_t>(std::clamp(code, min_code, max_code));

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "qlr/core/config.hpp"
 #include "qlr/core/error.hpp"
 #include "qlr/core/format.hpp"
 #include "qlr/core/matrix.hpp"
@@ -63,13 +64,30 @@ struct GroupGrid {
   float zero;
 };
 
+/// True when both ends of [lo, hi] lie within half a step of the grid: then every element
+/// of the range does, which is the RTN bound |w − ŵ| ≤ s*/2 (T2.3).
+inline bool covers(const IntCoding& c, const GroupGrid& g, double lo, double hi) noexcept {
+  const double s = g.scale;
+  const double z = g.zero;
+  return lo / s + z >= -0.5 && hi / s + z <= c.max_code() + 0.5;
+}
+
+/// The asymmetric grid of scale `scale` whose zero maps `lo` to code 0 (§2.1).
+inline GroupGrid grid_with_zero(const IntCoding& c, float scale, double lo) noexcept {
+  const double zero = -lo / static_cast<double>(scale);
+  if (c.zero_mode == ZeroMode::integer)  // + 0.0 turns a −0 zero into +0
+    return {scale, static_cast<float>(std::clamp(std::nearbyint(zero), 0.0, c.max_code()) + 0.0)};
+  return {scale, static_cast<float>(round_to_storage(zero, c.scale_type))};
+}
+
 /// Fits the grid to the range [lo, hi] (after any clip) of one group: §2.1–2.3.
 inline GroupGrid fit_grid(const IntCoding& c, double lo, double hi, const char* entity) {
   if (c.symmetric) {
+    // |w| ≤ a maps to |w/s*| ≤ qp·(1 + 2^-24) < qp + 1/2: always within half a step.
     const double a = std::max(std::abs(lo), std::abs(hi));
     const auto offset = static_cast<float>(1 << (c.bits - 1));
     if (a == 0.0) return {1.0f, offset};  // all-zero group: exact zeros
-    return {storable_scale_at_least(a / c.max_signed(), c.scale_type, entity), offset};
+    return {store_scale(a / c.max_signed(), c.scale_type, entity), offset};
   }
   if (c.include_zero) {
     lo = std::min(lo, 0.0);
@@ -82,11 +100,22 @@ inline GroupGrid fit_grid(const IntCoding& c, double lo, double hi, const char* 
     widened.include_zero = true;
     return fit_grid(widened, lo, hi, entity);
   }
-  const float scale = storable_scale_at_least((hi - lo) / c.max_code(), c.scale_type, entity);
-  const double zero = -lo / static_cast<double>(scale);
-  if (c.zero_mode == ZeroMode::integer)
-    return {scale, static_cast<float>(std::clamp(std::nearbyint(zero), 0.0, c.max_code()))};
-  return {scale, static_cast<float>(round_to_storage(zero, c.scale_type))};
+  const float scale = store_scale((hi - lo) / c.max_code(), c.scale_type, entity);
+  GroupGrid grid = grid_with_zero(c, scale, lo);
+  // Rounding s to nearest may shrink the grid below the range by up to qmax·2^-24 steps, and
+  // a rounded integer zero can then leave one end just beyond half a step (about 1 group in
+  // 10^7): one step up of the scale restores the bound. [ours]
+  if (!covers(c, grid, lo, hi)) grid = grid_with_zero(c, next_scale_up(scale, c.scale_type, entity), lo);
+  if (!covers(c, grid, lo, hi)) {
+    // Only a float zero far beyond qmax gets here (include_zero = false, a group far from
+    // 0): storing it rounded the grid away from the range (in f16, Z ≈ 25000 moves by 8
+    // steps). Refit with 0 in range, which keeps Z within [0, qmax]. [ours]
+    QLR_ASSERT(!c.include_zero);
+    IntCoding widened = c;
+    widened.include_zero = true;
+    return fit_grid(widened, lo, hi, entity);
+  }
+  return grid;
 }
 
 /// The unsigned code of `w` on grid `g`, rounded half to even and clamped to [0, 2^b − 1].

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <limits>
+#include <string>
 #include <utility>
 
 #include "qlr/core/error.hpp"
@@ -13,12 +14,21 @@
 namespace qlr::quant {
 
 namespace detail {
-/// Σ(ref − approx)² and Σ ref² in double, after a shape check.
-inline std::pair<double, double> error_energy(ConstMatrixRef ref, ConstMatrixRef approx,
-                                              const char* entity) {
+/// Throws unless ref and approx are non-empty, of one shape, and finite.
+inline void check_pair(ConstMatrixRef ref, ConstMatrixRef approx, const char* entity) {
+  QLR_CHECK(ref.size() > 0, shape_mismatch, "{}: ref is {}x{}; expected a non-empty matrix",
+            entity, ref.rows(), ref.cols());
   QLR_CHECK(ref.rows() == approx.rows() && ref.cols() == approx.cols(), shape_mismatch,
             "{}: approx is {}x{}; expected the shape of ref, {}x{}", entity, approx.rows(),
             approx.cols(), ref.rows(), ref.cols());
+  check_finite(ref, std::string(entity) + ": ref");
+  check_finite(approx, std::string(entity) + ": approx");
+}
+
+/// Σ(ref − approx)² and Σ ref² in double, after check_pair.
+inline std::pair<double, double> error_energy(ConstMatrixRef ref, ConstMatrixRef approx,
+                                              const char* entity) {
+  check_pair(ref, approx, entity);
   double err = 0.0;
   double energy = 0.0;
   for (index_t i = 0; i < ref.rows(); ++i) {
@@ -40,17 +50,17 @@ inline double relative_frobenius_error(ConstMatrixRef ref, ConstMatrixRef approx
   return std::sqrt(err / energy);
 }
 
-/// Signal-to-quantization-noise ratio 10·log10(‖ref‖²/‖ref − approx‖²) in dB.
+/// Signal-to-quantization-noise ratio 10·log10(‖ref‖²/‖ref − approx‖²) in dB: +inf when
+/// approx = ref, −inf when ref = 0 ≠ approx.
 inline double sqnr_db(ConstMatrixRef ref, ConstMatrixRef approx) {
   const auto [err, energy] = detail::error_energy(ref, approx, "quant::sqnr_db");
+  if (err == 0.0) return std::numeric_limits<double>::infinity();
   return 10.0 * std::log10(energy / err);
 }
 
 /// max |ref − approx| over all elements.
 inline double max_abs_error(ConstMatrixRef ref, ConstMatrixRef approx) {
-  QLR_CHECK(ref.rows() == approx.rows() && ref.cols() == approx.cols(), shape_mismatch,
-            "quant::max_abs_error: approx is {}x{}; expected the shape of ref, {}x{}",
-            approx.rows(), approx.cols(), ref.rows(), ref.cols());
+  detail::check_pair(ref, approx, "quant::max_abs_error");
   return (ref - approx).cwiseAbs().maxCoeff();
 }
 

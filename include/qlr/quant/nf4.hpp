@@ -45,8 +45,9 @@ inline void quantize_codebook_row(std::span<const float> table, std::span<const 
       std::fill(codes + begin, codes + end, zero_code);
       continue;
     }
-    // Stored absmax ≥ the true one, so every |w/absmax| ≤ 1 stays inside the table.
-    const float scale = storable_scale_at_least(absmax, scale_type, entity);
+    // An f16 absmax may round below the true one: |w/absmax| slightly above 1 still codes to
+    // the end level ±1, the nearest.
+    const float scale = store_scale(absmax, scale_type, entity);
     scales[l] = scale;
     for (index_t i = begin; i < end; ++i) {
       const float x = w[i] / scale;  // in f32, as the midpoints are (§2.5)

@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 #include <variant>
+#include <vector>
 
 #include "qlr/core/error.hpp"
 #include "qlr/core/format.hpp"
@@ -17,12 +18,13 @@
 
 namespace qlr::quant {
 
-/// A quantizer chosen at run time. For NF4 (encoding = codebook, bits = 4) the group size
-/// is the absmax block size and only scale_type among the other options applies.
+/// A quantizer chosen at run time. Integer formats use `options`; NF4 (encoding = codebook,
+/// bits = 4) uses `nf4`.
 struct QuantSpec {
   int bits = 4;                            ///< 2, 3, 4 or 8 (4 for NF4)
   Encoding encoding = Encoding::int_asym;  ///< int_sym, int_asym or codebook (NF4)
-  IntOptions options = {};                 ///< group size, range search, zero and scale storage
+  IntOptions options = {};                 ///< integer formats: group size, range, storage
+  Nf4Options nf4 = {};                     ///< NF4: absmax block size and scale type
 };
 
 /// Any quantized matrix the runtime path can produce.
@@ -46,8 +48,7 @@ inline AnyQuantizedMatrix quantize(ConstMatrixRef w, const QuantSpec& spec) {
   if (spec.encoding == Encoding::codebook) {
     QLR_CHECK(spec.bits == 4, unsupported,
               "quant::quantize: bits = {} with encoding = codebook; expected 4 (NF4)", spec.bits);
-    return Nf4({.block_size = spec.options.group_size, .scale_type = spec.options.scale_type})
-        .quantize(w);
+    return Nf4(spec.nf4).quantize(w);
   }
   switch (spec.bits) {
     case 2: return detail::quantize_int_bits<2>(w, spec);
@@ -70,75 +71,96 @@ inline double bits_per_parameter(const AnyQuantizedMatrix& q) {
   return std::visit([](const auto& m) { return m.bits_per_parameter(); }, q);
 }
 
-/// The spec's canonical name, which parse_quant_spec reads back: "int4-asym-g128",
-/// "int3-sym-g32-clip", "nf4-g64", "int8-sym-pc-f16".
+/// The spec's name, which parse_quant_spec reads back to an equal spec: "int4-asym-g128",
+/// "int3-sym-g32-clip", "nf4-g64", "int8-sym-pc-f16". A clip search with a non-default grid
+/// has no name and is written as plain "clip".
 inline std::string to_string(const QuantSpec& spec) {
-  std::string name = spec.encoding == Encoding::codebook ? std::string("nf4")
-                                                         : "int" + std::to_string(spec.bits);
-  if (spec.encoding != Encoding::codebook) name += spec.encoding == Encoding::int_sym ? "-sym" : "-asym";
-  name += spec.options.group_size == 0 ? std::string("-pc")
-                                       : "-g" + std::to_string(spec.options.group_size);
-  if (spec.encoding != Encoding::codebook) {
-    if (spec.options.range == Range::mse_clip) name += "-clip";
-    if (spec.encoding == Encoding::int_asym && spec.options.zero_mode == ZeroMode::floating)
-      name += "-fz";
-  }
-  if (spec.options.scale_type == ScaleType::f16) name += "-f16";
+  const auto group = [](index_t g) { return g == 0 ? std::string("-pc") : "-g" + std::to_string(g); };
+  if (spec.encoding == Encoding::codebook)
+    return "nf4" + group(spec.nf4.block_size) +
+           (spec.nf4.scale_type == ScaleType::f16 ? "-f16" : "");
+  const IntOptions& o = spec.options;
+  std::string name = "int" + std::to_string(spec.bits);
+  name += spec.encoding == Encoding::int_sym ? "-sym" : "-asym";
+  name += group(o.group_size);
+  if (o.range == Range::mse_clip) name += "-clip";
+  if (spec.encoding == Encoding::int_asym && o.zero_mode == ZeroMode::floating) name += "-fz";
+  if (spec.encoding == Encoding::int_asym && !o.include_zero) name += "-nz";
+  if (o.scale_type == ScaleType::f16) name += "-f16";
   return name;
 }
 
-/// Reads a spec from dash-separated words: a format (int2, int3, int4, int8, nf4), then any
-/// of sym | asym, g<size> | pc (one group per row), clip (MSE clip search), fz (float
-/// zeros), f16 (f16 scales). Defaults: asym, g128 (g64 for nf4), RTN, f32 scales.
+/// Reads a spec from dash-separated words: a format (int2, int3, int4, int8, nf4), then at
+/// most one of each: sym | asym; g<size> | pc (one group per row); clip (MSE clip search);
+/// fz (float zeros); nz (range need not contain 0, with fz); f16 (f16 scales). Defaults:
+/// asym, g128 (g64 for nf4), RTN, integer zeros, f32 scales.
 inline QuantSpec parse_quant_spec(std::string_view text) {
   constexpr const char* entity = "quant::parse_quant_spec";
   QuantSpec spec;
-  std::string_view rest = text;
-  const auto next_word = [&rest] {
-    const auto dash = rest.find('-');
-    const std::string_view word = rest.substr(0, dash);
-    rest = dash == std::string_view::npos ? std::string_view() : rest.substr(dash + 1);
-    return word;
-  };
-  const std::string_view head = next_word();
-  if (head == "nf4") {
+  std::vector<std::string_view> words;
+  for (std::size_t begin = 0;;) {
+    const std::size_t dash = text.find('-', begin);
+    words.push_back(text.substr(begin, dash == std::string_view::npos ? dash : dash - begin));
+    if (dash == std::string_view::npos) break;
+    begin = dash + 1;
+  }
+  const std::string_view head = words.front();
+  const bool integer = head != "nf4";
+  if (!integer) {
     spec.encoding = Encoding::codebook;
-    spec.options.group_size = 64;
   } else if (head == "int2" || head == "int3" || head == "int4" || head == "int8") {
     spec.bits = head[3] - '0';
   } else {
     qlr::detail::fail(Errc::invalid_argument,
-                 "{}: format '{}' in '{}'; expected int2, int3, int4, int8 or nf4", entity, head,
-                 text);
+                      "{}: format '{}' in '{}'; expected int2, int3, int4, int8 or nf4", entity,
+                      head, text);
   }
-  const bool integer = spec.encoding != Encoding::codebook;
-  while (!rest.empty()) {
-    const std::string_view word = next_word();
-    QLR_CHECK(!word.empty(), invalid_argument, "{}: empty option in '{}'; expected dash-separated words",
-              entity, text);
+  // Each word sets one option; a second word for the same option is a contradiction.
+  std::string_view seen[5];  // encoding, group, clip, zero storage / range, scale type
+  const auto claim = [&](int slot, std::string_view word) {
+    QLR_CHECK(seen[slot].empty(), invalid_argument, "{}: '{}' and '{}' in '{}'; expected one of them",
+              entity, seen[slot], word, text);
+    seen[slot] = word;
+  };
+  bool no_zero = false;
+  for (std::size_t i = 1; i < words.size(); ++i) {
+    const std::string_view word = words[i];
+    QLR_CHECK(!word.empty(), invalid_argument,
+              "{}: empty word in '{}'; expected dash-separated words", entity, text);
     index_t g = 0;
-    const auto [end, ec] =
-        word.size() > 1 ? std::from_chars(word.data() + 1, word.data() + word.size(), g)
-                        : std::from_chars_result{word.data(), std::errc::invalid_argument};
-    if (word.front() == 'g' && ec == std::errc() && end == word.data() + word.size() && g > 0) {
-      spec.options.group_size = g;
+    const auto [end, ec] = std::from_chars(word.data() + 1, word.data() + word.size(), g);
+    if (word.size() > 1 && word.front() == 'g' && ec == std::errc() &&
+        end == word.data() + word.size() && g > 0) {
+      claim(1, word);
+      (integer ? spec.options.group_size : spec.nf4.block_size) = g;
     } else if (word == "pc") {
-      spec.options.group_size = 0;
+      claim(1, word);
+      (integer ? spec.options.group_size : spec.nf4.block_size) = 0;
     } else if (word == "f16") {
-      spec.options.scale_type = ScaleType::f16;
-    } else if (integer && word == "sym") {
-      spec.encoding = Encoding::int_sym;
-    } else if (integer && word == "asym") {
-      spec.encoding = Encoding::int_asym;
+      claim(4, word);
+      (integer ? spec.options.scale_type : spec.nf4.scale_type) = ScaleType::f16;
+    } else if (integer && (word == "sym" || word == "asym")) {
+      claim(0, word);
+      spec.encoding = word == "sym" ? Encoding::int_sym : Encoding::int_asym;
     } else if (integer && word == "clip") {
+      claim(2, word);
       spec.options.range = Range::mse_clip;
     } else if (integer && word == "fz") {
+      claim(3, word);
       spec.options.zero_mode = ZeroMode::floating;
+    } else if (integer && word == "nz") {
+      no_zero = true;
     } else {
-      qlr::detail::fail(Errc::invalid_argument,
-                   "{}: option '{}' in '{}'; expected {}", entity, word, text,
-                   integer ? "sym, asym, g<size>, pc, clip, fz or f16" : "g<size>, pc or f16");
+      qlr::detail::fail(Errc::invalid_argument, "{}: option '{}' in '{}'; expected {}", entity,
+                        word, text,
+                        integer ? "sym, asym, g<size>, pc, clip, fz, nz or f16"
+                                : "g<size>, pc or f16");
     }
+  }
+  if (no_zero) {
+    QLR_CHECK(spec.encoding == Encoding::int_asym && spec.options.zero_mode == ZeroMode::floating,
+              invalid_argument, "{}: 'nz' in '{}'; expected it with asym and fz", entity, text);
+    spec.options.include_zero = false;
   }
   return spec;
 }
