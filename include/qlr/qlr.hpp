@@ -5,5 +5,6 @@
 
 #include "qlr/core.hpp"
 #include "qlr/io.hpp"
+#include "qlr/kernels.hpp"
 #include "qlr/quant.hpp"
 #include "qlr/version.hpp"

@@ -26,3 +26,16 @@
                             __LINE__, #cond),                                           \
                std::abort()))
 #endif
+
+/// Opens a region whose functions are compiled for an ISA (e.g. "avx2,fma,f16c") without
+/// compiling the whole translation unit for it, so one binary carries every path and picks
+/// one at run time. Include every header *before* the region. GCC 12 flags its own AVX-512
+/// intrinsics as maybe-uninitialized (GCC PR 105593): silenced inside the region only.
+#define QLR_ISA_BEGIN(target_list)                                  \
+  _Pragma("GCC push_options") _Pragma(QLR_STRINGIFY(GCC target(target_list))) \
+      _Pragma("GCC diagnostic push")                                \
+          _Pragma("GCC diagnostic ignored \"-Wuninitialized\"")     \
+              _Pragma("GCC diagnostic ignored \"-Wmaybe-uninitialized\"")
+/// Closes a QLR_ISA_BEGIN region.
+#define QLR_ISA_END _Pragma("GCC diagnostic pop") _Pragma("GCC pop_options")
+#define QLR_STRINGIFY(x) #x
