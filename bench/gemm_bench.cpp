@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <random>
@@ -34,7 +35,11 @@ namespace kernels = qlr::kernels;
 /// them from DRAM as a decoding engine does, not from the last-level cache. Every copy is
 /// read once before timing: on the VMs here the first read of freshly written memory runs
 /// at under 1 GB/s (85 ms for 64 MB, then 2 ms), which no engine pays twice.
-constexpr std::size_t footprint_bytes = std::size_t{512} << 20;
+/// QLR_BENCH_FOOTPRINT_MB overrides it (the CI smoke run uses a small one).
+const std::size_t footprint_bytes = [] {
+  const char* mb = std::getenv("QLR_BENCH_FOOTPRINT_MB");
+  return (mb != nullptr ? std::strtoull(mb, nullptr, 10) : 512ull) << 20;
+}();
 
 constexpr std::array<std::array<index_t, 2>, 3> llm_nk{{{4096, 4096}, {11008, 4096}, {4096, 11008}}};
 

@@ -124,11 +124,14 @@ class PackedWeights {
       const std::uint8_t* in = v.row(o);
       for (index_t b = 0; b < v.blocks; ++b) {
         std::uint8_t* c = row_codes.data() + b * block_codes;
-        for (index_t j = 0; j < 16 && Format::bits == 4; ++j) {
-          c[j] = in[b * 16 + j] & 0x0f;
-          c[j + 16] = static_cast<std::uint8_t>(in[b * 16 + j] >> 4);
+        if constexpr (Format::bits == 4) {
+          for (index_t j = 0; j < 16; ++j) {
+            c[j] = in[b * 16 + j] & 0x0f;
+            c[j + 16] = static_cast<std::uint8_t>(in[b * 16 + j] >> 4);
+          }
+        } else {
+          for (index_t j = 0; j < block_codes; ++j) c[j] = in[b * block_codes + j];
         }
-        for (index_t j = 0; j < block_codes && Format::bits == 8; ++j) c[j] = in[b * 32 + j];
       }
       qlr::detail::pack_codes_unchecked(
           Format::bits, row_codes.data(), cols_,

@@ -11,6 +11,7 @@
 #include "qlr/core/types.hpp"
 #include "qlr/core/view.hpp"
 #include "qlr/kernels/detail/epilogue.hpp"
+#include "qlr/kernels/detail/tiling.hpp"
 #include "qlr/kernels/packed.hpp"
 
 #if QLR_ARCH_X86
@@ -109,21 +110,14 @@ inline void tile(const PackedView& w, ConstMatrixView x, MatrixView y, const Epi
   }
 }
 
-template <int Bits, int Rows>
-inline void rows_all_tokens(const PackedView& w, ConstMatrixView x, MatrixView y,
-                            const Epilogue& e, index_t n) noexcept {
-  index_t m = 0;
-  for (; m + 2 <= x.rows; m += 2) tile<Bits, Rows, 2>(w, x, y, e, n, m);
-  if (m < x.rows) tile<Bits, Rows, 1>(w, x, y, e, n, m);
-}
-
-template <int Bits>
-inline void gemm(const PackedView& w, ConstMatrixView x, MatrixView y, const Epilogue& e,
-                 index_t n_begin, index_t n_end) noexcept {
-  index_t n = n_begin;
-  for (; n + 4 <= n_end; n += 4) rows_all_tokens<Bits, 4>(w, x, y, e, n);
-  for (; n < n_end; ++n) rows_all_tokens<Bits, 1>(w, x, y, e, n);
-}
+/// This path's tiles, for the shared driver (kernels/detail/tiling.hpp).
+struct Tiles {
+  template <int Bits, int Rows, int Tokens>
+  static void tile(const PackedView& w, ConstMatrixView x, MatrixView y, const Epilogue& e,
+                   index_t n, index_t m) noexcept {
+    detail_wq::tile<Bits, Rows, Tokens>(w, x, y, e, n, m);
+  }
+};
 
 }  // namespace detail_wq
 
@@ -131,9 +125,9 @@ inline void gemm(const PackedView& w, ConstMatrixView x, MatrixView y, const Epi
 inline void gemm_wq_f32(const PackedView& w, ConstMatrixView x, MatrixView y, const Epilogue& e,
                         index_t n_begin, index_t n_end) noexcept {
   if (w.bits == 4)
-    detail_wq::gemm<4>(w, x, y, e, n_begin, n_end);
+    kernels::detail::cover_with_tiles<detail_wq::Tiles, 4, 2>(w, x, y, e, n_begin, n_end);
   else
-    detail_wq::gemm<8>(w, x, y, e, n_begin, n_end);
+    kernels::detail::cover_with_tiles<detail_wq::Tiles, 8, 2>(w, x, y, e, n_begin, n_end);
 }
 
 }  // namespace qlr::kernels::avx2

@@ -11,6 +11,7 @@
 #include "qlr/core/types.hpp"
 #include "qlr/core/view.hpp"
 #include "qlr/kernels/detail/epilogue.hpp"
+#include "qlr/kernels/detail/tiling.hpp"
 #include "qlr/kernels/packed.hpp"
 
 #if QLR_ARCH_X86
@@ -111,26 +112,14 @@ inline void tile(const PackedView& w, ConstMatrixView x, MatrixView y, const Epi
   }
 }
 
-template <int Bits, int Rows>
-inline void rows_all_tokens(const PackedView& w, ConstMatrixView x, MatrixView y,
-                            const Epilogue& e, index_t n) noexcept {
-  index_t m = 0;
-  for (; m + 4 <= x.rows; m += 4) tile<Bits, Rows, 4>(w, x, y, e, n, m);
-  switch (x.rows - m) {
-    case 3: tile<Bits, Rows, 3>(w, x, y, e, n, m); break;
-    case 2: tile<Bits, Rows, 2>(w, x, y, e, n, m); break;
-    case 1: tile<Bits, Rows, 1>(w, x, y, e, n, m); break;
-    default: break;
+/// This path's tiles, for the shared driver (kernels/detail/tiling.hpp).
+struct Tiles {
+  template <int Bits, int Rows, int Tokens>
+  static void tile(const PackedView& w, ConstMatrixView x, MatrixView y, const Epilogue& e,
+                   index_t n, index_t m) noexcept {
+    detail_wq::tile<Bits, Rows, Tokens>(w, x, y, e, n, m);
   }
-}
-
-template <int Bits>
-inline void gemm(const PackedView& w, ConstMatrixView x, MatrixView y, const Epilogue& e,
-                 index_t n_begin, index_t n_end) noexcept {
-  index_t n = n_begin;
-  for (; n + 4 <= n_end; n += 4) rows_all_tokens<Bits, 4>(w, x, y, e, n);
-  for (; n < n_end; ++n) rows_all_tokens<Bits, 1>(w, x, y, e, n);
-}
+};
 
 }  // namespace detail_wq
 
@@ -138,9 +127,9 @@ inline void gemm(const PackedView& w, ConstMatrixView x, MatrixView y, const Epi
 inline void gemm_wq_f32(const PackedView& w, ConstMatrixView x, MatrixView y, const Epilogue& e,
                         index_t n_begin, index_t n_end) noexcept {
   if (w.bits == 4)
-    detail_wq::gemm<4>(w, x, y, e, n_begin, n_end);
+    kernels::detail::cover_with_tiles<detail_wq::Tiles, 4, 4>(w, x, y, e, n_begin, n_end);
   else
-    detail_wq::gemm<8>(w, x, y, e, n_begin, n_end);
+    kernels::detail::cover_with_tiles<detail_wq::Tiles, 8, 4>(w, x, y, e, n_begin, n_end);
 }
 
 }  // namespace qlr::kernels::avx512_vnni
