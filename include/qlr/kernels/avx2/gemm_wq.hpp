@@ -51,6 +51,10 @@ QLR_ALWAYS_INLINE void block(const PackedView& w, const float* const (&xb)[Token
                              __m256 (&acc)[Rows][Tokens]) noexcept {
   constexpr index_t row_block_bytes = block_codes * Bits / 8;
   for (int r = 0; r < Rows; ++r) {
+    // As in the AVX-512 path: keep DRAM requests in flight ahead of four short-step streams.
+    if ((b & (64 / row_block_bytes - 1)) == 0)
+      _mm_prefetch(reinterpret_cast<const char*>(w.row(n + r) + (b + 32) * row_block_bytes),
+                   _MM_HINT_T0);
     __m256i codes[4];
     block_codes_epi32<Bits>(w.row(n + r) + b * row_block_bytes, codes);
     for (int q = 0; q < 4; ++q) {  // quarter q: columns b·32 + 8q … + 7
