@@ -87,7 +87,17 @@ void bench_qlr(benchmark::State& state, index_t m, index_t n, index_t k, int thr
   set_counters(state, bytes, m, n, k);
 }
 
-/// Eigen FP32 Y = X·Wᵀ, the columns of Y split over qlr's threads like qlr's kernels.
+/// Y = X·Wᵀ with Eigen FP32, the columns of Y split over qlr's threads as qlr's kernels
+/// split them; prepare(begin, end) runs first on each slice of W's rows.
+template <class Prepare>
+void eigen_product(const Matrix& x, const Matrix& w, Matrix& y, const Prepare& prepare) {
+  qlr::parallel_for(w.rows(), 64, [&](index_t begin, index_t end) {
+    prepare(begin, end);
+    y.middleCols(begin, end - begin).noalias() = x * w.middleRows(begin, end - begin).transpose();
+  });
+}
+
+/// Eigen FP32 on the same shape, rotating through copies like qlr's benchmark.
 void bench_eigen(benchmark::State& state, index_t m, index_t n, index_t k, int threads) {
   qlr::set_num_threads(threads);
   const double bytes = 4.0 * static_cast<double>(n) * static_cast<double>(k);
@@ -97,10 +107,7 @@ void bench_eigen(benchmark::State& state, index_t m, index_t n, index_t k, int t
   for (const Matrix& w : copies) y.noalias() = x * w.transpose();  // first reads, untimed
   std::size_t next = 0;
   for (auto _ : state) {
-    const Matrix& w = copies[next];
-    qlr::parallel_for(n, 64, [&](index_t begin, index_t end) {
-      y.middleCols(begin, end - begin).noalias() = x * w.middleRows(begin, end - begin).transpose();
-    });
+    eigen_product(x, copies[next], y, [](index_t, index_t) {});
     next = (next + 1) % copies.size();
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
@@ -116,9 +123,8 @@ void bench_naive(benchmark::State& state, index_t m, index_t n, index_t k, int t
   Matrix w = Matrix::Constant(n, k, 1.0f);
   Matrix y = Matrix::Constant(m, n, 1.0f);
   for (auto _ : state) {
-    qlr::parallel_for(n, 64, [&](index_t begin, index_t end) {
+    eigen_product(x, w, y, [&](index_t begin, index_t end) {
       for (index_t o = begin; o < end; ++o) qlr::quant::dequantize_row(q, o, w.row(o).data());
-      y.middleCols(begin, end - begin).noalias() = x * w.middleRows(begin, end - begin).transpose();
     });
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();

@@ -128,10 +128,7 @@ struct Tiles {
 /// y[m, n] for all m and n ∈ [n_begin, n_end): x is M×K, y is M×N.
 inline void gemm_wq_f32(const PackedView& w, ConstMatrixView x, MatrixView y, const Epilogue& e,
                         index_t n_begin, index_t n_end) noexcept {
-  if (w.bits == 4)
-    kernels::detail::cover_with_tiles<detail_wq::Tiles, 4, 2>(w, x, y, e, n_begin, n_end);
-  else
-    kernels::detail::cover_with_tiles<detail_wq::Tiles, 8, 2>(w, x, y, e, n_begin, n_end);
+  kernels::detail::gemm_wq_with_tiles<detail_wq::Tiles, 2>(w, x, y, e, n_begin, n_end);
 }
 
 }  // namespace qlr::kernels::avx2

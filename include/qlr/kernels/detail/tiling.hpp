@@ -37,4 +37,14 @@ void cover_with_tiles(const PackedView& w, ConstMatrixView x, MatrixView y, cons
   for (; n < n_end; ++n) rows_of.template operator()<1>(n);
 }
 
+/// The weight-only GEMM of a path whose tiles are `Tiles`: dispatches the code width once.
+template <class Tiles, int MaxTokens>
+void gemm_wq_with_tiles(const PackedView& w, ConstMatrixView x, MatrixView y, const Epilogue& e,
+                        index_t n_begin, index_t n_end) noexcept {
+  if (w.bits == 4)
+    cover_with_tiles<Tiles, 4, MaxTokens>(w, x, y, e, n_begin, n_end);
+  else
+    cover_with_tiles<Tiles, 8, MaxTokens>(w, x, y, e, n_begin, n_end);
+}
+
 }  // namespace qlr::kernels::detail
