@@ -18,7 +18,7 @@ import sys
 from collections import defaultdict
 
 NAME = re.compile(r"^(?P<kernel>[a-z0-9_]+)/(?P<impl>[a-z0-9_-]+)/M:(?P<m>\d+)/N:(?P<n>\d+)/K:(?P<k>\d+)/threads:(?P<t>\d+)")
-MEMREAD = re.compile(r"^memread/streams:(?P<s>\d+)/threads:(?P<t>\d+)")
+MEMREAD = re.compile(r"^memread/streams:(?P<s>\d+)(/prefetch)?/threads:(?P<t>\d+)")
 
 
 def load(path):
