@@ -168,7 +168,6 @@ void bench_memread(benchmark::State& state, int streams, bool prefetch, int thre
   std::vector<float> buffer(rows * row_floats, 1.0f);
   benchmark::DoNotOptimize(read_rows(buffer.data(), row_floats, rows, 1, false));  // first read, untimed
   for (auto _ : state) {
-    std::vector<float> partial(static_cast<std::size_t>(threads), 0.0f);
     qlr::parallel_for(static_cast<index_t>(rows), 64, [&](index_t begin, index_t end) {
       const float sum = read_rows(buffer.data() + static_cast<std::size_t>(begin) * row_floats, row_floats,
                                   static_cast<std::size_t>(end - begin), streams, prefetch);

@@ -41,11 +41,8 @@ qlr::Errc error_code_of(std::span<const std::byte> bytes) {
 }  // namespace
 
 TEST_CASE("load_llama2c: stories260K's header and tensor layout", "[io][llama2c]") {
-  const auto path = qlr::test::stories260k_path();
-  if (!path) {
-    WARN("stories260K.bin not found: llama2.c reader checks on the real file skipped");
-    return;
-  }
+  const auto path = qlr::test::stories260k_path_or_warn("llama2.c reader checks on the real file");
+  if (!path) return;
   const auto m = qlr::io::load_llama2c(*path);
   const auto& c = m.config;
   CHECK(c.dim == 64);
@@ -77,11 +74,8 @@ TEST_CASE("load_llama2c: stories260K's header and tensor layout", "[io][llama2c]
 
 TEST_CASE("parse_llama2c: truncated, resized and corrupted files are qlr::Errors",
           "[io][llama2c]") {
-  const auto path = qlr::test::stories260k_path();
-  if (!path) {
-    WARN("stories260K.bin not found: robustness checks skipped");
-    return;
-  }
+  const auto path = qlr::test::stories260k_path_or_warn("loader robustness checks");
+  if (!path) return;
   const auto bytes = read_bytes(*path);
   const std::span<const std::byte> all(bytes);
   // Truncation anywhere, including inside the header and one byte short of the end.

@@ -25,11 +25,8 @@ double error_of(const qlr::Matrix& w, int bits, index_t g, qlr::Encoding encodin
 
 TEST_CASE("stories260K: quantization error falls with more bits and smaller groups",
           "[quant][real_model]") {
-  const auto path = qlr::test::stories260k_path();
-  if (!path) {
-    WARN("stories260K.bin not found in data/ or ../shared/data: real-weight checks skipped");
-    return;
-  }
+  const auto path = qlr::test::stories260k_path_or_warn("real-weight checks");
+  if (!path) return;
   const auto model = qlr::io::load_llama2c(*path);
   const auto weights = model.linear_weights();
   REQUIRE(weights.size() == 35);  // 5 layers × (q, k, v, o, w1, w2, w3)

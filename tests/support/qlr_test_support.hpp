@@ -7,6 +7,8 @@
 #include <optional>
 #include <random>
 
+#include <catch2/catch.hpp>
+
 #include "qlr/core/matrix.hpp"
 
 namespace qlr::test {
@@ -37,6 +39,14 @@ inline std::optional<std::filesystem::path> stories260k_path() {
                                        "stories260K.bin";
   if (std::filesystem::exists(shared)) return shared;
   return std::nullopt;
+}
+
+/// stories260k_path(), or nullopt after a warning that the checks named `what` are skipped
+/// (the model is vendored, so this happens only in a checkout without data/).
+inline std::optional<std::filesystem::path> stories260k_path_or_warn(const char* what) {
+  auto path = stories260k_path();
+  if (!path) WARN("stories260K.bin not found in data/ or ../shared/data: " << what << " skipped");
+  return path;
 }
 
 }  // namespace qlr::test
