@@ -1,17 +1,26 @@
 // SPDX-License-Identifier: Apache-2.0
-// The weight-only GEMM entry point: Y = X·Ŵᵀ + epilogue for a PackedWeights, on the path
-// `isa` (the best this CPU has by default), split over qlr's threads by output column.
+// The GEMM entry points: Y = X·Ŵᵀ + epilogue, weight-only for a PackedWeights (FP32 X) and
+// integer for a DotWeights (per-token quantized X), on the path `isa` (the best this CPU
+// has by default), split over qlr's threads by output column.
 #pragma once
 
 #include "qlr/core/error.hpp"
 #include "qlr/core/format.hpp"
 #include "qlr/core/parallel.hpp"
 #include "qlr/core/view.hpp"
+#include <cmath>
+
+#include "qlr/kernels/avx2/gemm_dot.hpp"
 #include "qlr/kernels/avx2/gemm_wq.hpp"
+#include "qlr/kernels/avx512_vnni/gemm_dot.hpp"
 #include "qlr/kernels/avx512_vnni/gemm_wq.hpp"
+#include "qlr/kernels/avx_vnni/gemm_dot.hpp"
 #include "qlr/kernels/isa.hpp"
 #include "qlr/kernels/packed.hpp"
+#include "qlr/kernels/packed_dot.hpp"
+#include "qlr/kernels/portable/gemm_dot.hpp"
 #include "qlr/kernels/portable/gemm_wq.hpp"
+#include "qlr/kernels/reference/gemm_dot.hpp"
 #include "qlr/kernels/reference/gemm_wq.hpp"
 
 namespace qlr::kernels {
@@ -21,10 +30,16 @@ namespace qlr::kernels {
 using GemmWqFn = void (*)(const PackedView& w, ConstMatrixView x, MatrixView y,
                           const Epilogue& e, index_t n_begin, index_t n_end) noexcept;
 
+/// An integer GEMM path: y[m, n] for all m and the rows n of panels [panel_begin,
+/// panel_end). Never throws: its arguments are checked once, by gemm().
+using GemmDotFn = void (*)(const DotWeightView& w, const DotActivationView& a, MatrixView y,
+                           const Epilogue& e, index_t panel_begin, index_t panel_end) noexcept;
+
 /// The kernels of one ISA path, chosen once and called many times.
 struct KernelTable {
-  Isa isa;                 ///< the path these kernels belong to
-  GemmWqFn gemm_wq_f32;    ///< W4/W8 weight-only × FP32 activations
+  Isa isa;               ///< the path these kernels belong to
+  GemmWqFn gemm_wq_f32;  ///< W4/W8 weight-only × FP32 activations
+  GemmDotFn gemm_dot;    ///< W4/W8 × per-token INT8/INT4 activations (W8A8, W4A8, W4A4)
 };
 
 /// The kernels of path `isa`. Throws Errc::unsupported when this CPU cannot run it.
@@ -32,17 +47,18 @@ inline KernelTable table_for(Isa isa) {
   QLR_CHECK(is_supported(isa), unsupported, "kernels::table_for: isa = {}; expected a path this CPU supports",
             to_string(isa));
   switch (isa) {
-    case Isa::reference: return {isa, &reference::gemm_wq_f32};
-    case Isa::portable: return {isa, &portable::gemm_wq_f32};
+    case Isa::reference: return {isa, &reference::gemm_wq_f32, &reference::gemm_dot};
+    case Isa::portable: return {isa, &portable::gemm_wq_f32, &portable::gemm_dot};
 #if QLR_ARCH_X86
-    case Isa::avx2:
-    case Isa::avx_vnni: return {isa, &avx2::gemm_wq_f32};  // no dot products in FP32 paths
-    case Isa::avx512_vnni: return {isa, &avx512_vnni::gemm_wq_f32};
+    case Isa::avx2: return {isa, &avx2::gemm_wq_f32, &avx2::gemm_dot};
+    // FP32 paths have no dot products: AVX-VNNI shares AVX2's weight-only kernel.
+    case Isa::avx_vnni: return {isa, &avx2::gemm_wq_f32, &avx_vnni::gemm_dot};
+    case Isa::avx512_vnni: return {isa, &avx512_vnni::gemm_wq_f32, &avx512_vnni::gemm_dot};
 #else
     default: break;
 #endif
   }
-  return {Isa::portable, &portable::gemm_wq_f32};
+  return {Isa::portable, &portable::gemm_wq_f32, &portable::gemm_dot};
 }
 
 namespace detail {
@@ -73,6 +89,37 @@ inline void check_gemm_args(const PackedView& w, ConstMatrixView x, MatrixView y
               entity, lr.b.rows, lr.b.cols, lr.t.rows, lr.t.cols, w.rows, x.rows);
   }
 }
+
+/// Throws unless the activations a (M×K codes, M scales) and y (M×N) fit `w`, the
+/// epilogue's operands fit both, and every code and scale is in range.
+inline void check_gemm_dot_args(const DotWeightView& w, const ActivationCodes& a, MatrixView y,
+                                const Epilogue& e) {
+  constexpr const char* entity = "kernels::gemm";
+  QLR_CHECK(a.codes != nullptr && a.scales != nullptr && y.data != nullptr, invalid_argument,
+            "{}: x.codes = {}, x.scales = {}, y.data = {}; expected non-null buffers", entity,
+            static_cast<const void*>(a.codes), static_cast<const void*>(a.scales),
+            static_cast<const void*>(y.data));
+  QLR_CHECK(a.bits == 8 || a.bits == 4, unsupported, "{}: x.bits = {}; expected 8 or 4", entity,
+            a.bits);
+  QLR_CHECK(a.stride >= a.cols, invalid_argument,
+            "{}: x.stride = {}; expected a stride >= the row length {}", entity, a.stride, a.cols);
+  // The epilogue's checks and the shape checks are the weight-only GEMM's.
+  const PackedView shape{nullptr, nullptr, nullptr, w.rows, w.cols, 0, 0, 0, w.bits};
+  check_gemm_args(shape, ConstMatrixView{y.data, a.rows, a.cols, a.stride}, y, e);
+  const int code_min = a.bits == 8 ? -128 : -8;
+  const int code_max = a.bits == 8 ? 127 : 7;
+  for (index_t m = 0; m < a.rows; ++m) {
+    QLR_CHECK(std::isfinite(a.scales[m]), invalid_argument,
+              "{}: x.scales[{}] = {}; expected a finite activation scale", entity, m, a.scales[m]);
+    if (a.bits == 8) continue;  // every int8 is an INT8 code
+    for (index_t i = 0; i < a.cols; ++i) {
+      const int code = a.codes[m * a.stride + i];
+      QLR_CHECK(code >= code_min && code <= code_max, invalid_argument,
+                "{}: x code ({}, {}) = {}; expected an INT4 code in [{}, {}]", entity, m, i,
+                code, code_min, code_max);
+    }
+  }
+}
 }  // namespace detail
 
 /// Y (M×N) = X (M×K)·Ŵᵀ, then the epilogue, on path `isa`. Output columns are split over
@@ -86,6 +133,22 @@ void gemm(const PackedWeights<Format>& w, ConstMatrixView x, MatrixView y, const
   const GemmWqFn kernel = table_for(isa).gemm_wq_f32;
   // Enough columns per task to amortize the hand-off; any split gives the same bytes.
   parallel_for(v.rows, 64, [&](index_t begin, index_t end) { kernel(v, x, y, e, begin, end); });
+}
+
+/// Y (M×N) = X̂·Ŵᵀ, then the epilogue, for per-token quantized activations X̂ = s_x·q (M×K):
+/// each group's products summed exactly in int32, group scales applied in FP32. Bitwise
+/// identical on every path and for any thread count. Throws for mismatched shapes, codes
+/// outside x.bits' range or a non-finite activation scale.
+template <QuantFormatType Format>
+void gemm(const DotWeights<Format>& w, const ActivationCodes& x, MatrixView y,
+          const Epilogue& e = {}, Isa isa = best_isa()) {
+  const DotWeightView v = w.view();
+  detail::check_gemm_dot_args(v, x, y, e);
+  const GemmDotFn kernel = table_for(isa).gemm_dot;
+  const detail::DotActivations padded(x, v);
+  // 4 panels (64 columns) per task, as for the weight-only GEMM.
+  parallel_for(v.panels, 4,
+               [&](index_t begin, index_t end) { kernel(v, padded.view(), y, e, begin, end); });
 }
 
 }  // namespace qlr::kernels

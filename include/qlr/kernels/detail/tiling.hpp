@@ -1,11 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 // How the SIMD paths cover an output: tiles of 4 rows (then single rows) × up to MaxTokens
-// tokens. One driver for every ISA; each path supplies only its tile.
+// tokens for the weight-only kernels, panels × tokens for the integer ones. One driver for
+// every ISA; each path supplies only its tile.
 #pragma once
 
 #include "qlr/core/types.hpp"
 #include "qlr/core/view.hpp"
+#include "qlr/kernels/detail/epilogue.hpp"
 #include "qlr/kernels/packed.hpp"
+#include "qlr/kernels/packed_dot.hpp"
 
 namespace qlr::kernels::detail {
 
@@ -45,6 +48,67 @@ void gemm_wq_with_tiles(const PackedView& w, ConstMatrixView x, MatrixView y, co
     cover_with_tiles<Tiles, 4, MaxTokens>(w, x, y, e, n_begin, n_end);
   else
     cover_with_tiles<Tiles, 8, MaxTokens>(w, x, y, e, n_begin, n_end);
+}
+
+}  // namespace qlr::kernels::detail
+
+namespace qlr::kernels::detail {
+
+/// Writes the 16 sums `acc` of panel `p`, token `m` (Σ_l s_l·dot_l per row) as finished
+/// outputs, skipping the rows that pad the last panel.
+inline void store_panel(const float* acc, const DotWeightView& w, const DotActivationView& a,
+                        MatrixView y, const Epilogue& e, index_t p, index_t m) noexcept {
+  const index_t n0 = p * panel_rows;
+  const index_t count = w.rows - n0 < panel_rows ? w.rows - n0 : panel_rows;
+  for (index_t r = 0; r < count; ++r)
+    y.row(m)[n0 + r] = finish_scaled_output(e, acc[r], a.scales[m], m, n0 + r);
+}
+
+/// Runs Tiles::dot_tile<Bits, Panels, T> for the largest T ≤ Tokens equal to `tokens`.
+template <class Tiles, int Bits, int Panels, int Tokens>
+void dot_tile_of(int tokens, const DotWeightView& w, const DotActivationView& a, MatrixView y,
+                 const Epilogue& e, index_t p, index_t m) noexcept {
+  if constexpr (Tokens >= 1) {
+    if (tokens == Tokens)
+      Tiles::template dot_tile<Bits, Panels, Tokens>(w, a, y, e, p, m);
+    else
+      dot_tile_of<Tiles, Bits, Panels, Tokens - 1>(tokens, w, a, y, e, p, m);
+  }
+}
+
+/// Computes y for all tokens and the panels [p_begin, p_end) of an integer GEMM, tiles of
+/// `Panels` panels (then single panels) × up to MaxTokens tokens. Integer sums are exact
+/// and each output's FP32 steps run in group order, so the tiling never changes a result.
+template <class Tiles, int Bits, int Panels, int MaxTokens>
+void cover_panels(const DotWeightView& w, const DotActivationView& a, MatrixView y,
+                  const Epilogue& e, index_t p_begin, index_t p_end) noexcept {
+  const auto panels_of = [&]<int P>(index_t p) {
+    for (index_t m = 0; m < a.rows; m += MaxTokens) {
+      const auto tokens = static_cast<int>(a.rows - m < MaxTokens ? a.rows - m : MaxTokens);
+      dot_tile_of<Tiles, Bits, P, MaxTokens>(tokens, w, a, y, e, p, m);
+    }
+  };
+  index_t p = p_begin;
+  if constexpr (Panels > 1)
+    for (; p + Panels <= p_end; p += Panels) panels_of.template operator()<Panels>(p);
+  for (; p < p_end; ++p) panels_of.template operator()<1>(p);
+}
+
+/// The integer GEMM of a path: one panel per tile for a GEMV (one forward weight stream),
+/// `Panels` × `MaxTokens` tiles otherwise; dispatches the code width once.
+template <class Tiles, int Panels, int MaxTokens>
+void gemm_dot_with_tiles(const DotWeightView& w, const DotActivationView& a, MatrixView y,
+                         const Epilogue& e, index_t p_begin, index_t p_end) noexcept {
+  if (a.rows == 1) {
+    if (w.bits == 4)
+      cover_panels<Tiles, 4, 1, 1>(w, a, y, e, p_begin, p_end);
+    else
+      cover_panels<Tiles, 8, 1, 1>(w, a, y, e, p_begin, p_end);
+  } else if (w.bits == 4) {
+    cover_panels<Tiles, 4, Panels, MaxTokens>(w, a, y, e, p_begin, p_end);
+  } else {
+    cover_panels<Tiles, 8, Panels, MaxTokens>(w, a, y, e, p_begin, p_end);
+  }
 }
 
 }  // namespace qlr::kernels::detail

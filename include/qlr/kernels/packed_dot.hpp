@@ -1,0 +1,244 @@
+// SPDX-License-Identifier: Apache-2.0
+// The integer kernels' (W8A8, W4A8, W4A4) prepacked weights: panels of 16 output rows whose
+// codes are interleaved 4 K-bytes per 32-bit lane, the operand layout of VNNI's vpdpbusd,
+// and the quantized activations they multiply.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <vector>
+
+#include "qlr/core/bit_pack.hpp"
+#include "qlr/core/error.hpp"
+#include "qlr/core/format.hpp"
+#include "qlr/core/types.hpp"
+
+namespace qlr::kernels {
+
+/// Output rows per panel: one 512-bit register of int32 sums, one per row.
+inline constexpr index_t panel_rows = 16;
+
+// Layout. Rows are grouped in panels of 16 (the last one padded with code 0 and scale 0);
+// K is padded with code 0 to K8 = ⌈K/8⌉·8. Inside a panel, one 64-byte step holds
+//
+//   INT8, step q (columns 4q … 4q+3):    byte 4r + j = u[r][4q + j]
+//   INT4, step o (columns 8o … 8o+7):    byte 4r + j = u[r][8o + j] | u[r][8o + 4 + j] << 4
+//
+// for r = 0 … 15, j = 0 … 3: lane r of a vpdpbusd is row r, and the 4 activation bytes it
+// multiplies are one broadcast 32-bit word. A GEMV reads the panels as one forward stream.
+// Per (panel, group), 16 of each: the scale s, the integer zero zi = round(z) and, for
+// floating zero points only, s·(z − zi). With dot = Σ_{i∈group} u_i·q_i (int32, exact) and
+// qsum = Σ_{i∈group} q_i, one group adds
+//
+//   acc ← fma(s, float(dot − zi·qsum), acc) ;  acc ← fma(−s·(z − zi), float(qsum), acc)
+//
+// so the large integer zero term cancels exactly before any rounding. A row's output is
+// y = fma(acc, s_x, Σ_j B·t) + bias, with s_x the token's scale (kernels/detail/epilogue.hpp).
+
+/// What an integer kernel needs of its weights: plain pointers and sizes, no templates.
+struct DotWeightView {
+  const std::uint8_t* codes = nullptr;   ///< panels × panel_bytes()
+  const float* scales = nullptr;         ///< panels × groups × 16
+  const std::int32_t* zeros = nullptr;   ///< panels × groups × 16, round(z)
+  const float* zero_fractions = nullptr; ///< panels × groups × 16, s·(z − round z); or null
+  index_t rows = 0;                      ///< N
+  index_t cols = 0;                      ///< K
+  index_t padded_cols = 0;               ///< K8 = ⌈K/8⌉·8
+  index_t panels = 0;                    ///< ⌈N/16⌉
+  index_t group_size = 0;                ///< columns per group; the last ends at K8
+  index_t groups = 0;                    ///< groups per row
+  int bits = 0;                          ///< 4 or 8
+
+  /// Bytes per panel.
+  [[nodiscard]] index_t panel_bytes() const noexcept { return panel_rows * padded_cols * bits / 8; }
+  /// The codes of panel `p`.
+  [[nodiscard]] const std::uint8_t* panel(index_t p) const noexcept {
+    return codes + p * panel_bytes();
+  }
+  /// Offset of group `l`'s 16 parameters of panel `p` in scales, zeros, zero_fractions.
+  [[nodiscard]] index_t params(index_t p, index_t l) const noexcept {
+    return (p * groups + l) * panel_rows;
+  }
+  /// First and one-past-last padded column of group `l`.
+  [[nodiscard]] index_t group_begin(index_t l) const noexcept { return l * group_size; }
+  [[nodiscard]] index_t group_end(index_t l) const noexcept {
+    return l + 1 == groups ? padded_cols : (l + 1) * group_size;
+  }
+};
+
+/// Per-token quantized activations as the integer kernels take them: x ≈ scales[m]·codes.
+struct ActivationCodes {
+  const std::int8_t* codes = nullptr;  ///< rows × cols, element (m, i) at codes[m·stride + i]
+  const float* scales = nullptr;       ///< one per row
+  index_t rows = 0;                    ///< M, tokens
+  index_t cols = 0;                    ///< K
+  index_t stride = 0;                  ///< ≥ cols
+  int bits = 8;                        ///< 8 (codes in [−128, 127]) or 4 ([−8, 7])
+};
+
+/// The activations a kernel reads: codes padded with zeros to K8 columns, and the sums of
+/// each token's codes over each weight group. Built by gemm() from ActivationCodes.
+struct DotActivationView {
+  const std::int8_t* codes = nullptr;      ///< rows × padded_cols
+  const float* scales = nullptr;           ///< rows
+  const std::int32_t* group_sums = nullptr;///< rows × groups
+  index_t rows = 0;                        ///< M
+  index_t padded_cols = 0;                 ///< K8
+  index_t groups = 0;                      ///< the weights' groups per row
+
+  /// Token `m`'s padded codes.
+  [[nodiscard]] const std::int8_t* row(index_t m) const noexcept { return codes + m * padded_cols; }
+};
+
+/// The widest group, in padded columns, whose int32 dot products cannot overflow for any
+/// codes: 255·128·L < 2^31 at 8 bits, 15·128·L at 4 bits.
+[[nodiscard]] constexpr index_t max_dot_group_length(int bits) noexcept {
+  const index_t code_max = bits == 8 ? 255 : 15;
+  return (index_t{1} << 31) / (code_max * 128) - 8;
+}
+
+/// A QuantizedMatrix<Format> (INT4 or INT8, symmetric or asymmetric, integer or floating
+/// zero points) repacked for the integer kernels. Owns its buffers; view() lends them.
+template <QuantFormatType Format>
+class DotWeights {
+ public:
+  static_assert(Format::bits == 4 || Format::bits == 8,
+                "the integer kernels take INT4 or INT8 weight codes");
+  static_assert(Format::encoding == Encoding::int_asym || Format::encoding == Encoding::int_sym,
+                "the integer kernels take integer codes with a scale (and zero) per group");
+
+  /// Repacks `q`. Throws when its group size is neither a multiple of 32 nor the whole row,
+  /// or when a group is so long that its int32 dot products could overflow.
+  explicit DotWeights(const QuantizedMatrix<Format>& q)
+      : rows_(q.rows()), cols_(q.cols()), group_size_(q.group_size()) {
+    constexpr const char* entity = "kernels::DotWeights";
+    QLR_CHECK(group_size_ % 32 == 0 || group_size_ == cols_, unsupported,
+              "{}: group_size = {}; expected a multiple of 32 or the whole row (K = {})", entity,
+              group_size_, cols_);
+    padded_cols_ = (cols_ + 7) / 8 * 8;
+    groups_ = group_count(cols_, group_size_);
+    const index_t longest = groups_ == 1 ? padded_cols_ : group_size_;
+    QLR_CHECK(longest <= max_dot_group_length(Format::bits), unsupported,
+              "{}: a group spans {} columns; expected at most {} for {}-bit codes, beyond which "
+              "int32 dot products can overflow (use a smaller group size)",
+              entity, longest, max_dot_group_length(Format::bits), Format::bits);
+    panels_ = (rows_ + panel_rows - 1) / panel_rows;
+    pack_codes(q);
+    pack_parameters(q);
+  }
+
+  /// The view a kernel reads.
+  [[nodiscard]] DotWeightView view() const noexcept {
+    return {codes_.data(),
+            scales_.data(),
+            zeros_.data(),
+            zero_fractions_.empty() ? nullptr : zero_fractions_.data(),
+            rows_,
+            cols_,
+            padded_cols_,
+            panels_,
+            groups_ == 1 ? padded_cols_ : group_size_,
+            groups_,
+            Format::bits};
+  }
+
+  [[nodiscard]] index_t rows() const noexcept { return rows_; }  ///< N
+  [[nodiscard]] index_t cols() const noexcept { return cols_; }  ///< K
+  /// Bytes of packed codes, what a GEMV streams from memory.
+  [[nodiscard]] std::size_t code_bytes() const noexcept { return codes_.size(); }
+
+ private:
+  void pack_codes(const QuantizedMatrix<Format>& q) {
+    const index_t panel_bytes = panel_rows * padded_cols_ * Format::bits / 8;
+    codes_.assign(static_cast<std::size_t>(panels_ * panel_bytes), 0);
+    std::vector<std::uint8_t> u(static_cast<std::size_t>(padded_cols_), 0);
+    for (index_t o = 0; o < rows_; ++o) {
+      unpack_codes(Format::bits, q.row_codes(o), std::span(u).first(static_cast<std::size_t>(cols_)));
+      std::uint8_t* panel = codes_.data() + (o / panel_rows) * panel_bytes;
+      const index_t r = o % panel_rows;
+      for (index_t i = 0; i < padded_cols_; ++i) {
+        if constexpr (Format::bits == 8) {
+          panel[(i / 4) * 64 + 4 * r + i % 4] = u[static_cast<std::size_t>(i)];
+        } else {  // column i sits in step i/8, nibble (i % 8) / 4, byte lane i % 4
+          const index_t step = i / 8, j = i % 8;
+          panel[step * 64 + 4 * r + j % 4] |=
+              static_cast<std::uint8_t>(u[static_cast<std::size_t>(i)] << (j < 4 ? 0 : 4));
+        }
+      }
+    }
+  }
+
+  void pack_parameters(const QuantizedMatrix<Format>& q) {
+    const auto count = static_cast<std::size_t>(panels_ * groups_ * panel_rows);
+    scales_.assign(count, 0.0f);
+    zeros_.assign(count, 0);
+    bool fractional = false;
+    std::vector<float> fractions(count, 0.0f);
+    for (index_t o = 0; o < rows_; ++o) {
+      for (index_t l = 0; l < groups_; ++l) {
+        const auto at = static_cast<std::size_t>(((o / panel_rows) * groups_ + l) * panel_rows +
+                                                 o % panel_rows);
+        const float s = q.scales()[static_cast<std::size_t>(o * groups_ + l)];
+        float z = static_cast<float>(1 << (Format::bits - 1));
+        if constexpr (Format::encoding == Encoding::int_asym)
+          z = q.zeros()[static_cast<std::size_t>(o * groups_ + l)];
+        const float zi = std::nearbyint(z);
+        scales_[at] = s;
+        zeros_[at] = static_cast<std::int32_t>(zi);
+        fractions[at] = s * (z - zi);  // z − zi is exact: both are floats within 1 of z
+        fractional = fractional || z != zi;
+      }
+    }
+    if (fractional) zero_fractions_ = std::move(fractions);
+  }
+
+  index_t rows_;
+  index_t cols_;
+  index_t group_size_;
+  index_t padded_cols_ = 0;
+  index_t groups_ = 0;
+  index_t panels_ = 0;
+  std::vector<std::uint8_t> codes_;
+  std::vector<float> scales_;
+  std::vector<std::int32_t> zeros_;
+  std::vector<float> zero_fractions_;
+};
+
+namespace detail {
+
+/// Owns the padded codes and group sums of a DotActivationView.
+class DotActivations {
+ public:
+  DotActivations(const DotActivations&) = delete;  // the view points into this object
+  DotActivations& operator=(const DotActivations&) = delete;
+
+  /// Copies `a` into K8 zero-padded columns and sums each token's codes per weight group.
+  DotActivations(const ActivationCodes& a, const DotWeightView& w)
+      : codes_(static_cast<std::size_t>(a.rows * w.padded_cols), 0),
+        sums_(static_cast<std::size_t>(a.rows * w.groups), 0),
+        view_{codes_.data(), a.scales, sums_.data(), a.rows, w.padded_cols, w.groups} {
+    for (index_t m = 0; m < a.rows; ++m) {
+      const std::int8_t* in = a.codes + m * a.stride;
+      std::int8_t* out = codes_.data() + m * w.padded_cols;
+      for (index_t i = 0; i < a.cols; ++i) out[i] = in[i];
+      for (index_t l = 0; l < w.groups; ++l) {
+        std::int32_t sum = 0;
+        for (index_t i = w.group_begin(l); i < w.group_end(l); ++i) sum += out[i];
+        sums_[static_cast<std::size_t>(m * w.groups + l)] = sum;
+      }
+    }
+  }
+
+  /// The view kernels take; valid while this object lives.
+  [[nodiscard]] const DotActivationView& view() const noexcept { return view_; }
+
+ private:
+  std::vector<std::int8_t> codes_;
+  std::vector<std::int32_t> sums_;
+  DotActivationView view_;
+};
+
+}  // namespace detail
+}  // namespace qlr::kernels

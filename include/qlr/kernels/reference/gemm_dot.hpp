@@ -1,0 +1,54 @@
+// SPDX-License-Identifier: Apache-2.0
+// Reference integer GEMM (W8A8, W4A8, W4A4), the oracle of every other path: each group's
+// dot product in int64, then the FP32 steps of the layout in packed_dot.hpp, in order.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "qlr/core/types.hpp"
+#include "qlr/core/view.hpp"
+#include "qlr/kernels/detail/epilogue.hpp"
+#include "qlr/kernels/packed_dot.hpp"
+
+namespace qlr::kernels::reference {
+
+/// The code u of row `o`, padded column `i` (integer-kernel layout of packed_dot.hpp).
+inline unsigned dot_code(const DotWeightView& w, index_t o, index_t i) noexcept {
+  const std::uint8_t* panel = w.panel(o / panel_rows);
+  const index_t r = o % panel_rows;
+  if (w.bits == 8) return panel[(i / 4) * 64 + 4 * r + i % 4];
+  const std::uint8_t byte = panel[(i / 8) * 64 + 4 * r + i % 4];
+  return i % 8 < 4 ? byte & 0x0fu : byte >> 4;
+}
+
+/// The exact integer part of one (row, token, group): Σ u·q − round(z)·Σ q, in int64.
+inline std::int64_t group_dot(const DotWeightView& w, const DotActivationView& a, index_t o,
+                              index_t m, index_t l) noexcept {
+  std::int64_t dot = 0;
+  for (index_t i = w.group_begin(l); i < w.group_end(l); ++i)
+    dot += static_cast<std::int64_t>(dot_code(w, o, i)) * a.row(m)[i];
+  const index_t at = w.params(o / panel_rows, l) + o % panel_rows;
+  return dot - static_cast<std::int64_t>(w.zeros[at]) * a.group_sums[m * a.groups + l];
+}
+
+/// y[m, n] for all tokens m and the rows n of panels [panel_begin, panel_end).
+inline void gemm_dot(const DotWeightView& w, const DotActivationView& a, MatrixView y,
+                     const Epilogue& e, index_t panel_begin, index_t panel_end) noexcept {
+  const index_t row_end = panel_end * panel_rows < w.rows ? panel_end * panel_rows : w.rows;
+  for (index_t o = panel_begin * panel_rows; o < row_end; ++o) {
+    for (index_t m = 0; m < a.rows; ++m) {
+      float acc = 0.0f;
+      for (index_t l = 0; l < w.groups; ++l) {
+        const index_t at = w.params(o / panel_rows, l) + o % panel_rows;
+        acc = std::fma(w.scales[at], static_cast<float>(group_dot(w, a, o, m, l)), acc);
+        if (w.zero_fractions != nullptr)
+          acc = std::fma(-w.zero_fractions[at],
+                         static_cast<float>(a.group_sums[m * a.groups + l]), acc);
+      }
+      y.row(m)[o] = detail::finish_scaled_output(e, acc, a.scales[m], m, o);
+    }
+  }
+}
+
+}  // namespace qlr::kernels::reference

@@ -1,0 +1,331 @@
+// SPDX-License-Identifier: Apache-2.0
+// Integer GEMM (W8A8, W4A8, W4A4) on every ISA path this CPU has: bitwise equal to the
+// reference (exact int32 group sums, the same FP32 steps), the reference within the FP32
+// bound of a double oracle, exact integer outputs at the accumulator's limits, thread
+// counts and bad input.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "qlr/core/bit_pack.hpp"
+#include "qlr/core/parallel.hpp"
+#include "qlr/kernels/gemm.hpp"
+#include "qlr/quant/activation.hpp"
+#include "qlr/quant/dequantize.hpp"
+#include "qlr/quant/int_group.hpp"
+#include "qlr_test_support.hpp"
+
+using qlr::index_t;
+using qlr::Matrix;
+using qlr::MatrixD;
+namespace kernels = qlr::kernels;
+namespace quant = qlr::quant;
+
+namespace {
+
+qlr::ConstMatrixView input(const Matrix& m) { return {m.data(), m.rows(), m.cols(), m.cols()}; }
+qlr::MatrixView output(Matrix& m) { return {m.data(), m.rows(), m.cols(), m.cols()}; }
+
+kernels::ActivationCodes codes_of(const quant::QuantizedActivations& a) {
+  return {a.codes.data(), a.scales.data(), a.rows, a.cols, a.cols, a.bits};
+}
+
+/// Y on path `isa`, every output first poisoned with NaN so an unwritten one shows.
+template <class Format>
+Matrix run(const kernels::DotWeights<Format>& w, const kernels::ActivationCodes& x,
+           kernels::Isa isa, const qlr::Epilogue& e = {}) {
+  Matrix y = Matrix::Constant(x.rows, w.rows(), std::numeric_limits<float>::quiet_NaN());
+  kernels::gemm(w, x, output(y), e, isa);
+  return y;
+}
+
+bool bitwise_equal(const Matrix& a, const Matrix& b) {
+  return a.rows() == b.rows() && a.cols() == b.cols() &&
+         std::memcmp(a.data(), b.data(), sizeof(float) * static_cast<std::size_t>(a.size())) == 0;
+}
+
+/// |y − X̂·Ŵᵀ| ≤ (groups + 3)·2^-23·(Σ_i |ŵ_i·x̂_i| + Σ_i |s_l·z_l·x̂_i|) per output, in
+/// double: each group adds one rounded int→float conversion and one or two FMAs to a running
+/// FP32 sum, whose worst case is groups·u of the sum of magnitudes (Higham §3.1); the zero
+/// term is cancelled in integers first, so it enters only through those roundings. One
+/// wrong code of a K = 512 row moves the output ~30× more than this.
+template <class Format>
+void check_against_oracle(const Matrix& y, const qlr::QuantizedMatrix<Format>& q,
+                          const quant::QuantizedActivations& a) {
+  const Matrix w_float = quant::dequantize(q);
+  const MatrixD w_hat = w_float.cast<double>();
+  const MatrixD x_hat = quant::dequantize(a).cast<double>();
+  const MatrixD ref = x_hat * w_hat.transpose();
+  MatrixD zero_terms = MatrixD::Zero(q.rows(), q.cols());  // |s·z| per weight
+  for (index_t o = 0; o < q.rows(); ++o)
+    for (index_t i = 0; i < q.cols(); ++i) {
+      const auto at = static_cast<std::size_t>(o * qlr::group_count(q.cols(), q.group_size()) +
+                                               i / q.group_size());
+      const double z = Format::encoding == qlr::Encoding::int_asym
+                           ? q.zeros()[at]
+                           : static_cast<double>(1 << (Format::bits - 1));
+      zero_terms(o, i) = std::abs(q.scales()[at] * z);
+    }
+  const MatrixD magnitude = x_hat.cwiseAbs() * (w_hat.cwiseAbs() + zero_terms).transpose();
+  const double gamma =
+      (static_cast<double>(qlr::group_count(q.cols(), q.group_size())) + 3) * 0x1p-23;
+  for (index_t m = 0; m < y.rows(); ++m)
+    for (index_t n = 0; n < y.cols(); ++n) {
+      const double err = std::abs(static_cast<double>(y(m, n)) - ref(m, n));
+      if (!(err <= gamma * magnitude(m, n) + 1e-30)) {
+        CAPTURE(m, n, y(m, n), ref(m, n), err, gamma * magnitude(m, n));
+        FAIL_CHECK("integer GEMM outside the FP32 bound of the oracle");
+        return;
+      }
+    }
+}
+
+/// The reference within the oracle's bound, and every other path bitwise equal to it.
+template <class Policy>
+void check_every_isa(const Policy& policy, int activation_bits, index_t m, index_t n, index_t k,
+                     std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  const Matrix w = qlr::test::heavy_tailed(rng, n, k);
+  const Matrix x = qlr::test::heavy_tailed(rng, m, k);
+  const auto q = policy.quantize(w);
+  const kernels::DotWeights packed(q);
+  const auto a = quant::quantize_per_token(x, {.bits = activation_bits});
+  const Matrix ref = run(packed, codes_of(a), kernels::Isa::reference);
+  check_against_oracle(ref, q, a);
+  for (const kernels::Isa isa : kernels::available_isas()) {
+    CAPTURE(kernels::to_string(isa));
+    CHECK(bitwise_equal(run(packed, codes_of(a), isa), ref));
+  }
+}
+
+template <class Policy>
+void sweep(int activation_bits, std::initializer_list<index_t> ms,
+           std::initializer_list<index_t> ns, std::initializer_list<index_t> ks,
+           std::initializer_list<index_t> gs, quant::IntOptions base = {}) {
+  for (const index_t m : ms)
+    for (const index_t n : ns)
+      for (const index_t k : ks)
+        for (const index_t g : gs) {
+          CAPTURE(m, n, k, g);
+          if (g % 32 != 0 && g < k) continue;  // the packed layout needs g = 32j or g ≥ K
+          quant::IntOptions options = base;
+          options.group_size = g;
+          check_every_isa(Policy(options), activation_bits, m, n, k,
+                          static_cast<std::uint32_t>(m * 131 + n * 17 + k + g));
+        }
+}
+
+/// A QuantizedMatrix with given codes, scale 1 and zero point `zero` in every group.
+template <int Bits>
+qlr::QuantizedMatrix<qlr::QuantFormat<Bits, qlr::Encoding::int_asym>> unit_scale_matrix(
+    index_t rows, index_t cols, index_t group_size, const std::vector<std::uint8_t>& codes,
+    float zero) {
+  qlr::QuantizedParts p;
+  p.rows = rows;
+  p.cols = cols;
+  p.group_size = group_size;
+  const index_t row_bytes = qlr::packed_size(Bits, cols);
+  p.codes.resize(static_cast<std::size_t>(rows * row_bytes));
+  for (index_t o = 0; o < rows; ++o)
+    qlr::pack_codes(Bits, std::span(codes).subspan(static_cast<std::size_t>(o * cols),
+                                                   static_cast<std::size_t>(cols)),
+                    std::span(p.codes).subspan(static_cast<std::size_t>(o * row_bytes),
+                                               static_cast<std::size_t>(row_bytes)));
+  const auto groups = static_cast<std::size_t>(rows * qlr::group_count(cols, group_size));
+  p.scales.assign(groups, 1.0f);
+  p.zeros.assign(groups, zero);
+  return qlr::QuantizedMatrix<qlr::QuantFormat<Bits, qlr::Encoding::int_asym>>(std::move(p));
+}
+
+/// Σ_i (u_i − z)·q_i for one row and one token, in int64: the integer oracle.
+std::int64_t exact_dot(const std::vector<std::uint8_t>& u, const std::vector<std::int8_t>& q,
+                       index_t row, index_t token, index_t k, std::int64_t zero) {
+  std::int64_t sum = 0;
+  for (index_t i = 0; i < k; ++i)
+    sum += (static_cast<std::int64_t>(u[static_cast<std::size_t>(row * k + i)]) - zero) *
+           q[static_cast<std::size_t>(token * k + i)];
+  return sum;
+}
+
+}  // namespace
+
+TEST_CASE("gemm_dot: every ISA bitwise equal to the reference, tails in M, N, K",
+          "[kernels][gemm_dot]") {
+  const std::initializer_list<index_t> ms{1, 2, 3, 7, 16};
+  const std::initializer_list<index_t> ns{1, 15, 16, 17, 255};
+  const std::initializer_list<index_t> ks{32, 64, 96, 257, 512};
+  const std::initializer_list<index_t> gs{32, 64, 128};
+  SECTION("W8A8 symmetric") { sweep<quant::IntSym<8>>(8, ms, ns, ks, gs); }
+  SECTION("W8A8 asymmetric") { sweep<quant::IntAsym<8>>(8, ms, ns, ks, gs); }
+  SECTION("W4A8 asymmetric") { sweep<quant::IntAsym<4>>(8, ms, ns, ks, gs); }
+  SECTION("W4A8 symmetric") { sweep<quant::IntSym<4>>(8, ms, ns, ks, gs); }
+  SECTION("W4A4 symmetric") { sweep<quant::IntSym<4>>(4, ms, ns, ks, gs); }
+  SECTION("W4A8 floating zero points") {
+    std::mt19937 rng(9);
+    const auto floating = quant::IntAsym<4>({.group_size = 32, .zero_mode = qlr::ZeroMode::floating})
+                              .quantize(qlr::test::gaussian(rng, 4, 64));
+    REQUIRE(kernels::DotWeights(floating).view().zero_fractions != nullptr);  // the path exists
+    sweep<quant::IntAsym<4>>(8, {1, 5}, {17, 40}, {96, 257}, {32, 128},
+                             {.zero_mode = qlr::ZeroMode::floating});
+  }
+  SECTION("per-channel (one group per row)") {
+    sweep<quant::IntSym<8>>(8, {1, 6}, {17, 33}, {100, 4096 + 7}, {0});
+    sweep<quant::IntAsym<4>>(4, {1, 6}, {17}, {100, 4096 + 7}, {0});
+  }
+}
+
+TEST_CASE("gemm_dot: the issue's full sweep of shapes", "[kernels][gemm_dot][.slow]") {
+  const std::initializer_list<index_t> ms{1, 2, 3, 7, 16, 33, 64, 129};
+  const std::initializer_list<index_t> ns{1, 15, 16, 17, 255, 2323};
+  const std::initializer_list<index_t> ks{32, 64, 96, 257, 512, 4096};
+  const std::initializer_list<index_t> gs{32, 64, 128};
+  SECTION("W8A8") { sweep<quant::IntSym<8>>(8, ms, ns, ks, gs); }
+  SECTION("W4A8") { sweep<quant::IntAsym<4>>(8, ms, ns, ks, gs); }
+  SECTION("W4A4") { sweep<quant::IntSym<4>>(4, ms, ns, ks, gs); }
+}
+
+TEST_CASE("gemm_dot: exact integer outputs at the extremes of codes and accumulators",
+          "[kernels][gemm_dot]") {
+  // With scale 1 everywhere the output is float(Σ (u − z)·q) exactly: one rounding of the
+  // int32 sum, which must therefore be exact.
+  const auto check = [](auto bits_tag, index_t n, index_t k, index_t m, std::uint8_t u_value,
+                        float zero, std::int8_t q_value) {
+    constexpr int bits = decltype(bits_tag)::value;
+    std::vector<std::uint8_t> u(static_cast<std::size_t>(n * k), u_value);
+    std::vector<std::int8_t> q(static_cast<std::size_t>(m * k), q_value);
+    for (std::size_t i = 0; i < u.size(); i += 7) u[i] = static_cast<std::uint8_t>(u_value / 3);
+    const kernels::DotWeights packed(unit_scale_matrix<bits>(n, k, k, u, zero));
+    const std::vector<float> ones(static_cast<std::size_t>(m), 1.0f);
+    const int activation_bits = q_value >= -8 && q_value <= 7 ? 4 : 8;
+    const kernels::ActivationCodes x{q.data(), ones.data(), m, k, k, activation_bits};
+    for (const auto isa : kernels::available_isas()) {
+      CAPTURE(kernels::to_string(isa), n, k, m, int{u_value}, zero, int{q_value});
+      const Matrix y = run(packed, x, isa);
+      for (index_t o = 0; o < n; ++o)
+        for (index_t t = 0; t < m; ++t) {
+          const std::int64_t want = exact_dot(u, q, o, t, k, static_cast<std::int64_t>(zero));
+          REQUIRE(want >= std::numeric_limits<std::int32_t>::min());
+          REQUIRE(y(t, o) == static_cast<float>(want));
+        }
+    }
+  };
+  using int8_tag = std::integral_constant<int, 8>;
+  using int4_tag = std::integral_constant<int, 4>;
+  // The longest INT8 group the packing accepts, every product at −255·128 or 255·127.
+  const index_t longest = kernels::max_dot_group_length(8) / 8 * 8;
+  check(int8_tag{}, 17, longest, 2, 255, 0.0f, -128);
+  check(int8_tag{}, 3, longest, 1, 255, 0.0f, 127);
+  check(int8_tag{}, 3, longest, 2, 0, 255.0f, -128);
+  // INT4 extremes: codes 15 and 0 against −128/127 and the INT4 activations −8/7.
+  check(int4_tag{}, 33, 4096 + 5, 3, 15, 0.0f, -128);
+  check(int4_tag{}, 33, 4096 + 5, 3, 0, 15.0f, 127);
+  check(int4_tag{}, 18, 999, 5, 15, 8.0f, -8);
+  check(int4_tag{}, 18, 999, 1, 15, 0.0f, 7);
+}
+
+TEST_CASE("gemm_dot: a group past the int32 headroom is refused at packing",
+          "[kernels][gemm_dot]") {
+  const index_t k = kernels::max_dot_group_length(8) + 16;
+  std::vector<std::uint8_t> u(static_cast<std::size_t>(2 * k), 1);
+  CHECK_THROWS_WITH(kernels::DotWeights(unit_scale_matrix<8>(2, k, k, u, 0.0f)),
+                    Catch::Contains("expected at most 65785 for 8-bit codes"));
+}
+
+TEST_CASE("DotWeights: integer zero points need no fractional term", "[kernels][gemm_dot]") {
+  std::mt19937 rng(8);
+  const Matrix w = qlr::test::gaussian(rng, 20, 64);
+  CHECK(kernels::DotWeights(quant::IntAsym<4>({.group_size = 32}).quantize(w)).view().zero_fractions ==
+        nullptr);
+  CHECK(kernels::DotWeights(quant::IntSym<8>({.group_size = 64}).quantize(w)).view().zero_fractions ==
+        nullptr);
+}
+
+TEST_CASE("gemm_dot: bias and low-rank epilogue", "[kernels][gemm_dot]") {
+  std::mt19937 rng(3);
+  const index_t m = 5, n = 37, k = 160, r = 4;
+  const Matrix w = qlr::test::gaussian(rng, n, k);
+  const Matrix x = qlr::test::gaussian(rng, m, k);
+  const Matrix b = qlr::test::gaussian(rng, n, r);
+  const Matrix t = qlr::test::gaussian(rng, m, r);
+  const Matrix bias = qlr::test::gaussian(rng, 1, n);
+  const auto q = quant::IntSym<4>({.group_size = 32}).quantize(w);
+  const kernels::DotWeights packed(q);
+  const auto a = quant::quantize_per_token(x);
+  const qlr::LowRankTerm low_rank{input(b), input(t)};
+  const qlr::Epilogue e{.bias = bias.data(), .low_rank = &low_rank};
+  const MatrixD ref = quant::dequantize(a).cast<double>() *
+                          quant::dequantize(q).cast<double>().transpose() +
+                      t.cast<double>() * b.cast<double>().transpose() +
+                      MatrixD::Ones(m, 1) * bias.cast<double>();
+  const Matrix y_ref = run(packed, codes_of(a), kernels::Isa::reference, e);
+  CHECK((y_ref.cast<double>() - ref).cwiseAbs().maxCoeff() < 1e-4);  // |y| ~ 10: FP32 sums
+  for (const auto isa : kernels::available_isas()) {
+    CAPTURE(kernels::to_string(isa));
+    CHECK(bitwise_equal(run(packed, codes_of(a), isa, e), y_ref));
+  }
+}
+
+TEST_CASE("gemm_dot: bitwise identical for 1, 2 and 3 threads", "[kernels][gemm_dot]") {
+  const int saved = qlr::num_threads();
+  std::mt19937 rng(4);
+  const kernels::DotWeights packed(
+      quant::IntAsym<4>({.group_size = 64}).quantize(qlr::test::gaussian(rng, 515, 256)));
+  const auto a = quant::quantize_per_token(qlr::test::gaussian(rng, 9, 256));
+  for (const auto isa : kernels::available_isas()) {
+    CAPTURE(kernels::to_string(isa));
+    qlr::set_num_threads(1);
+    const Matrix one = run(packed, codes_of(a), isa);
+    for (const int threads : {2, 3}) {
+      qlr::set_num_threads(threads);
+      CHECK(bitwise_equal(run(packed, codes_of(a), isa), one));
+    }
+  }
+  qlr::set_num_threads(saved);
+}
+
+TEST_CASE("gemm_dot: bad shapes, codes and scales are qlr::Errors", "[kernels][gemm_dot]") {
+  const kernels::DotWeights packed(
+      quant::IntSym<4>({.group_size = 32}).quantize(Matrix::Ones(8, 64)));
+  std::vector<std::int8_t> codes(2 * 64, 1);
+  std::vector<float> scales(2, 1.0f);
+  Matrix y(2, 8);
+  const kernels::ActivationCodes x{codes.data(), scales.data(), 2, 64, 64, 8};
+  CHECK_NOTHROW(kernels::gemm(packed, x, output(y)));
+  auto wrong = x;
+  wrong.cols = 63;
+  CHECK_THROWS_WITH(kernels::gemm(packed, wrong, output(y)),
+                    Catch::Contains("x.cols = 63; expected in_features K = 64"));
+  Matrix wrong_n(2, 9);
+  CHECK_THROWS_WITH(kernels::gemm(packed, x, output(wrong_n)),
+                    Catch::Contains("y.cols = 9; expected out_features N = 8"));
+  Matrix wrong_m(3, 8);
+  CHECK_THROWS_WITH(kernels::gemm(packed, x, output(wrong_m)),
+                    Catch::Contains("y.rows = 3, x.rows = 2"));
+  wrong = x;
+  wrong.codes = nullptr;
+  CHECK_THROWS_WITH(kernels::gemm(packed, wrong, output(y)),
+                    Catch::Contains("expected non-null buffers"));
+  wrong = x;
+  wrong.bits = 2;
+  CHECK_THROWS_WITH(kernels::gemm(packed, wrong, output(y)),
+                    Catch::Contains("x.bits = 2; expected 8 or 4"));
+  wrong = x;
+  wrong.stride = 32;
+  CHECK_THROWS_WITH(kernels::gemm(packed, wrong, output(y)), Catch::Contains("x.stride = 32"));
+  wrong = x;
+  wrong.bits = 4;
+  codes[70] = 9;
+  CHECK_THROWS_WITH(kernels::gemm(packed, wrong, output(y)),
+                    Catch::Contains("x code (1, 6) = 9; expected an INT4 code in [-8, 7]"));
+  scales[1] = std::numeric_limits<float>::infinity();
+  CHECK_THROWS_WITH(kernels::gemm(packed, x, output(y)),
+                    Catch::Contains("x.scales[1] = inf; expected a finite activation scale"));
+  CHECK_THROWS_WITH(
+      kernels::DotWeights(quant::IntAsym<8>({.group_size = 48}).quantize(Matrix::Ones(2, 96))),
+      Catch::Contains("group_size = 48; expected a multiple of 32"));
+}
