@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// Weight-only INT4/INT8 GEMV and GEMM on the shapes of a 7B-class block, in the same binary
-// as their peers: the machine's memory-read limit, Eigen FP32, and the naive path
-// (dequantize, then Eigen). Names: <kernel>/<impl>/M:<m>/N:<n>/K:<k>/threads:<t>, counters
+// qlr's GEMV and GEMM — weight-only INT4/INT8 and integer W8A8/W4A8/W4A4 — on the shapes of
+// a 7B-class block, in the same binary as their peers: the machine's memory-read limit,
+// Eigen FP32, the naive path (dequantize, then Eigen) and oneDNN's u8×s8 matmul. Names: <kernel>/<impl>/M:<m>/N:<n>/K:<k>/threads:<t>, counters
 // GBps (weight bytes read per second) and GOPs (2·M·N·K per second).
 #include <benchmark/benchmark.h>
 
@@ -15,15 +15,21 @@
 #include <deque>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "qlr/core/cpu.hpp"
 #include "qlr/core/matrix.hpp"
 #include "qlr/core/parallel.hpp"
 #include "qlr/kernels/gemm.hpp"
+#include "qlr/quant/activation.hpp"
 #include "qlr/quant/dequantize.hpp"
 #include "qlr/quant/int_group.hpp"
 #include "qlr/version.hpp"
+
+#if QLR_BENCH_HAVE_ONEDNN
+#  include "onednn_peer.hpp"
+#endif
 
 namespace {
 
@@ -65,21 +71,31 @@ void set_counters(benchmark::State& state, double weight_bytes, index_t m, index
                                               benchmark::Counter::kIsIterationInvariantRate);
 }
 
-/// qlr's weight-only GEMM on path `isa` (or Auto), rotating through packed copies.
-template <class Policy>
+/// qlr's GEMM on path `isa` (or Auto), rotating through packed copies. `Packed` is
+/// PackedWeights (FP32 activations) or DotWeights (activations quantized per token to
+/// `activation_bits`, once, untimed: oneDNN's figure excludes that step too).
+template <template <class> class Packed, class Policy>
 void bench_qlr(benchmark::State& state, index_t m, index_t n, index_t k, int threads,
-               kernels::Isa isa, index_t group_size) {
+               kernels::Isa isa, index_t group_size, int activation_bits) {
   qlr::set_num_threads(threads);
   const auto q = Policy({.group_size = group_size}).quantize(random_matrix(n, k, 0.02f, 1));
-  const kernels::PackedWeights packed(q);
+  const Packed<typename Policy::format> packed(q);
   const double bytes = static_cast<double>(packed.code_bytes()) + 8.0 * static_cast<double>(q.scales().size());
-  std::deque<kernels::PackedWeights<typename Policy::format>> copies(copies_for(static_cast<std::size_t>(bytes)), packed);
+  std::deque<Packed<typename Policy::format>> copies(copies_for(static_cast<std::size_t>(bytes)), packed);
   const Matrix x = random_matrix(m, k, 1.0f, 2);
+  const auto a = qlr::quant::quantize_per_token(x, {.bits = activation_bits});
+  const kernels::ActivationCodes codes{a.codes.data(), a.scales.data(), m, k, k, activation_bits};
   Matrix y = Matrix::Constant(m, n, 1.0f);
-  for (const auto& w : copies) kernels::gemm(w, input(x), output(y), {}, isa);  // first reads, untimed
+  const auto multiply = [&](const Packed<typename Policy::format>& w) {
+    if constexpr (std::is_same_v<Packed<typename Policy::format>, kernels::DotWeights<typename Policy::format>>)
+      kernels::gemm(w, codes, output(y), {}, isa);
+    else
+      kernels::gemm(w, input(x), output(y), {}, isa);
+  };
+  for (const auto& w : copies) multiply(w);  // first reads, untimed
   std::size_t next = 0;
   for (auto _ : state) {
-    kernels::gemm(copies[next], input(x), output(y), {}, isa);
+    multiply(copies[next]);
     next = (next + 1) % copies.size();
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
@@ -131,6 +147,34 @@ void bench_naive(benchmark::State& state, index_t m, index_t n, index_t k, int t
   }
   set_counters(state, static_cast<double>(q.codes().size()) + 8.0 * static_cast<double>(q.scales().size()), m, n, k);
 }
+
+#if QLR_BENCH_HAVE_ONEDNN
+/// oneDNN's u8×s8 → f32 matmul with prepacked weights and per-column scales (its fastest
+/// INT8 form on VNNI), rotating through weight copies like qlr's benchmark.
+void bench_onednn(benchmark::State& state, index_t m, index_t n, index_t k, int threads) {
+  std::mt19937 rng(1);
+  std::uniform_int_distribution<int> code(-127, 127);
+  std::vector<std::int8_t> weights(static_cast<std::size_t>(n * k));
+  for (auto& w : weights) w = static_cast<std::int8_t>(code(rng));
+  std::vector<std::uint8_t> x(static_cast<std::size_t>(m * k));
+  for (auto& v : x) v = static_cast<std::uint8_t>(code(rng) + 128);
+  const std::vector<float> scales(static_cast<std::size_t>(n), 1e-3f);
+  std::vector<float> y(static_cast<std::size_t>(m * n));
+  qlr_bench::OnednnMatmul matmul(m, n, k, scales.data());
+  const double bytes = static_cast<double>(n * k) + 4.0 * static_cast<double>(n);
+  const auto copies = static_cast<int>(copies_for(static_cast<std::size_t>(bytes)));
+  for (int c = 0; c < copies; ++c) matmul.add_weights(weights.data());
+  for (int c = 0; c < copies; ++c) matmul.run(c, x.data(), y.data(), threads);  // first reads, untimed
+  int next = 0;
+  for (auto _ : state) {
+    matmul.run(next, x.data(), y.data(), threads);
+    next = (next + 1) % copies;
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  set_counters(state, bytes, m, n, k);
+}
+#endif
 
 /// 64 bytes of floats as one GCC vector: a zmm register with -march=native on AVX-512,
 /// two ymm on AVX2.
@@ -196,28 +240,36 @@ void register_all() {
     }
   }
   std::vector<std::pair<std::string, kernels::Isa>> paths{{"qlr", kernels::best_isa()}};
-  for (const kernels::Isa isa : kernels::available_isas()) {
-    if (isa == kernels::Isa::reference || isa == kernels::Isa::avx_vnni) continue;  // avx_vnni: the avx2 FP32 kernel
-    paths.emplace_back(std::string("qlr-") + kernels::to_string(isa), isa);
-  }
+  for (const kernels::Isa isa : kernels::available_isas())
+    if (isa != kernels::Isa::reference) paths.emplace_back(std::string("qlr-") + kernels::to_string(isa), isa);
+  using qlr::quant::IntAsym;
+  using qlr::quant::IntSym;
+  const auto add = [](const std::string& name, auto function, auto... args) {
+    benchmark::RegisterBenchmark(name.c_str(), function, args...)->UseRealTime()->Unit(benchmark::kMicrosecond);
+  };
   for (const auto& [n, k] : llm_nk) {
     for (const index_t m : {1, 16, 64, 512}) {
+      const char* shape = m == 1 ? "gemv" : "gemm";
+      const auto kernel = [&](const char* format) { return std::string(format) + "_" + shape; };
       for (const int threads : {1, 2}) {
-        const char* w4 = m == 1 ? "w4_gemv" : "w4_gemm";
-        const char* w8 = m == 1 ? "w8_gemv" : "w8_gemm";
         for (const auto& [impl, isa] : paths) {
           if (isa == kernels::Isa::portable && m > 16) continue;  // minutes per run: not informative
-          benchmark::RegisterBenchmark(shape_name(w4, impl.c_str(), m, n, k, threads).c_str(),
-                                       bench_qlr<qlr::quant::IntAsym<4>>, m, n, k, threads, isa, index_t{128})
-              ->UseRealTime()->Unit(benchmark::kMicrosecond);
-          benchmark::RegisterBenchmark(shape_name(w8, impl.c_str(), m, n, k, threads).c_str(),
-                                       bench_qlr<qlr::quant::IntSym<8>>, m, n, k, threads, isa, index_t{0})
-              ->UseRealTime()->Unit(benchmark::kMicrosecond);
+          const auto name = [&](const char* format) { return shape_name(kernel(format).c_str(), impl.c_str(), m, n, k, threads); };
+          if (isa != kernels::Isa::avx_vnni) {  // FP32 kernels have no dot products: avx_vnni runs avx2's
+            add(name("w4"), bench_qlr<kernels::PackedWeights, IntAsym<4>>, m, n, k, threads, isa, index_t{128}, 8);
+            add(name("w8"), bench_qlr<kernels::PackedWeights, IntSym<8>>, m, n, k, threads, isa, index_t{0}, 8);
+          }
+          add(name("w8a8"), bench_qlr<kernels::DotWeights, IntSym<8>>, m, n, k, threads, isa, index_t{0}, 8);
+          add(name("w4a8"), bench_qlr<kernels::DotWeights, IntSym<4>>, m, n, k, threads, isa, index_t{128}, 8);
+          add(name("w4a4"), bench_qlr<kernels::DotWeights, IntSym<4>>, m, n, k, threads, isa, index_t{128}, 4);
         }
-        benchmark::RegisterBenchmark(shape_name(w4, "eigen", m, n, k, threads).c_str(), bench_eigen, m, n, k, threads)
-            ->UseRealTime()->Unit(benchmark::kMicrosecond);
-        benchmark::RegisterBenchmark(shape_name(w4, "naive", m, n, k, threads).c_str(), bench_naive, m, n, k, threads)
-            ->UseRealTime()->Unit(benchmark::kMicrosecond);
+        // Peers: Eigen FP32 and oneDNN s8 do not depend on qlr's format; plot.py pairs them
+        // with every kernel of their shape.
+        add(shape_name(kernel("w4").c_str(), "eigen", m, n, k, threads), bench_eigen, m, n, k, threads);
+        add(shape_name(kernel("w4").c_str(), "naive", m, n, k, threads), bench_naive, m, n, k, threads);
+#if QLR_BENCH_HAVE_ONEDNN
+        add(shape_name(kernel("w8a8").c_str(), "onednn", m, n, k, threads), bench_onednn, m, n, k, threads);
+#endif
       }
     }
   }
@@ -226,6 +278,9 @@ void register_all() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // oneDNN's OpenMP workers would otherwise spin between its runs, on the cores qlr's
+  // benchmarks then use.
+  setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
   register_all();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;

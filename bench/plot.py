@@ -40,11 +40,13 @@ def load(path):
         for peer in ("eigen", "onednn"):
             if 1 in impls.get(peer, {}):
                 read_limit[t] = max(read_limit.get(t, 0.0), impls[peer][1][1])
-    # Eigen FP32 does not depend on the format: one run serves every kernel of its shape.
-    eigen = {(n, k, t): impls["eigen"] for (_, n, k, t), impls in results.items() if "eigen" in impls}
-    for (kernel, n, k, t), impls in results.items():
-        if "eigen" not in impls and (n, k, t) in eigen:
-            impls["eigen"] = eigen[(n, k, t)]
+    # Eigen FP32 and oneDNN s8 do not depend on qlr's format: one run of each serves every
+    # kernel of its shape (Eigen the weight-only and integer ones, oneDNN the integer ones).
+    for peer, kernels in (("eigen", None), ("onednn", ("w8a8", "w4a8", "w4a4"))):
+        shared = {(n, k, t): impls[peer] for (_, n, k, t), impls in results.items() if peer in impls}
+        for (kernel, n, k, t), impls in results.items():
+            if peer not in impls and (n, k, t) in shared and (kernels is None or kernel in kernels):
+                impls[peer] = shared[(n, k, t)]
     return data.get("context", {}), results, read_limit
 
 
