@@ -68,7 +68,7 @@ inline void dot_tile(const DotWeightView& w, const DotActivationView& a, MatrixV
       const index_t end = w.group_end(l);
       for (index_t i = w.group_begin(l); i < end; i += 8) {  // one INT4 step or two INT8 steps
         const std::uint8_t* src = panel + (i / step_cols) * 64;
-        _mm_prefetch(reinterpret_cast<const char*>(src) + 1024, _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(src) + 2048, _MM_HINT_T0);  // as avx512_vnni
         for (int h = 0; h < 2; ++h) {
           if constexpr (pairs) {
             for (int t = 0; t < Tokens; ++t) {
