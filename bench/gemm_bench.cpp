@@ -84,7 +84,7 @@ void bench_qlr(benchmark::State& state, index_t m, index_t n, index_t k, int thr
   std::deque<Packed<typename Policy::format>> copies(copies_for(static_cast<std::size_t>(bytes)), packed);
   const Matrix x = random_matrix(m, k, 1.0f, 2);
   const auto a = qlr::quant::quantize_per_token(x, {.bits = activation_bits});
-  const kernels::ActivationCodes codes{a.codes.data(), a.scales.data(), m, k, k, activation_bits};
+  const qlr::ActivationCodes codes = a.view();
   Matrix y = Matrix::Constant(m, n, 1.0f);
   const auto multiply = [&](const Packed<typename Policy::format>& w) {
     if constexpr (std::is_same_v<Packed<typename Policy::format>, kernels::DotWeights<typename Policy::format>>)

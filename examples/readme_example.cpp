@@ -27,7 +27,12 @@ int main() {
   const auto nf4 = qlr::quant::quantize(w, qlr::quant::parse_quant_spec("nf4-g64"));
   std::printf("nf4: %.2f bits/param\n", qlr::quant::bits_per_parameter(nf4));
 
-  // Per-token INT8 activations for a W8A8 or W4A8 GEMM: codes and one scale per row.
+  // W4A8: INT4 weights packed once for the integer kernels, 16 tokens quantized to INT8
+  // per token, Y (16×N) = X̂·Ŵᵀ on the best SIMD path of this CPU.
+  const qlr::kernels::DotWeights packed(qlr::quant::IntSym<4>({.group_size = 128}).quantize(w));
   const auto x = qlr::quant::quantize_per_token(w.topRows(16), {.bits = 8});
-  std::printf("token 0: scale %g, first code %d\n", x.scales[0], x.code(0, 0));
+  std::vector<float> y(static_cast<std::size_t>(16 * n));
+  qlr::kernels::gemm(packed, x.view(), qlr::MatrixView{y.data(), 16, n, n});
+  std::printf("w4a8 on %s: y[0][0] = %.4f\n", qlr::kernels::to_string(qlr::kernels::best_isa()),
+              y[0]);
 }

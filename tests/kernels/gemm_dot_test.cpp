@@ -31,13 +31,13 @@ namespace {
 qlr::ConstMatrixView input(const Matrix& m) { return {m.data(), m.rows(), m.cols(), m.cols()}; }
 qlr::MatrixView output(Matrix& m) { return {m.data(), m.rows(), m.cols(), m.cols()}; }
 
-kernels::ActivationCodes codes_of(const quant::QuantizedActivations& a) {
-  return {a.codes.data(), a.scales.data(), a.rows, a.cols, a.cols, a.bits};
+qlr::ActivationCodes codes_of(const quant::QuantizedActivations& a) {
+  return a.view();
 }
 
 /// Y on path `isa`, every output first poisoned with NaN so an unwritten one shows.
 template <class Format>
-Matrix run(const kernels::DotWeights<Format>& w, const kernels::ActivationCodes& x,
+Matrix run(const kernels::DotWeights<Format>& w, const qlr::ActivationCodes& x,
            kernels::Isa isa, const qlr::Epilogue& e = {}) {
   Matrix y = Matrix::Constant(x.rows, w.rows(), std::numeric_limits<float>::quiet_NaN());
   kernels::gemm(w, x, output(y), e, isa);
@@ -202,7 +202,7 @@ TEST_CASE("gemm_dot: exact integer outputs at the extremes of codes and accumula
     const kernels::DotWeights packed(unit_scale_matrix<bits>(n, k, k, u, zero));
     const std::vector<float> ones(static_cast<std::size_t>(m), 1.0f);
     const int activation_bits = q_value >= -8 && q_value <= 7 ? 4 : 8;
-    const kernels::ActivationCodes x{q.data(), ones.data(), m, k, k, activation_bits};
+    const qlr::ActivationCodes x{q.data(), ones.data(), m, k, k, activation_bits};
     for (const auto isa : kernels::available_isas()) {
       CAPTURE(kernels::to_string(isa), n, k, m, int{u_value}, zero, int{q_value});
       const Matrix y = run(packed, x, isa);
@@ -294,7 +294,7 @@ TEST_CASE("gemm_dot: bad shapes, codes and scales are qlr::Errors", "[kernels][g
   std::vector<std::int8_t> codes(2 * 64, 1);
   std::vector<float> scales(2, 1.0f);
   Matrix y(2, 8);
-  const kernels::ActivationCodes x{codes.data(), scales.data(), 2, 64, 64, 8};
+  const qlr::ActivationCodes x{codes.data(), scales.data(), 2, 64, 64, 8};
   CHECK_NOTHROW(kernels::gemm(packed, x, output(y)));
   auto wrong = x;
   wrong.cols = 63;

@@ -3,6 +3,8 @@
 // vocabulary kernels take, so engines call them on their own buffers without Eigen.
 #pragma once
 
+#include <cstdint>
+
 #include "qlr/core/types.hpp"
 
 namespace qlr {
@@ -27,6 +29,16 @@ struct MatrixView {
 
   /// Row `i`.
   [[nodiscard]] float* row(index_t i) const noexcept { return data + i * stride; }
+};
+
+/// Per-token quantized activations as the integer kernels take them: x ≈ scales[m]·codes.
+struct ActivationCodes {
+  const std::int8_t* codes = nullptr;  ///< rows × cols, element (m, i) at codes[m·stride + i]
+  const float* scales = nullptr;       ///< one per row
+  index_t rows = 0;                    ///< M, tokens
+  index_t cols = 0;                    ///< K
+  index_t stride = 0;                  ///< ≥ cols
+  int bits = 8;                        ///< 8 (codes in [−128, 127]) or 4 ([−8, 7])
 };
 
 /// A low-rank term B·t added to the output: y[m, n] += Σ_j b[n, j]·t[m, j].

@@ -14,6 +14,7 @@
 #include "qlr/core/error.hpp"
 #include "qlr/core/format.hpp"
 #include "qlr/core/types.hpp"
+#include "qlr/core/view.hpp"
 
 namespace qlr::kernels {
 
@@ -66,16 +67,6 @@ struct DotWeightView {
   [[nodiscard]] index_t group_end(index_t l) const noexcept {
     return l + 1 == groups ? padded_cols : (l + 1) * group_size;
   }
-};
-
-/// Per-token quantized activations as the integer kernels take them: x ≈ scales[m]·codes.
-struct ActivationCodes {
-  const std::int8_t* codes = nullptr;  ///< rows × cols, element (m, i) at codes[m·stride + i]
-  const float* scales = nullptr;       ///< one per row
-  index_t rows = 0;                    ///< M, tokens
-  index_t cols = 0;                    ///< K
-  index_t stride = 0;                  ///< ≥ cols
-  int bits = 8;                        ///< 8 (codes in [−128, 127]) or 4 ([−8, 7])
 };
 
 /// The activations a kernel reads: codes padded with zeros to K8 columns, and the sums of

@@ -13,6 +13,7 @@
 #include "qlr/core/matrix.hpp"
 #include "qlr/core/numeric.hpp"
 #include "qlr/core/parallel.hpp"
+#include "qlr/core/view.hpp"
 
 namespace qlr::quant {
 
@@ -29,6 +30,11 @@ struct QuantizedActivations {
   int bits = 8;                     ///< 8 or 4
   std::vector<std::int8_t> codes;   ///< rows × cols, row-major
   std::vector<float> scales;        ///< one per row, > 0
+
+  /// The codes and scales as the integer kernels take them (kernels::gemm with DotWeights).
+  [[nodiscard]] ActivationCodes view() const noexcept {
+    return {codes.data(), scales.data(), rows, cols, cols, bits};
+  }
 
   /// Code of token `t`, feature `i`.
   [[nodiscard]] std::int8_t code(index_t t, index_t i) const noexcept {
