@@ -74,15 +74,8 @@ void check_against_oracle(const Matrix& y, const qlr::QuantizedMatrix<Format>& q
   const MatrixD magnitude = x_hat.cwiseAbs() * (w_hat.cwiseAbs() + zero_terms).transpose();
   const double gamma =
       (static_cast<double>(qlr::group_count(q.cols(), q.group_size())) + 3) * 0x1p-23;
-  for (index_t m = 0; m < y.rows(); ++m)
-    for (index_t n = 0; n < y.cols(); ++n) {
-      const double err = std::abs(static_cast<double>(y(m, n)) - ref(m, n));
-      if (!(err <= gamma * magnitude(m, n) + 1e-30)) {
-        CAPTURE(m, n, y(m, n), ref(m, n), err, gamma * magnitude(m, n));
-        FAIL_CHECK("integer GEMM outside the FP32 bound of the oracle");
-        return;
-      }
-    }
+  qlr::test::check_within_bound(y, ref, magnitude, gamma,
+                                "integer GEMM outside the FP32 bound of the oracle");
 }
 
 /// The reference within the oracle's bound, and every other path bitwise equal to it.

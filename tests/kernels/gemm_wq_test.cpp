@@ -40,16 +40,7 @@ MatrixD oracle(const Matrix& x, const Matrix& w_hat) {
 void check_close(const Matrix& y, const MatrixD& ref, const Matrix& x, const Matrix& w_hat) {
   const MatrixD magnitude = x.cast<double>().cwiseAbs() * w_hat.cast<double>().cwiseAbs().transpose();
   const double gamma = (static_cast<double>(x.cols()) / 8 + 16) * 0x1p-24;
-  for (index_t m = 0; m < y.rows(); ++m) {
-    for (index_t n = 0; n < y.cols(); ++n) {
-      const double err = std::abs(static_cast<double>(y(m, n)) - ref(m, n));
-      if (!(err <= gamma * magnitude(m, n) + 1e-30)) {
-        CAPTURE(m, n, y(m, n), ref(m, n), err, gamma * magnitude(m, n));
-        FAIL_CHECK("output outside the FP32 summation bound");
-        return;
-      }
-    }
-  }
+  qlr::test::check_within_bound(y, ref, magnitude, gamma, "output outside the FP32 summation bound");
 }
 
 template <class Policy>

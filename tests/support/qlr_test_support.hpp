@@ -49,4 +49,20 @@ inline std::optional<std::filesystem::path> stories260k_path_or_warn(const char*
   return path;
 }
 
+/// Checks |y − ref| ≤ gamma·magnitude + 1e-30 for every element, reporting the first one
+/// outside with `what`: the shape of every FP32 error-bound check in the kernel tests.
+inline void check_within_bound(const Matrix& y, const MatrixD& ref, const MatrixD& magnitude,
+                               double gamma, const char* what) {
+  for (index_t m = 0; m < y.rows(); ++m) {
+    for (index_t n = 0; n < y.cols(); ++n) {
+      const double err = std::abs(static_cast<double>(y(m, n)) - ref(m, n));
+      if (!(err <= gamma * magnitude(m, n) + 1e-30)) {
+        CAPTURE(m, n, y(m, n), ref(m, n), err, gamma * magnitude(m, n));
+        FAIL_CHECK(what);
+        return;
+      }
+    }
+  }
+}
+
 }  // namespace qlr::test

@@ -40,17 +40,17 @@ inline constexpr index_t panel_rows = 16;
 
 /// What an integer kernel needs of its weights: plain pointers and sizes, no templates.
 struct DotWeightView {
-  const std::uint8_t* codes = nullptr;   ///< panels × panel_bytes()
-  const float* scales = nullptr;         ///< panels × groups × 16
-  const std::int32_t* zeros = nullptr;   ///< panels × groups × 16, round(z)
-  const float* zero_fractions = nullptr; ///< panels × groups × 16, s·(z − round z); or null
-  index_t rows = 0;                      ///< N
-  index_t cols = 0;                      ///< K
-  index_t padded_cols = 0;               ///< K8 = ⌈K/8⌉·8
-  index_t panels = 0;                    ///< ⌈N/16⌉
-  index_t group_size = 0;                ///< columns per group; the last ends at K8
-  index_t groups = 0;                    ///< groups per row
-  int bits = 0;                          ///< 4 or 8
+  const std::uint8_t* codes = nullptr;    ///< panels × panel_bytes()
+  const float* scales = nullptr;          ///< panels × groups × 16
+  const std::int32_t* zeros = nullptr;    ///< panels × groups × 16, round(z)
+  const float* zero_fractions = nullptr;  ///< panels × groups × 16, s·(z − round z); or null
+  index_t rows = 0;                       ///< N
+  index_t cols = 0;                       ///< K
+  index_t padded_cols = 0;                ///< K8 = ⌈K/8⌉·8
+  index_t panels = 0;                     ///< ⌈N/16⌉
+  index_t group_size = 0;                 ///< columns per group; the last ends at K8
+  index_t groups = 0;                     ///< groups per row
+  int bits = 0;                           ///< 4 or 8
 
   /// Bytes per panel.
   [[nodiscard]] index_t panel_bytes() const noexcept { return panel_rows * padded_cols * bits / 8; }
@@ -72,12 +72,12 @@ struct DotWeightView {
 /// The activations a kernel reads: codes padded with zeros to K8 columns, and the sums of
 /// each token's codes over each weight group. Built by gemm() from ActivationCodes.
 struct DotActivationView {
-  const std::int8_t* codes = nullptr;      ///< rows × padded_cols
-  const float* scales = nullptr;           ///< rows
-  const std::int32_t* group_sums = nullptr;///< rows × groups
-  index_t rows = 0;                        ///< M
-  index_t padded_cols = 0;                 ///< K8
-  index_t groups = 0;                      ///< the weights' groups per row
+  const std::int8_t* codes = nullptr;        ///< rows × padded_cols
+  const float* scales = nullptr;             ///< rows
+  const std::int32_t* group_sums = nullptr;  ///< rows × groups
+  index_t rows = 0;                          ///< M
+  index_t padded_cols = 0;                   ///< K8
+  index_t groups = 0;                        ///< the weights' groups per row
 
   /// Token `m`'s padded codes.
   [[nodiscard]] const std::int8_t* row(index_t m) const noexcept { return codes + m * padded_cols; }
@@ -146,7 +146,8 @@ class DotWeights {
     codes_.assign(static_cast<std::size_t>(panels_ * panel_bytes), 0);
     std::vector<std::uint8_t> u(static_cast<std::size_t>(padded_cols_), 0);
     for (index_t o = 0; o < rows_; ++o) {
-      unpack_codes(Format::bits, q.row_codes(o), std::span(u).first(static_cast<std::size_t>(cols_)));
+      unpack_codes(Format::bits, q.row_codes(o),
+                   std::span(u).first(static_cast<std::size_t>(cols_)));
       std::uint8_t* panel = codes_.data() + (o / panel_rows) * panel_bytes;
       const index_t r = o % panel_rows;
       for (index_t i = 0; i < padded_cols_; ++i) {

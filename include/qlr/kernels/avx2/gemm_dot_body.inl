@@ -31,14 +31,16 @@ QLR_ALWAYS_INLINE __m256i dot4(__m256i acc, __m256i u, __m256i x) noexcept {
 /// INT4 without VNNI: acc + the row sums of two 4-column steps, one vpmaddwd for both.
 QLR_ALWAYS_INLINE __m256i dot4x2(__m256i acc, __m256i u0, __m256i x0, __m256i u1,
                                  __m256i x1) noexcept {
-  const __m256i pairs = _mm256_add_epi16(_mm256_maddubs_epi16(u0, x0), _mm256_maddubs_epi16(u1, x1));
+  const __m256i pairs =
+      _mm256_add_epi16(_mm256_maddubs_epi16(u0, x0), _mm256_maddubs_epi16(u1, x1));
   return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
 }
 
 /// INT8 without VNNI: 16 codes widened to int16 times x's 4 bytes as int16, 4 times over:
 /// lanes (2r, 2r + 1) hold row r's two pair sums.
 QLR_ALWAYS_INLINE __m256i dot_pairs(__m256i acc, const std::uint8_t* codes, __m256i x16) noexcept {
-  const __m256i u16 = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes)));
+  const __m256i u16 =
+      _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes)));
   return _mm256_add_epi32(acc, _mm256_madd_epi16(u16, x16));
 }
 
@@ -46,105 +48,105 @@ QLR_ALWAYS_INLINE __m256i dot_pairs(__m256i acc, const std::uint8_t* codes, __m2
 /// pair sums instead of two halves of the same rows' sums.
 inline constexpr bool widens_int8 = QLR_DOT_VNNI == 0;
 
-/// Panels [p, p + Panels) × tokens [m, m + Tokens) over all of K.
-template <int Bits, int Panels, int Tokens>
-inline void dot_tile(const DotWeightView& w, const DotActivationView& a, MatrixView y,
-                     const Epilogue& e, index_t p, index_t m) noexcept {
-  constexpr bool pairs = Bits == 8 && widens_int8;
-  // Two chains where one token would leave a single dependent chain per half, or where
-  // INT8 is widened (one chain per 4 rows). Integer sums are exact, so splitting is free.
-  constexpr int Chains = pairs || Tokens == 1 ? 2 : 1;
-  constexpr index_t step_cols = Bits == 8 ? 4 : 8;
-  const __m256i low_nibbles = _mm256_set1_epi8(0x0f);
-  for (int pp = 0; pp < Panels; ++pp) {
-    const std::uint8_t* panel = w.panel(p + pp);
-    __m256 acc[Tokens][2];
-    for (int t = 0; t < Tokens; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
-    for (index_t l = 0; l < w.groups; ++l) {
-      __m256i dot[Tokens][2][Chains];
-      for (int t = 0; t < Tokens; ++t)
-        for (int h = 0; h < 2; ++h)
-          for (int c = 0; c < Chains; ++c) dot[t][h][c] = _mm256_setzero_si256();
-      const index_t end = w.group_end(l);
-      for (index_t i = w.group_begin(l); i < end; i += 8) {  // one INT4 step or two INT8 steps
-        const std::uint8_t* src = panel + (i / step_cols) * 64;
-        _mm_prefetch(reinterpret_cast<const char*>(src) + 2048, _MM_HINT_T0);  // as avx512_vnni
-        for (int h = 0; h < 2; ++h) {
-          if constexpr (pairs) {
-            for (int t = 0; t < Tokens; ++t) {
-              for (int s = 0; s < 2; ++s) {
-                const __m256i x16 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(broadcast4(a.row(m + t) + i + 4 * s)));
-                const std::uint8_t* codes = src + 64 * s + 32 * h;
-                dot[t][h][0] = dot_pairs(dot[t][h][0], codes, x16);
-                dot[t][h][1] = dot_pairs(dot[t][h][1], codes + 16, x16);
-              }
-            }
-          } else if constexpr (Bits == 8) {
-            const __m256i first = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 32 * h));
-            const __m256i second = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 64 + 32 * h));
-            for (int t = 0; t < Tokens; ++t) {
-              dot[t][h][0] = dot4(dot[t][h][0], first, broadcast4(a.row(m + t) + i));
-              dot[t][h][Chains - 1] = dot4(dot[t][h][Chains - 1], second, broadcast4(a.row(m + t) + i + 4));
-            }
-          } else {
-            const __m256i codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 32 * h));
-            const __m256i low = _mm256_and_si256(codes, low_nibbles);
-            const __m256i high = _mm256_and_si256(_mm256_srli_epi16(codes, 4), low_nibbles);
-            for (int t = 0; t < Tokens; ++t) {
-              const __m256i x0 = broadcast4(a.row(m + t) + i);
-              const __m256i x1 = broadcast4(a.row(m + t) + i + 4);
-#if QLR_DOT_VNNI
-              dot[t][h][0] = dot4(dot[t][h][0], low, x0);
-              dot[t][h][Chains - 1] = dot4(dot[t][h][Chains - 1], high, x1);
-#else
-              dot[t][h][0] = dot4x2(dot[t][h][0], low, x0, high, x1);
-#endif
-            }
-          }
-        }
-      }
-      const index_t at = w.params(p + pp, l);
-      for (int h = 0; h < 2; ++h) {
-        const __m256 scale = _mm256_loadu_ps(w.scales + at + 8 * h);
-        const __m256i zero = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.zeros + at + 8 * h));
-        for (int t = 0; t < Tokens; ++t) {
-          const __m256i group_sum = _mm256_set1_epi32(a.group_sums[(m + t) * a.groups + l]);
-          __m256i sum = dot[t][h][0];
-          if constexpr (pairs)  // rows 0-3 and 4-7 as pair sums → rows 0-7 in order
-            sum = _mm256_permute4x64_epi64(_mm256_hadd_epi32(dot[t][h][0], dot[t][h][1]), 0xd8);
-          else if constexpr (Chains == 2)
-            sum = _mm256_add_epi32(dot[t][h][0], dot[t][h][1]);
-          const __m256i exact = _mm256_sub_epi32(sum, _mm256_mullo_epi32(zero, group_sum));
-          acc[t][h] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(exact), acc[t][h]);
-          if (w.zero_fractions != nullptr)
-            acc[t][h] = _mm256_fnmadd_ps(_mm256_loadu_ps(w.zero_fractions + at + 8 * h),
-                                         _mm256_cvtepi32_ps(group_sum), acc[t][h]);
-        }
-      }
-    }
-    for (int t = 0; t < Tokens; ++t) {
-      alignas(32) float lanes[panel_rows];
-      _mm256_store_ps(lanes, acc[t][0]);
-      _mm256_store_ps(lanes + 8, acc[t][1]);
-      kernels::detail::store_panel(lanes, w, a, y, e, p + pp, m + t);
-    }
-  }
-}
-
 /// This path's tiles, for the shared driver (kernels/detail/tiling.hpp).
 struct Tiles {
+  /// Panels [p, p + Panels) × tokens [m, m + Tokens) over all of K.
   template <int Bits, int Panels, int Tokens>
   static void dot_tile(const DotWeightView& w, const DotActivationView& a, MatrixView y,
                        const Epilogue& e, index_t p, index_t m) noexcept {
-    detail_dot::dot_tile<Bits, Panels, Tokens>(w, a, y, e, p, m);
+    constexpr bool pairs = Bits == 8 && widens_int8;
+    // Two chains where one token would leave a single dependent chain per half, or where
+    // INT8 is widened (one chain per 4 rows). Integer sums are exact, so splitting is free.
+    constexpr int Chains = pairs || Tokens == 1 ? 2 : 1;
+    constexpr index_t step_cols = Bits == 8 ? 4 : 8;
+    const __m256i low_nibbles = _mm256_set1_epi8(0x0f);
+    for (int pp = 0; pp < Panels; ++pp) {
+      const std::uint8_t* panel = w.panel(p + pp);
+      __m256 acc[Tokens][2];
+      for (int t = 0; t < Tokens; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+      for (index_t l = 0; l < w.groups; ++l) {
+        __m256i dot[Tokens][2][Chains];
+        for (int t = 0; t < Tokens; ++t)
+          for (int h = 0; h < 2; ++h)
+            for (int c = 0; c < Chains; ++c) dot[t][h][c] = _mm256_setzero_si256();
+        const index_t end = w.group_end(l);
+        for (index_t i = w.group_begin(l); i < end; i += 8) {  // one INT4 step or two INT8 steps
+          const std::uint8_t* src = panel + (i / step_cols) * 64;
+          _mm_prefetch(reinterpret_cast<const char*>(src) + 2048, _MM_HINT_T0);  // as avx512_vnni
+          for (int h = 0; h < 2; ++h) {
+            if constexpr (pairs) {
+              for (int t = 0; t < Tokens; ++t) {
+                for (int s = 0; s < 2; ++s) {
+                  const __m256i x16 = _mm256_cvtepi8_epi16(
+                      _mm256_castsi256_si128(broadcast4(a.row(m + t) + i + 4 * s)));
+                  const std::uint8_t* codes = src + 64 * s + 32 * h;
+                  dot[t][h][0] = dot_pairs(dot[t][h][0], codes, x16);
+                  dot[t][h][1] = dot_pairs(dot[t][h][1], codes + 16, x16);
+                }
+              }
+            } else if constexpr (Bits == 8) {
+              const __m256i first =
+                  _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 32 * h));
+              const __m256i second =
+                  _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 64 + 32 * h));
+              for (int t = 0; t < Tokens; ++t) {
+                dot[t][h][0] = dot4(dot[t][h][0], first, broadcast4(a.row(m + t) + i));
+                dot[t][h][Chains - 1] =
+                    dot4(dot[t][h][Chains - 1], second, broadcast4(a.row(m + t) + i + 4));
+              }
+            } else {
+              const __m256i codes =
+                  _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 32 * h));
+              const __m256i low = _mm256_and_si256(codes, low_nibbles);
+              const __m256i high = _mm256_and_si256(_mm256_srli_epi16(codes, 4), low_nibbles);
+              for (int t = 0; t < Tokens; ++t) {
+                const __m256i x0 = broadcast4(a.row(m + t) + i);
+                const __m256i x1 = broadcast4(a.row(m + t) + i + 4);
+#if QLR_DOT_VNNI
+                dot[t][h][0] = dot4(dot[t][h][0], low, x0);
+                dot[t][h][Chains - 1] = dot4(dot[t][h][Chains - 1], high, x1);
+#else
+                dot[t][h][0] = dot4x2(dot[t][h][0], low, x0, high, x1);
+#endif
+              }
+            }
+          }
+        }
+        const index_t at = w.params(p + pp, l);
+        for (int h = 0; h < 2; ++h) {
+          const __m256 scale = _mm256_loadu_ps(w.scales + at + 8 * h);
+          const __m256i zero =
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.zeros + at + 8 * h));
+          for (int t = 0; t < Tokens; ++t) {
+            const __m256i group_sum = _mm256_set1_epi32(a.group_sums[(m + t) * a.groups + l]);
+            __m256i sum = dot[t][h][0];
+            if constexpr (pairs)  // rows 0-3 and 4-7 as pair sums → rows 0-7 in order
+              sum = _mm256_permute4x64_epi64(_mm256_hadd_epi32(dot[t][h][0], dot[t][h][1]), 0xd8);
+            else if constexpr (Chains == 2)
+              sum = _mm256_add_epi32(dot[t][h][0], dot[t][h][1]);
+            const __m256i exact = _mm256_sub_epi32(sum, _mm256_mullo_epi32(zero, group_sum));
+            acc[t][h] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(exact), acc[t][h]);
+            if (w.zero_fractions != nullptr)
+              acc[t][h] = _mm256_fnmadd_ps(_mm256_loadu_ps(w.zero_fractions + at + 8 * h),
+                                           _mm256_cvtepi32_ps(group_sum), acc[t][h]);
+          }
+        }
+      }
+      for (int t = 0; t < Tokens; ++t) {
+        alignas(32) float lanes[panel_rows];
+        _mm256_store_ps(lanes, acc[t][0]);
+        _mm256_store_ps(lanes + 8, acc[t][1]);
+        kernels::detail::store_panel(lanes, w, a, y, e, p + pp, m + t);
+      }
+    }
   }
-};
+
+};  // struct Tiles
 
 }  // namespace detail_dot
 
 /// y[m, n] for all tokens m and the rows n of panels [panel_begin, panel_end).
 inline void gemm_dot(const DotWeightView& w, const DotActivationView& a, MatrixView y,
                      const Epilogue& e, index_t panel_begin, index_t panel_end) noexcept {
-  kernels::detail::gemm_dot_with_tiles<detail_dot::Tiles, 1, 3>(w, a, y, e, panel_begin,
-                                                                 panel_end);
+  kernels::detail::gemm_dot_with_tiles<detail_dot::Tiles, 1, 3>(w, a, y, e, panel_begin, panel_end);
 }

@@ -32,84 +32,79 @@ QLR_ALWAYS_INLINE __m512i broadcast4(const std::int8_t* x) noexcept {
   return _mm512_set1_epi32(word);
 }
 
-/// Panels [p, p + Panels) × tokens [m, m + Tokens) over all of K.
-template <int Bits, int Panels, int Tokens>
-inline void dot_tile(const DotWeightView& w, const DotActivationView& a, MatrixView y,
-                     const Epilogue& e, index_t p, index_t m) noexcept {
-  // A single panel and token would leave one chain of dependent vpdpbusd: give the two
-  // halves of each step pair their own. Integer sums are exact, so the split is free.
-  constexpr int Split = Panels * Tokens == 1 ? 2 : 1;
-  constexpr index_t step_cols = Bits == 8 ? 4 : 8;
-  const __m512i low_nibbles = _mm512_set1_epi8(0x0f);
-  const std::int8_t* x[Tokens];
-  __m512 acc[Panels][Tokens];
-  for (int t = 0; t < Tokens; ++t) x[t] = a.row(m + t);
-  for (int pp = 0; pp < Panels; ++pp)
-    for (int t = 0; t < Tokens; ++t) acc[pp][t] = _mm512_setzero_ps();
-  for (index_t l = 0; l < w.groups; ++l) {
-    __m512i dot[Panels][Tokens][Split];
+/// This path's tiles, for the shared driver (kernels/detail/tiling.hpp).
+struct Tiles {
+  /// Panels [p, p + Panels) × tokens [m, m + Tokens) over all of K.
+  template <int Bits, int Panels, int Tokens>
+  static void dot_tile(const DotWeightView& w, const DotActivationView& a, MatrixView y,
+                       const Epilogue& e, index_t p, index_t m) noexcept {
+    // A single panel and token would leave one chain of dependent vpdpbusd: give the two
+    // halves of each step pair their own. Integer sums are exact, so the split is free.
+    constexpr int Split = Panels * Tokens == 1 ? 2 : 1;
+    constexpr index_t step_cols = Bits == 8 ? 4 : 8;
+    const __m512i low_nibbles = _mm512_set1_epi8(0x0f);
+    const std::int8_t* x[Tokens];
+    __m512 acc[Panels][Tokens];
+    for (int t = 0; t < Tokens; ++t) x[t] = a.row(m + t);
     for (int pp = 0; pp < Panels; ++pp)
-      for (int t = 0; t < Tokens; ++t)
-        for (int h = 0; h < Split; ++h) dot[pp][t][h] = _mm512_setzero_si512();
-    const index_t end = w.group_end(l);
-    // INT8 steps come in pairs: every group spans a multiple of 8 padded columns.
-    for (index_t i = w.group_begin(l); i < end; i += 8) {
+      for (int t = 0; t < Tokens; ++t) acc[pp][t] = _mm512_setzero_ps();
+    for (index_t l = 0; l < w.groups; ++l) {
+      __m512i dot[Panels][Tokens][Split];
+      for (int pp = 0; pp < Panels; ++pp)
+        for (int t = 0; t < Tokens; ++t)
+          for (int h = 0; h < Split; ++h) dot[pp][t][h] = _mm512_setzero_si512();
+      const index_t end = w.group_end(l);
+      // INT8 steps come in pairs: every group spans a multiple of 8 padded columns.
+      for (index_t i = w.group_begin(l); i < end; i += 8) {
+        for (int pp = 0; pp < Panels; ++pp) {
+          const std::uint8_t* src = w.panel(p + pp) + (i / step_cols) * 64;
+          _mm_prefetch(reinterpret_cast<const char*>(src) + prefetch_bytes, _MM_HINT_T0);
+          if constexpr (Bits == 8) {
+            const __m512i first = _mm512_loadu_si512(src);
+            const __m512i second = _mm512_loadu_si512(src + 64);
+            for (int t = 0; t < Tokens; ++t) {
+              dot[pp][t][0] = _mm512_dpbusd_epi32(dot[pp][t][0], first, broadcast4(x[t] + i));
+              dot[pp][t][Split - 1] =
+                  _mm512_dpbusd_epi32(dot[pp][t][Split - 1], second, broadcast4(x[t] + i + 4));
+            }
+          } else {
+            const __m512i codes = _mm512_loadu_si512(src);
+            const __m512i low = _mm512_and_si512(codes, low_nibbles);
+            const __m512i high = _mm512_and_si512(_mm512_srli_epi16(codes, 4), low_nibbles);
+            for (int t = 0; t < Tokens; ++t) {
+              dot[pp][t][0] = _mm512_dpbusd_epi32(dot[pp][t][0], low, broadcast4(x[t] + i));
+              dot[pp][t][Split - 1] =
+                  _mm512_dpbusd_epi32(dot[pp][t][Split - 1], high, broadcast4(x[t] + i + 4));
+            }
+          }
+        }
+      }
       for (int pp = 0; pp < Panels; ++pp) {
-        const std::uint8_t* src = w.panel(p + pp) + (i / step_cols) * 64;
-        _mm_prefetch(reinterpret_cast<const char*>(src) + prefetch_bytes, _MM_HINT_T0);
-        if constexpr (Bits == 8) {
-          const __m512i first = _mm512_loadu_si512(src);
-          const __m512i second = _mm512_loadu_si512(src + 64);
-          for (int t = 0; t < Tokens; ++t) {
-            dot[pp][t][0] = _mm512_dpbusd_epi32(dot[pp][t][0], first, broadcast4(x[t] + i));
-            dot[pp][t][Split - 1] =
-                _mm512_dpbusd_epi32(dot[pp][t][Split - 1], second, broadcast4(x[t] + i + 4));
-          }
-        } else {
-          const __m512i codes = _mm512_loadu_si512(src);
-          const __m512i low = _mm512_and_si512(codes, low_nibbles);
-          const __m512i high = _mm512_and_si512(_mm512_srli_epi16(codes, 4), low_nibbles);
-          for (int t = 0; t < Tokens; ++t) {
-            dot[pp][t][0] = _mm512_dpbusd_epi32(dot[pp][t][0], low, broadcast4(x[t] + i));
-            dot[pp][t][Split - 1] =
-                _mm512_dpbusd_epi32(dot[pp][t][Split - 1], high, broadcast4(x[t] + i + 4));
-          }
+        const index_t at = w.params(p + pp, l);
+        const __m512 scale = _mm512_loadu_ps(w.scales + at);
+        const __m512i zero = _mm512_loadu_si512(w.zeros + at);
+        for (int t = 0; t < Tokens; ++t) {
+          const __m512i group_sum = _mm512_set1_epi32(a.group_sums[(m + t) * a.groups + l]);
+          const __m512i sum =
+              Split == 2 ? _mm512_add_epi32(dot[pp][t][0], dot[pp][t][Split - 1]) : dot[pp][t][0];
+          const __m512i exact = _mm512_sub_epi32(sum, _mm512_mullo_epi32(zero, group_sum));
+          acc[pp][t] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(exact), acc[pp][t]);
+          if (w.zero_fractions != nullptr)
+            acc[pp][t] = _mm512_fnmadd_ps(_mm512_loadu_ps(w.zero_fractions + at),
+                                          _mm512_cvtepi32_ps(group_sum), acc[pp][t]);
         }
       }
     }
     for (int pp = 0; pp < Panels; ++pp) {
-      const index_t at = w.params(p + pp, l);
-      const __m512 scale = _mm512_loadu_ps(w.scales + at);
-      const __m512i zero = _mm512_loadu_si512(w.zeros + at);
       for (int t = 0; t < Tokens; ++t) {
-        const __m512i group_sum = _mm512_set1_epi32(a.group_sums[(m + t) * a.groups + l]);
-        const __m512i sum =
-            Split == 2 ? _mm512_add_epi32(dot[pp][t][0], dot[pp][t][Split - 1]) : dot[pp][t][0];
-        const __m512i exact = _mm512_sub_epi32(sum, _mm512_mullo_epi32(zero, group_sum));
-        acc[pp][t] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(exact), acc[pp][t]);
-        if (w.zero_fractions != nullptr)
-          acc[pp][t] = _mm512_fnmadd_ps(_mm512_loadu_ps(w.zero_fractions + at),
-                                        _mm512_cvtepi32_ps(group_sum), acc[pp][t]);
+        alignas(64) float lanes[panel_rows];
+        _mm512_store_ps(lanes, acc[pp][t]);
+        kernels::detail::store_panel(lanes, w, a, y, e, p + pp, m + t);
       }
     }
   }
-  for (int pp = 0; pp < Panels; ++pp) {
-    for (int t = 0; t < Tokens; ++t) {
-      alignas(64) float lanes[panel_rows];
-      _mm512_store_ps(lanes, acc[pp][t]);
-      kernels::detail::store_panel(lanes, w, a, y, e, p + pp, m + t);
-    }
-  }
-}
 
-/// This path's tiles, for the shared driver (kernels/detail/tiling.hpp).
-struct Tiles {
-  template <int Bits, int Panels, int Tokens>
-  static void dot_tile(const DotWeightView& w, const DotActivationView& a, MatrixView y,
-                       const Epilogue& e, index_t p, index_t m) noexcept {
-    detail_dot::dot_tile<Bits, Panels, Tokens>(w, a, y, e, p, m);
-  }
-};
+};  // struct Tiles
 
 }  // namespace detail_dot
 
@@ -118,8 +113,7 @@ inline void gemm_dot(const DotWeightView& w, const DotActivationView& a, MatrixV
                      const Epilogue& e, index_t panel_begin, index_t panel_end) noexcept {
   // 3 panels × 4 tokens: 12 int32 and 12 FP32 accumulators, 3 code vectors and a broadcast
   // fit the 32 zmm; at M = 512 it beat 2×6 (0.84× vs 0.79× oneDNN for W8A8), 4×3 and 1×12.
-  kernels::detail::gemm_dot_with_tiles<detail_dot::Tiles, 3, 4>(w, a, y, e, panel_begin,
-                                                                 panel_end);
+  kernels::detail::gemm_dot_with_tiles<detail_dot::Tiles, 3, 4>(w, a, y, e, panel_begin, panel_end);
 }
 
 }  // namespace qlr::kernels::avx512_vnni

@@ -14,67 +14,61 @@
 namespace qlr::kernels::portable {
 namespace detail_dot {
 
-/// Panels [p, p + Panels) × tokens [m, m + Tokens) over all of K.
-template <int Bits, int Panels, int Tokens>
-void dot_tile(const DotWeightView& w, const DotActivationView& a, MatrixView y, const Epilogue& e,
-              index_t p, index_t m) noexcept {
-  constexpr index_t lanes = panel_rows;
-  constexpr index_t step_cols = Bits == 8 ? 4 : 8;  // columns per 64-byte step
-  for (int pp = 0; pp < Panels; ++pp) {
-    const std::uint8_t* panel = w.panel(p + pp);
-    float acc[Tokens][lanes] = {};
-    for (index_t l = 0; l < w.groups; ++l) {
-      std::int32_t dot[Tokens][lanes] = {};
-      for (index_t i = w.group_begin(l); i < w.group_end(l); i += step_cols) {
-        const std::uint8_t* step = panel + (i / step_cols) * 64;
-        for (int t = 0; t < Tokens; ++t) {
-          const std::int8_t* x = a.row(m + t) + i;
-          for (index_t r = 0; r < lanes; ++r) {
-            std::int32_t sum = 0;
-            for (index_t j = 0; j < 4; ++j) {
-              const std::int32_t byte = step[4 * r + j];
-              if constexpr (Bits == 8)
-                sum += byte * x[j];
-              else
-                sum += (byte & 0x0f) * x[j] + (byte >> 4) * x[j + 4];
-            }
-            dot[t][r] += sum;
-          }
-        }
-      }
-      const index_t at = w.params(p + pp, l);
-      for (int t = 0; t < Tokens; ++t) {
-        const std::int32_t group_sum = a.group_sums[(m + t) * a.groups + l];
-        for (index_t r = 0; r < lanes; ++r) {
-          const std::int32_t exact = dot[t][r] - w.zeros[at + r] * group_sum;
-          acc[t][r] = std::fma(w.scales[at + r], static_cast<float>(exact), acc[t][r]);
-          if (w.zero_fractions != nullptr)
-            acc[t][r] = std::fma(-w.zero_fractions[at + r], static_cast<float>(group_sum),
-                                 acc[t][r]);
-        }
-      }
-    }
-    for (int t = 0; t < Tokens; ++t)
-      kernels::detail::store_panel(acc[t], w, a, y, e, p + pp, m + t);
-  }
-}
-
 /// This path's tiles, for the shared driver (kernels/detail/tiling.hpp).
 struct Tiles {
+  /// Panels [p, p + Panels) × tokens [m, m + Tokens) over all of K.
   template <int Bits, int Panels, int Tokens>
   static void dot_tile(const DotWeightView& w, const DotActivationView& a, MatrixView y,
                        const Epilogue& e, index_t p, index_t m) noexcept {
-    detail_dot::dot_tile<Bits, Panels, Tokens>(w, a, y, e, p, m);
+    constexpr index_t lanes = panel_rows;
+    constexpr index_t step_cols = Bits == 8 ? 4 : 8;  // columns per 64-byte step
+    for (int pp = 0; pp < Panels; ++pp) {
+      const std::uint8_t* panel = w.panel(p + pp);
+      float acc[Tokens][lanes] = {};
+      for (index_t l = 0; l < w.groups; ++l) {
+        std::int32_t dot[Tokens][lanes] = {};
+        for (index_t i = w.group_begin(l); i < w.group_end(l); i += step_cols) {
+          const std::uint8_t* step = panel + (i / step_cols) * 64;
+          for (int t = 0; t < Tokens; ++t) {
+            const std::int8_t* x = a.row(m + t) + i;
+            for (index_t r = 0; r < lanes; ++r) {
+              std::int32_t sum = 0;
+              for (index_t j = 0; j < 4; ++j) {
+                const std::int32_t byte = step[4 * r + j];
+                if constexpr (Bits == 8)
+                  sum += byte * x[j];
+                else
+                  sum += (byte & 0x0f) * x[j] + (byte >> 4) * x[j + 4];
+              }
+              dot[t][r] += sum;
+            }
+          }
+        }
+        const index_t at = w.params(p + pp, l);
+        for (int t = 0; t < Tokens; ++t) {
+          const std::int32_t group_sum = a.group_sums[(m + t) * a.groups + l];
+          for (index_t r = 0; r < lanes; ++r) {
+            const std::int32_t exact = dot[t][r] - w.zeros[at + r] * group_sum;
+            acc[t][r] = std::fma(w.scales[at + r], static_cast<float>(exact), acc[t][r]);
+            if (w.zero_fractions != nullptr)
+              acc[t][r] =
+                  std::fma(-w.zero_fractions[at + r], static_cast<float>(group_sum), acc[t][r]);
+          }
+        }
+      }
+      for (int t = 0; t < Tokens; ++t)
+        kernels::detail::store_panel(acc[t], w, a, y, e, p + pp, m + t);
+    }
   }
-};
+
+};  // struct Tiles
 
 }  // namespace detail_dot
 
 /// y[m, n] for all tokens m and the rows n of panels [panel_begin, panel_end).
 inline void gemm_dot(const DotWeightView& w, const DotActivationView& a, MatrixView y,
                      const Epilogue& e, index_t panel_begin, index_t panel_end) noexcept {
-  kernels::detail::gemm_dot_with_tiles<detail_dot::Tiles, 1, 4>(w, a, y, e, panel_begin,
-                                                                 panel_end);
+  kernels::detail::gemm_dot_with_tiles<detail_dot::Tiles, 1, 4>(w, a, y, e, panel_begin, panel_end);
 }
 
 }  // namespace qlr::kernels::portable

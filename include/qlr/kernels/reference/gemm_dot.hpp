@@ -43,8 +43,8 @@ inline void gemm_dot(const DotWeightView& w, const DotActivationView& a, MatrixV
         const index_t at = w.params(o / panel_rows, l) + o % panel_rows;
         acc = std::fma(w.scales[at], static_cast<float>(group_dot(w, a, o, m, l)), acc);
         if (w.zero_fractions != nullptr)
-          acc = std::fma(-w.zero_fractions[at],
-                         static_cast<float>(a.group_sums[m * a.groups + l]), acc);
+          acc = std::fma(-w.zero_fractions[at], static_cast<float>(a.group_sums[m * a.groups + l]),
+                         acc);
       }
       y.row(m)[o] = detail::finish_scaled_output(e, acc, a.scales[m], m, o);
     }
