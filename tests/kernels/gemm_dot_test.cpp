@@ -239,13 +239,8 @@ TEST_CASE("DotWeights: integer zero points need no fractional term", "[kernels][
 }
 
 TEST_CASE("gemm_dot: bias and low-rank epilogue", "[kernels][gemm_dot]") {
-  std::mt19937 rng(3);
   const index_t m = 5, n = 37, k = 160, r = 4;
-  const Matrix w = qlr::test::gaussian(rng, n, k);
-  const Matrix x = qlr::test::gaussian(rng, m, k);
-  const Matrix b = qlr::test::gaussian(rng, n, r);
-  const Matrix t = qlr::test::gaussian(rng, m, r);
-  const Matrix bias = qlr::test::gaussian(rng, 1, n);
+  const auto [w, x, b, t, bias] = qlr::test::epilogue_operands(3, m, n, k, r);
   const auto q = quant::IntSym<4>({.group_size = 32}).quantize(w);
   const kernels::DotWeights packed(q);
   const auto a = quant::quantize_per_token(x);

@@ -49,6 +49,25 @@ inline std::optional<std::filesystem::path> stories260k_path_or_warn(const char*
   return path;
 }
 
+/// Gaussian operands of a fused-epilogue test: weight W (n×k), input X (m×k), adapter
+/// factors B (n×r) and t (m×r), bias (1×n).
+struct EpilogueOperands {
+  Matrix w, x, b, t, bias;
+};
+
+/// EpilogueOperands drawn from `seed`.
+inline EpilogueOperands epilogue_operands(std::uint32_t seed, index_t m, index_t n, index_t k,
+                                          index_t r) {
+  std::mt19937 rng(seed);
+  EpilogueOperands o;
+  o.w = gaussian(rng, n, k);
+  o.x = gaussian(rng, m, k);
+  o.b = gaussian(rng, n, r);
+  o.t = gaussian(rng, m, r);
+  o.bias = gaussian(rng, 1, n);
+  return o;
+}
+
 /// Checks |y − ref| ≤ gamma·magnitude + 1e-30 for every element, reporting the first one
 /// outside with `what`: the shape of every FP32 error-bound check in the kernel tests.
 inline void check_within_bound(const Matrix& y, const MatrixD& ref, const MatrixD& magnitude,

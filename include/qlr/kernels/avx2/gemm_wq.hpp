@@ -66,62 +66,57 @@ QLR_ALWAYS_INLINE void block(const PackedView& w, const float* const (&xb)[Token
   }
 }
 
-/// Rows [n, n + Rows) × tokens [m, m + Tokens) over all of K.
-template <int Bits, int Rows, int Tokens>
-inline void tile(const PackedView& w, ConstMatrixView x, MatrixView y, const Epilogue& e,
-                 index_t n, index_t m) noexcept {
-  __m256 acc[Rows][Tokens];
-  __m256 scale[Rows];
-  __m256 zero[Rows];
-  for (int r = 0; r < Rows; ++r) {
-    for (int t = 0; t < Tokens; ++t) acc[r][t] = _mm256_setzero_ps();
-    scale[r] = zero[r] = _mm256_setzero_ps();
-  }
-  const index_t tail = w.cols % block_codes;
-  const index_t full_blocks = w.cols / block_codes;
-  // Groups outermost, so a block never asks which group it is in (no division per block).
-  for (index_t l = 0, b = 0; l < w.groups; ++l) {
-    for (int r = 0; r < Rows; ++r) {
-      scale[r] = _mm256_set1_ps(w.scales[(n + r) * w.groups + l]);
-      zero[r] = _mm256_set1_ps(w.zeros[(n + r) * w.groups + l]);
-    }
-    const index_t group_end = std::min(full_blocks, b + w.blocks_per_group);
-    for (; b < group_end; ++b) {
-      const float* xb[Tokens];
-      for (int t = 0; t < Tokens; ++t) xb[t] = x.row(m + t) + b * block_codes;
-      block<Bits, Rows, Tokens>(w, xb, n, b, scale, zero, acc);
-    }
-    if (tail != 0 && l == w.groups - 1) {  // the last block, partly past K: a zero-padded copy
-      alignas(32) float padded[Tokens][block_codes];
-      const float* xb[Tokens];
-      for (int t = 0; t < Tokens; ++t) {
-        const float* xt = x.row(m + t) + full_blocks * block_codes;
-        for (index_t j = 0; j < block_codes; ++j) padded[t][j] = j < tail ? xt[j] : 0.0f;
-        xb[t] = padded[t];
-      }
-      block<Bits, Rows, Tokens>(w, xb, n, full_blocks, scale, zero, acc);
-    }
-  }
-  for (int r = 0; r < Rows; ++r) {
-    for (int t = 0; t < Tokens; ++t) {
-      // Fixed reduction tree: (lanes 0-3 + 4-7), then pairs, then the last two.
-      const __m128 half =
-          _mm_add_ps(_mm256_castps256_ps128(acc[r][t]), _mm256_extractf128_ps(acc[r][t], 1));
-      const __m128 pairs = _mm_add_ps(half, _mm_movehl_ps(half, half));
-      const float sum = _mm_cvtss_f32(_mm_add_ss(pairs, _mm_movehdup_ps(pairs)));
-      y.row(m + t)[n + r] = kernels::detail::finish_output(e, sum, m + t, n + r);
-    }
-  }
-}
-
 /// This path's tiles, for the shared driver (kernels/detail/tiling.hpp).
 struct Tiles {
+  /// Rows [n, n + Rows) × tokens [m, m + Tokens) over all of K.
   template <int Bits, int Rows, int Tokens>
   static void tile(const PackedView& w, ConstMatrixView x, MatrixView y, const Epilogue& e,
                    index_t n, index_t m) noexcept {
-    detail_wq::tile<Bits, Rows, Tokens>(w, x, y, e, n, m);
+    __m256 acc[Rows][Tokens];
+    __m256 scale[Rows];
+    __m256 zero[Rows];
+    for (int r = 0; r < Rows; ++r) {
+      for (int t = 0; t < Tokens; ++t) acc[r][t] = _mm256_setzero_ps();
+      scale[r] = zero[r] = _mm256_setzero_ps();
+    }
+    const index_t tail = w.cols % block_codes;
+    const index_t full_blocks = w.cols / block_codes;
+    // Groups outermost, so a block never asks which group it is in (no division per block).
+    for (index_t l = 0, b = 0; l < w.groups; ++l) {
+      for (int r = 0; r < Rows; ++r) {
+        scale[r] = _mm256_set1_ps(w.scales[(n + r) * w.groups + l]);
+        zero[r] = _mm256_set1_ps(w.zeros[(n + r) * w.groups + l]);
+      }
+      const index_t group_end = std::min(full_blocks, b + w.blocks_per_group);
+      for (; b < group_end; ++b) {
+        const float* xb[Tokens];
+        for (int t = 0; t < Tokens; ++t) xb[t] = x.row(m + t) + b * block_codes;
+        block<Bits, Rows, Tokens>(w, xb, n, b, scale, zero, acc);
+      }
+      if (tail != 0 && l == w.groups - 1) {  // the last block, partly past K: a zero-padded copy
+        alignas(32) float padded[Tokens][block_codes];
+        const float* xb[Tokens];
+        for (int t = 0; t < Tokens; ++t) {
+          const float* xt = x.row(m + t) + full_blocks * block_codes;
+          for (index_t j = 0; j < block_codes; ++j) padded[t][j] = j < tail ? xt[j] : 0.0f;
+          xb[t] = padded[t];
+        }
+        block<Bits, Rows, Tokens>(w, xb, n, full_blocks, scale, zero, acc);
+      }
+    }
+    for (int r = 0; r < Rows; ++r) {
+      for (int t = 0; t < Tokens; ++t) {
+        // Fixed reduction tree: (lanes 0-3 + 4-7), then pairs, then the last two.
+        const __m128 half =
+            _mm_add_ps(_mm256_castps256_ps128(acc[r][t]), _mm256_extractf128_ps(acc[r][t], 1));
+        const __m128 pairs = _mm_add_ps(half, _mm_movehl_ps(half, half));
+        const float sum = _mm_cvtss_f32(_mm_add_ss(pairs, _mm_movehdup_ps(pairs)));
+        y.row(m + t)[n + r] = kernels::detail::finish_output(e, sum, m + t, n + r);
+      }
+    }
   }
-};
+
+};  // struct Tiles
 
 }  // namespace detail_wq
 

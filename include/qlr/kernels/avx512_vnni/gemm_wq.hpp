@@ -72,59 +72,56 @@ QLR_ALWAYS_INLINE void block(const PackedView& w, ConstMatrixView x, index_t n, 
   }
 }
 
-/// Rows [n, n + Rows) × tokens [m, m + Tokens) over all of K.
-template <int Bits, int Rows, int Tokens>
-inline void tile(const PackedView& w, ConstMatrixView x, MatrixView y, const Epilogue& e,
-                 index_t n, index_t m) noexcept {
-  // One token leaves each accumulator a chain of dependent FMAs: the low and high half of
-  // a block get their own, so two chains run side by side. Their fixed sum at the end
-  // keeps the result independent of anything but the shape.
-  constexpr int Split = Tokens == 1 ? 2 : 1;
-  const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  __m512 acc[Rows][Tokens][Split];
-  __m512 table[Rows];  // INT4: s·(u − z) for u = 0…15
-  __m512 scale[Rows];  // INT8
-  __m512 zero[Rows];
-  for (int r = 0; r < Rows; ++r) {
-    for (int t = 0; t < Tokens; ++t)
-      for (int h = 0; h < Split; ++h) acc[r][t][h] = _mm512_setzero_ps();
-    table[r] = scale[r] = zero[r] = _mm512_setzero_ps();
-  }
-  const index_t tail = w.cols % block_codes;
-  const index_t full_blocks = w.cols / block_codes;
-  // Groups outermost, so a block never asks which group it is in (no division per block).
-  for (index_t l = 0, b = 0; l < w.groups; ++l) {
-    for (int r = 0; r < Rows; ++r) {
-      scale[r] = _mm512_set1_ps(w.scales[(n + r) * w.groups + l]);
-      zero[r] = _mm512_set1_ps(w.zeros[(n + r) * w.groups + l]);
-      if constexpr (Bits == 4) table[r] = _mm512_mul_ps(_mm512_sub_ps(iota, zero[r]), scale[r]);
-    }
-    const index_t group_end = std::min(full_blocks, b + w.blocks_per_group);
-    for (; b < group_end; ++b)
-      block<Bits, Rows, Tokens, Split, false>(w, x, n, m, b, 0, 0, table, scale, zero, acc);
-    if (tail != 0 && l == w.groups - 1) {  // the last block, partly past K
-      const auto mask_lo = static_cast<__mmask16>(tail >= 16 ? 0xffff : (1u << tail) - 1);
-      const auto mask_hi = static_cast<__mmask16>(tail <= 16 ? 0 : (1u << (tail - 16)) - 1);
-      block<Bits, Rows, Tokens, Split, true>(w, x, n, m, full_blocks, mask_lo, mask_hi, table,
-                                             scale, zero, acc);
-    }
-  }
-  for (int r = 0; r < Rows; ++r) {
-    for (int t = 0; t < Tokens; ++t) {
-      const __m512 sum = Split == 2 ? _mm512_add_ps(acc[r][t][0], acc[r][t][Split - 1]) : acc[r][t][0];
-      y.row(m + t)[n + r] = kernels::detail::finish_output(e, _mm512_reduce_add_ps(sum), m + t, n + r);
-    }
-  }
-}
-
 /// This path's tiles, for the shared driver (kernels/detail/tiling.hpp).
 struct Tiles {
+  /// Rows [n, n + Rows) × tokens [m, m + Tokens) over all of K.
   template <int Bits, int Rows, int Tokens>
   static void tile(const PackedView& w, ConstMatrixView x, MatrixView y, const Epilogue& e,
                    index_t n, index_t m) noexcept {
-    detail_wq::tile<Bits, Rows, Tokens>(w, x, y, e, n, m);
+    // One token leaves each accumulator a chain of dependent FMAs: the low and high half of
+    // a block get their own, so two chains run side by side. Their fixed sum at the end
+    // keeps the result independent of anything but the shape.
+    constexpr int Split = Tokens == 1 ? 2 : 1;
+    const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    __m512 acc[Rows][Tokens][Split];
+    __m512 table[Rows];  // INT4: s·(u − z) for u = 0…15
+    __m512 scale[Rows];  // INT8
+    __m512 zero[Rows];
+    for (int r = 0; r < Rows; ++r) {
+      for (int t = 0; t < Tokens; ++t)
+        for (int h = 0; h < Split; ++h) acc[r][t][h] = _mm512_setzero_ps();
+      table[r] = scale[r] = zero[r] = _mm512_setzero_ps();
+    }
+    const index_t tail = w.cols % block_codes;
+    const index_t full_blocks = w.cols / block_codes;
+    // Groups outermost, so a block never asks which group it is in (no division per block).
+    for (index_t l = 0, b = 0; l < w.groups; ++l) {
+      for (int r = 0; r < Rows; ++r) {
+        scale[r] = _mm512_set1_ps(w.scales[(n + r) * w.groups + l]);
+        zero[r] = _mm512_set1_ps(w.zeros[(n + r) * w.groups + l]);
+        if constexpr (Bits == 4) table[r] = _mm512_mul_ps(_mm512_sub_ps(iota, zero[r]), scale[r]);
+      }
+      const index_t group_end = std::min(full_blocks, b + w.blocks_per_group);
+      for (; b < group_end; ++b)
+        block<Bits, Rows, Tokens, Split, false>(w, x, n, m, b, 0, 0, table, scale, zero, acc);
+      if (tail != 0 && l == w.groups - 1) {  // the last block, partly past K
+        const auto mask_lo = static_cast<__mmask16>(tail >= 16 ? 0xffff : (1u << tail) - 1);
+        const auto mask_hi = static_cast<__mmask16>(tail <= 16 ? 0 : (1u << (tail - 16)) - 1);
+        block<Bits, Rows, Tokens, Split, true>(w, x, n, m, full_blocks, mask_lo, mask_hi, table,
+                                               scale, zero, acc);
+      }
+    }
+    for (int r = 0; r < Rows; ++r) {
+      for (int t = 0; t < Tokens; ++t) {
+        const __m512 sum =
+            Split == 2 ? _mm512_add_ps(acc[r][t][0], acc[r][t][Split - 1]) : acc[r][t][0];
+        y.row(m + t)[n + r] =
+            kernels::detail::finish_output(e, _mm512_reduce_add_ps(sum), m + t, n + r);
+      }
+    }
   }
-};
+
+};  // struct Tiles
 
 }  // namespace detail_wq
 
