@@ -100,17 +100,12 @@ template <class Policy>
 void sweep(int activation_bits, std::initializer_list<index_t> ms,
            std::initializer_list<index_t> ns, std::initializer_list<index_t> ks,
            std::initializer_list<index_t> gs, quant::IntOptions base = {}) {
-  for (const index_t m : ms)
-    for (const index_t n : ns)
-      for (const index_t k : ks)
-        for (const index_t g : gs) {
-          CAPTURE(m, n, k, g);
-          if (g % 32 != 0 && g < k) continue;  // the packed layout needs g = 32j or g ≥ K
-          quant::IntOptions options = base;
-          options.group_size = g;
-          check_every_isa(Policy(options), activation_bits, m, n, k,
-                          static_cast<std::uint32_t>(m * 131 + n * 17 + k + g));
-        }
+  qlr::test::for_each_packable_shape(ms, ns, ks, gs, [&](index_t m, index_t n, index_t k, index_t g) {
+    quant::IntOptions options = base;
+    options.group_size = g;
+    check_every_isa(Policy(options), activation_bits, m, n, k,
+                    static_cast<std::uint32_t>(m * 131 + n * 17 + k + g));
+  });
 }
 
 /// A QuantizedMatrix with given codes, scale 1 and zero point `zero` in every group.

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 #include <optional>
+#include <initializer_list>
 #include <random>
 
 #include <catch2/catch.hpp>
@@ -47,6 +48,22 @@ inline std::optional<std::filesystem::path> stories260k_path_or_warn(const char*
   auto path = stories260k_path();
   if (!path) WARN("stories260K.bin not found in data/ or ../shared/data: " << what << " skipped");
   return path;
+}
+
+/// Calls body(m, n, k, g) for every shape of a kernel sweep that the packed layouts accept
+/// (g a multiple of 32, or g ≥ K: one group per row), with the shape captured for failures.
+template <class Body>
+void for_each_packable_shape(std::initializer_list<index_t> ms, std::initializer_list<index_t> ns,
+                             std::initializer_list<index_t> ks, std::initializer_list<index_t> gs,
+                             const Body& body) {
+  for (const index_t m : ms)
+    for (const index_t n : ns)
+      for (const index_t k : ks)
+        for (const index_t g : gs) {
+          CAPTURE(m, n, k, g);
+          if (g % 32 != 0 && g < k) continue;
+          body(m, n, k, g);
+        }
 }
 
 /// Gaussian operands of a fused-epilogue test: weight W (n×k), input X (m×k), adapter
