@@ -3,14 +3,14 @@
 // reference (exact int32 group sums, the same FP32 steps), the reference within the FP32
 // bound of a double oracle, exact integer outputs at the accumulator's limits, thread
 // counts and bad input.
-#include <catch2/catch.hpp>
-
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
 #include <random>
 #include <vector>
+
+#include <catch2/catch.hpp>
 
 #include "qlr/core/bit_pack.hpp"
 #include "qlr/core/parallel.hpp"
@@ -28,8 +28,12 @@ namespace quant = qlr::quant;
 
 namespace {
 
-qlr::ConstMatrixView input(const Matrix& m) { return {m.data(), m.rows(), m.cols(), m.cols()}; }
-qlr::MatrixView output(Matrix& m) { return {m.data(), m.rows(), m.cols(), m.cols()}; }
+qlr::ConstMatrixView input(const Matrix& m) {
+  return {m.data(), m.rows(), m.cols(), m.cols()};
+}
+qlr::MatrixView output(Matrix& m) {
+  return {m.data(), m.rows(), m.cols(), m.cols()};
+}
 
 qlr::ActivationCodes codes_of(const quant::QuantizedActivations& a) {
   return a.view();
@@ -37,8 +41,8 @@ qlr::ActivationCodes codes_of(const quant::QuantizedActivations& a) {
 
 /// Y on path `isa`, every output first poisoned with NaN so an unwritten one shows.
 template <class Format>
-Matrix run(const kernels::DotWeights<Format>& w, const qlr::ActivationCodes& x,
-           kernels::Isa isa, const qlr::Epilogue& e = {}) {
+Matrix run(const kernels::DotWeights<Format>& w, const qlr::ActivationCodes& x, kernels::Isa isa,
+           const qlr::Epilogue& e = {}) {
   Matrix y = Matrix::Constant(x.rows, w.rows(), std::numeric_limits<float>::quiet_NaN());
   kernels::gemm(w, x, output(y), e, isa);
   return y;
@@ -100,12 +104,13 @@ template <class Policy>
 void sweep(int activation_bits, std::initializer_list<index_t> ms,
            std::initializer_list<index_t> ns, std::initializer_list<index_t> ks,
            std::initializer_list<index_t> gs, quant::IntOptions base = {}) {
-  qlr::test::for_each_packable_shape(ms, ns, ks, gs, [&](index_t m, index_t n, index_t k, index_t g) {
-    quant::IntOptions options = base;
-    options.group_size = g;
-    check_every_isa(Policy(options), activation_bits, m, n, k,
-                    static_cast<std::uint32_t>(m * 131 + n * 17 + k + g));
-  });
+  qlr::test::for_each_packable_shape(
+      ms, ns, ks, gs, [&](index_t m, index_t n, index_t k, index_t g) {
+        quant::IntOptions options = base;
+        options.group_size = g;
+        check_every_isa(Policy(options), activation_bits, m, n, k,
+                        static_cast<std::uint32_t>(m * 131 + n * 17 + k + g));
+      });
 }
 
 /// A QuantizedMatrix with given codes, scale 1 and zero point `zero` in every group.
@@ -120,8 +125,9 @@ qlr::QuantizedMatrix<qlr::QuantFormat<Bits, qlr::Encoding::int_asym>> unit_scale
   const index_t row_bytes = qlr::packed_size(Bits, cols);
   p.codes.resize(static_cast<std::size_t>(rows * row_bytes));
   for (index_t o = 0; o < rows; ++o)
-    qlr::pack_codes(Bits, std::span(codes).subspan(static_cast<std::size_t>(o * cols),
-                                                   static_cast<std::size_t>(cols)),
+    qlr::pack_codes(Bits,
+                    std::span(codes).subspan(static_cast<std::size_t>(o * cols),
+                                             static_cast<std::size_t>(cols)),
                     std::span(p.codes).subspan(static_cast<std::size_t>(o * row_bytes),
                                                static_cast<std::size_t>(row_bytes)));
   const auto groups = static_cast<std::size_t>(rows * qlr::group_count(cols, group_size));
@@ -148,15 +154,26 @@ TEST_CASE("gemm_dot: every ISA bitwise equal to the reference, tails in M, N, K"
   const std::initializer_list<index_t> ns{1, 15, 16, 17, 255};
   const std::initializer_list<index_t> ks{32, 64, 96, 257, 512};
   const std::initializer_list<index_t> gs{32, 64, 128};
-  SECTION("W8A8 symmetric") { sweep<quant::IntSym<8>>(8, ms, ns, ks, gs); }
-  SECTION("W8A8 asymmetric") { sweep<quant::IntAsym<8>>(8, ms, ns, ks, gs); }
-  SECTION("W4A8 asymmetric") { sweep<quant::IntAsym<4>>(8, ms, ns, ks, gs); }
-  SECTION("W4A8 symmetric") { sweep<quant::IntSym<4>>(8, ms, ns, ks, gs); }
-  SECTION("W4A4 symmetric") { sweep<quant::IntSym<4>>(4, ms, ns, ks, gs); }
+  SECTION("W8A8 symmetric") {
+    sweep<quant::IntSym<8>>(8, ms, ns, ks, gs);
+  }
+  SECTION("W8A8 asymmetric") {
+    sweep<quant::IntAsym<8>>(8, ms, ns, ks, gs);
+  }
+  SECTION("W4A8 asymmetric") {
+    sweep<quant::IntAsym<4>>(8, ms, ns, ks, gs);
+  }
+  SECTION("W4A8 symmetric") {
+    sweep<quant::IntSym<4>>(8, ms, ns, ks, gs);
+  }
+  SECTION("W4A4 symmetric") {
+    sweep<quant::IntSym<4>>(4, ms, ns, ks, gs);
+  }
   SECTION("W4A8 floating zero points") {
     std::mt19937 rng(9);
-    const auto floating = quant::IntAsym<4>({.group_size = 32, .zero_mode = qlr::ZeroMode::floating})
-                              .quantize(qlr::test::gaussian(rng, 4, 64));
+    const auto floating =
+        quant::IntAsym<4>({.group_size = 32, .zero_mode = qlr::ZeroMode::floating})
+            .quantize(qlr::test::gaussian(rng, 4, 64));
     REQUIRE(kernels::DotWeights(floating).view().zero_fractions != nullptr);  // the path exists
     sweep<quant::IntAsym<4>>(8, {1, 5}, {17, 40}, {96, 257}, {32, 128},
                              {.zero_mode = qlr::ZeroMode::floating});
@@ -172,9 +189,15 @@ TEST_CASE("gemm_dot: the issue's full sweep of shapes", "[kernels][gemm_dot][.sl
   const std::initializer_list<index_t> ns{1, 15, 16, 17, 255, 2323};
   const std::initializer_list<index_t> ks{32, 64, 96, 257, 512, 4096};
   const std::initializer_list<index_t> gs{32, 64, 128};
-  SECTION("W8A8") { sweep<quant::IntSym<8>>(8, ms, ns, ks, gs); }
-  SECTION("W4A8") { sweep<quant::IntAsym<4>>(8, ms, ns, ks, gs); }
-  SECTION("W4A4") { sweep<quant::IntSym<4>>(4, ms, ns, ks, gs); }
+  SECTION("W8A8") {
+    sweep<quant::IntSym<8>>(8, ms, ns, ks, gs);
+  }
+  SECTION("W4A8") {
+    sweep<quant::IntAsym<4>>(8, ms, ns, ks, gs);
+  }
+  SECTION("W4A4") {
+    sweep<quant::IntSym<4>>(4, ms, ns, ks, gs);
+  }
 }
 
 TEST_CASE("gemm_dot: exact integer outputs at the extremes of codes and accumulators",
@@ -227,10 +250,12 @@ TEST_CASE("gemm_dot: a group past the int32 headroom is refused at packing",
 TEST_CASE("DotWeights: integer zero points need no fractional term", "[kernels][gemm_dot]") {
   std::mt19937 rng(8);
   const Matrix w = qlr::test::gaussian(rng, 20, 64);
-  CHECK(kernels::DotWeights(quant::IntAsym<4>({.group_size = 32}).quantize(w)).view().zero_fractions ==
-        nullptr);
-  CHECK(kernels::DotWeights(quant::IntSym<8>({.group_size = 64}).quantize(w)).view().zero_fractions ==
-        nullptr);
+  CHECK(kernels::DotWeights(quant::IntAsym<4>({.group_size = 32}).quantize(w))
+            .view()
+            .zero_fractions == nullptr);
+  CHECK(
+      kernels::DotWeights(quant::IntSym<8>({.group_size = 64}).quantize(w)).view().zero_fractions ==
+      nullptr);
 }
 
 TEST_CASE("gemm_dot: bias and low-rank epilogue", "[kernels][gemm_dot]") {
@@ -241,10 +266,9 @@ TEST_CASE("gemm_dot: bias and low-rank epilogue", "[kernels][gemm_dot]") {
   const auto a = quant::quantize_per_token(x);
   const qlr::LowRankTerm low_rank{input(b), input(t)};
   const qlr::Epilogue e{.bias = bias.data(), .low_rank = &low_rank};
-  const MatrixD ref = quant::dequantize(a).cast<double>() *
-                          quant::dequantize(q).cast<double>().transpose() +
-                      t.cast<double>() * b.cast<double>().transpose() +
-                      MatrixD::Ones(m, 1) * bias.cast<double>();
+  const MatrixD ref =
+      quant::dequantize(a).cast<double>() * quant::dequantize(q).cast<double>().transpose() +
+      t.cast<double>() * b.cast<double>().transpose() + MatrixD::Ones(m, 1) * bias.cast<double>();
   const Matrix y_ref = run(packed, codes_of(a), kernels::Isa::reference, e);
   CHECK((y_ref.cast<double>() - ref).cwiseAbs().maxCoeff() < 1e-4);  // |y| ~ 10: FP32 sums
   for (const auto isa : kernels::available_isas()) {

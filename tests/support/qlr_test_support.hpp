@@ -4,8 +4,8 @@
 
 #include <cmath>
 #include <filesystem>
-#include <optional>
 #include <initializer_list>
+#include <optional>
 #include <random>
 
 #include <catch2/catch.hpp>
@@ -33,11 +33,11 @@ inline Matrix heavy_tailed(std::mt19937& rng, index_t rows, index_t cols) {
 
 /// The vendored stories260K checkpoint (data/stories260K), if this checkout has it.
 inline std::optional<std::filesystem::path> stories260k_path() {
-  const std::filesystem::path vendored = std::filesystem::path(QLR_DATA_DIR) / "stories260K" /
-                                         "stories260K.bin";
+  const std::filesystem::path vendored =
+      std::filesystem::path(QLR_DATA_DIR) / "stories260K" / "stories260K.bin";
   if (std::filesystem::exists(vendored)) return vendored;
-  const std::filesystem::path shared = std::filesystem::path(QLR_SHARED_DATA_DIR) /
-                                       "stories260K.bin";
+  const std::filesystem::path shared =
+      std::filesystem::path(QLR_SHARED_DATA_DIR) / "stories260K.bin";
   if (std::filesystem::exists(shared)) return shared;
   return std::nullopt;
 }

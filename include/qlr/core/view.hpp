@@ -50,7 +50,7 @@ struct LowRankTerm {
 /// What the kernel does to each output after the dot products, in this order (the
 /// reference kernel defines it): y = acc + low_rank (if any) + bias (if any).
 struct Epilogue {
-  const float* bias = nullptr;    ///< N values, or none
+  const float* bias = nullptr;            ///< N values, or none
   const LowRankTerm* low_rank = nullptr;  ///< an adapter's B·t, or none
 };
 

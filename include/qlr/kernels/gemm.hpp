@@ -4,12 +4,12 @@
 // has by default), split over qlr's threads by output column.
 #pragma once
 
+#include <cmath>
+
 #include "qlr/core/error.hpp"
 #include "qlr/core/format.hpp"
 #include "qlr/core/parallel.hpp"
 #include "qlr/core/view.hpp"
-#include <cmath>
-
 #include "qlr/kernels/avx2/gemm_dot.hpp"
 #include "qlr/kernels/avx2/gemm_wq.hpp"
 #include "qlr/kernels/avx512_vnni/gemm_dot.hpp"
@@ -27,8 +27,8 @@ namespace qlr::kernels {
 
 /// A weight-only GEMM path: y[m, n] for all m and n ∈ [n_begin, n_end). Never throws: its
 /// arguments are checked once, by gemm().
-using GemmWqFn = void (*)(const PackedView& w, ConstMatrixView x, MatrixView y,
-                          const Epilogue& e, index_t n_begin, index_t n_end) noexcept;
+using GemmWqFn = void (*)(const PackedView& w, ConstMatrixView x, MatrixView y, const Epilogue& e,
+                          index_t n_begin, index_t n_end) noexcept;
 
 /// An integer GEMM path: y[m, n] for all m and the rows n of panels [panel_begin,
 /// panel_end). Never throws: its arguments are checked once, by gemm().
@@ -44,18 +44,24 @@ struct KernelTable {
 
 /// The kernels of path `isa`. Throws Errc::unsupported when this CPU cannot run it.
 inline KernelTable table_for(Isa isa) {
-  QLR_CHECK(is_supported(isa), unsupported, "kernels::table_for: isa = {}; expected a path this CPU supports",
-            to_string(isa));
+  QLR_CHECK(is_supported(isa), unsupported,
+            "kernels::table_for: isa = {}; expected a path this CPU supports", to_string(isa));
   switch (isa) {
-    case Isa::reference: return {isa, &reference::gemm_wq_f32, &reference::gemm_dot};
-    case Isa::portable: return {isa, &portable::gemm_wq_f32, &portable::gemm_dot};
+    case Isa::reference:
+      return {isa, &reference::gemm_wq_f32, &reference::gemm_dot};
+    case Isa::portable:
+      return {isa, &portable::gemm_wq_f32, &portable::gemm_dot};
 #if QLR_ARCH_X86
-    case Isa::avx2: return {isa, &avx2::gemm_wq_f32, &avx2::gemm_dot};
+    case Isa::avx2:
+      return {isa, &avx2::gemm_wq_f32, &avx2::gemm_dot};
     // FP32 paths have no dot products: AVX-VNNI shares AVX2's weight-only kernel.
-    case Isa::avx_vnni: return {isa, &avx2::gemm_wq_f32, &avx_vnni::gemm_dot};
-    case Isa::avx512_vnni: return {isa, &avx512_vnni::gemm_wq_f32, &avx512_vnni::gemm_dot};
+    case Isa::avx_vnni:
+      return {isa, &avx2::gemm_wq_f32, &avx_vnni::gemm_dot};
+    case Isa::avx512_vnni:
+      return {isa, &avx512_vnni::gemm_wq_f32, &avx512_vnni::gemm_dot};
 #else
-    default: break;
+    default:
+      break;
 #endif
   }
   return {Isa::portable, &portable::gemm_wq_f32, &portable::gemm_dot};
@@ -115,8 +121,8 @@ inline void check_gemm_dot_args(const DotWeightView& w, const ActivationCodes& a
     for (index_t i = 0; i < a.cols; ++i) {
       const int code = a.codes[m * a.stride + i];
       QLR_CHECK(code >= code_min && code <= code_max, invalid_argument,
-                "{}: x code ({}, {}) = {}; expected an INT4 code in [{}, {}]", entity, m, i,
-                code, code_min, code_max);
+                "{}: x code ({}, {}) = {}; expected an INT4 code in [{}, {}]", entity, m, i, code,
+                code_min, code_max);
     }
   }
 }

@@ -50,10 +50,6 @@ void gemm_wq_with_tiles(const PackedView& w, ConstMatrixView x, MatrixView y, co
     cover_with_tiles<Tiles, 8, MaxTokens>(w, x, y, e, n_begin, n_end);
 }
 
-}  // namespace qlr::kernels::detail
-
-namespace qlr::kernels::detail {
-
 /// Writes the 16 sums `acc` of panel `p`, token `m` (Σ_l s_l·dot_l per row) as finished
 /// outputs, skipping the rows that pad the last panel.
 inline void store_panel(const float* acc, const DotWeightView& w, const DotActivationView& a,
