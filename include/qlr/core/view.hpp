@@ -48,7 +48,8 @@ struct LowRankTerm {
 };
 
 /// What the kernel does to each output after the dot products, in this order (the
-/// reference kernel defines it): y = acc + low_rank (if any) + bias (if any).
+/// reference kernels define it): y = acc + low_rank + bias for the weight-only kernels,
+/// y = acc·s_x + low_rank + bias for the integer ones (s_x the token's activation scale).
 struct Epilogue {
   const float* bias = nullptr;            ///< N values, or none
   const LowRankTerm* low_rank = nullptr;  ///< an adapter's B·t, or none
