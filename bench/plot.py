@@ -87,8 +87,9 @@ def plot(context, results, read_limit, out):
             ax.legend(fontsize=7)
     cpu = context.get("qlr_cpu_features", "")
     fig.suptitle(f"qlr {context.get('qlr_version', '')} on {context.get('host_name', '')} "
-                 f"(isa {context.get('qlr_isa', '?')}; {cpu})", fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))  # room for the suptitle
+                 f"(isa {context.get('qlr_isa', '?')}; {cpu})", fontsize=9,
+                 y=1 - 0.1 / fig.get_figheight(), va="top")  # inches from the top, any row count
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))  # 0.4 in for the suptitle
     fig.savefig(out, dpi=90)
     print(f"wrote {out}", file=sys.stderr)
 
