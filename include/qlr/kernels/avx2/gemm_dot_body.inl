@@ -19,14 +19,12 @@ QLR_ALWAYS_INLINE __m256i broadcast4(const std::int8_t* x) noexcept {
   return _mm256_set1_epi32(word);
 }
 
-/// acc + the 8 row sums of 4 u8×s8 products (codes `u` in [0, 15] without VNNI).
-QLR_ALWAYS_INLINE __m256i dot4(__m256i acc, __m256i u, __m256i x) noexcept {
 #if QLR_DOT_VNNI
+/// acc + the 8 row sums of 4 u8×s8 products; vpdpbusd does not saturate.
+QLR_ALWAYS_INLINE __m256i dot4(__m256i acc, __m256i u, __m256i x) noexcept {
   return _mm256_dpbusd_avx_epi32(acc, u, x);
-#else
-  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1)));
-#endif
 }
+#endif
 
 /// INT4 without VNNI: acc + the row sums of two 4-column steps, one vpmaddwd for both.
 QLR_ALWAYS_INLINE __m256i dot4x2(__m256i acc, __m256i u0, __m256i x0, __m256i u1,
@@ -84,7 +82,8 @@ struct Tiles {
                   dot[t][h][1] = dot_pairs(dot[t][h][1], codes + 16, x16);
                 }
               }
-            } else if constexpr (Bits == 8) {
+            } else if constexpr (Bits == 8) {  // VNNI only: without it INT8 takes `pairs`
+#if QLR_DOT_VNNI
               const __m256i first =
                   _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 32 * h));
               const __m256i second =
@@ -94,6 +93,7 @@ struct Tiles {
                 dot[t][h][Chains - 1] =
                     dot4(dot[t][h][Chains - 1], second, broadcast4(a.row(m + t) + i + 4));
               }
+#endif
             } else {
               const __m256i codes =
                   _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 32 * h));

@@ -21,8 +21,9 @@ QLR_ISA_BEGIN("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")
 namespace qlr::kernels::avx512_vnni {
 namespace detail_dot {
 
-/// How far ahead of the step in use a panel's stream is prefetched: on Zen 5, 2 KB gave
-/// the W4A8 GEMV 23 GB/s against 21 at 1 KB and 19 without (one thread, noisy ±10 %).
+/// How far ahead of the step in use a panel's stream is prefetched. On Zen 5 (W4A8 GEMV,
+/// one thread, single runs within ±15 % noise): none 17–20 GB/s, 1 KB 21, 2 KB 23, 4 KB
+/// 21–26; 2 KB was the steadiest over the 4096 and 11008 shapes.
 inline constexpr int prefetch_bytes = 2048;
 
 /// The 4 activation bytes at `x`, in every 32-bit lane.
@@ -112,7 +113,8 @@ struct Tiles {
 inline void gemm_dot(const DotWeightView& w, const DotActivationView& a, MatrixView y,
                      const Epilogue& e, index_t panel_begin, index_t panel_end) noexcept {
   // 3 panels × 4 tokens: 12 int32 and 12 FP32 accumulators, 3 code vectors and a broadcast
-  // fit the 32 zmm; at M = 512 it beat 2×6 (0.84× vs 0.79× oneDNN for W8A8), 4×3 and 1×12.
+  // fit the 32 zmm. At M = 512 (4096², one thread) it matched 2×6 for W8A8 (0.84× oneDNN)
+  // and beat it for W4A8 (0.76× vs 0.63×); 4×3 and 1×12 were slower for W8A8.
   kernels::detail::gemm_dot_with_tiles<detail_dot::Tiles, 3, 4>(w, a, y, e, panel_begin, panel_end);
 }
 
