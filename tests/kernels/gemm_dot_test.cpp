@@ -133,6 +133,8 @@ qlr::QuantizedMatrix<qlr::QuantFormat<Bits, qlr::Encoding::int_asym>> unit_scale
   const auto groups = static_cast<std::size_t>(rows * qlr::group_count(cols, group_size));
   p.scales.assign(groups, 1.0f);
   p.zeros.assign(groups, zero);
+  const bool integral = zero == std::nearbyint(zero) && zero >= 0.0f && zero < (1 << Bits);
+  p.zero_mode = integral ? qlr::ZeroMode::integer : qlr::ZeroMode::floating;
   return qlr::QuantizedMatrix<qlr::QuantFormat<Bits, qlr::Encoding::int_asym>>(std::move(p));
 }
 
@@ -237,6 +239,8 @@ TEST_CASE("gemm_dot: exact integer outputs at the extremes of codes and accumula
   check(int4_tag{}, 33, 4096 + 5, 3, 0, 15.0f, 127);
   check(int4_tag{}, 18, 999, 5, 15, 8.0f, -8);
   check(int4_tag{}, 18, 999, 1, 15, 0.0f, 7);
+  // A floating zero far below the codes (the AWQ-style range without 0): u − z ≈ 2000.
+  check(int4_tag{}, 17, 64, 2, 15, -2000.0f, 127);
 }
 
 TEST_CASE("gemm_dot: a group past the int32 headroom is refused at packing",
@@ -256,6 +260,16 @@ TEST_CASE("DotWeights: integer zero points need no fractional term", "[kernels][
   CHECK(
       kernels::DotWeights(quant::IntSym<8>({.group_size = 64}).quantize(w)).view().zero_fractions ==
       nullptr);
+}
+
+TEST_CASE("gemm_dot: a floating zero too far for int32 sums is refused at packing",
+          "[kernels][gemm_dot]") {
+  std::vector<std::uint8_t> u(2 * 64, 1);
+  CHECK_THROWS_WITH(kernels::DotWeights(unit_scale_matrix<4>(2, 64, 64, u, 1e6f)),
+                    Catch::Contains("zero point of row 0, group 0 = 1000000; expected round(z) in "
+                                    "[-262128, 262143] so that int32 dot products over 64 columns"));
+  CHECK_THROWS_WITH(kernels::DotWeights(unit_scale_matrix<4>(2, 64, 64, u, -1e30f)),
+                    Catch::Contains("zero point of row 0, group 0 = -1e+30"));
 }
 
 TEST_CASE("gemm_dot: bias and low-rank epilogue", "[kernels][gemm_dot]") {

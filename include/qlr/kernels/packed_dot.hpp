@@ -117,7 +117,7 @@ class DotWeights {
               entity, longest, max_dot_group_length(Format::bits), Format::bits);
     panels_ = (rows_ + panel_rows - 1) / panel_rows;
     pack_codes(q);
-    pack_parameters(q);
+    pack_parameters(q, longest);
   }
 
   /// The view a kernel reads.
@@ -162,7 +162,12 @@ class DotWeights {
     }
   }
 
-  void pack_parameters(const QuantizedMatrix<Format>& q) {
+  /// Scales and zeros per (panel, group). A floating zero point may lie far outside the
+  /// codes' range; |u − round(z)| must still keep a group's int32 dot product in range.
+  void pack_parameters(const QuantizedMatrix<Format>& q, index_t longest) {
+    constexpr double code_max = (1 << Format::bits) - 1;
+    // |u − zi|·128·longest ≤ 2^31 − 1 for every code u ∈ [0, code_max].
+    const double reach = std::floor(2147483647.0 / (128.0 * static_cast<double>(longest)));
     const auto count = static_cast<std::size_t>(panels_ * groups_ * panel_rows);
     scales_.assign(count, 0.0f);
     zeros_.assign(count, 0);
@@ -177,6 +182,10 @@ class DotWeights {
         if constexpr (Format::encoding == Encoding::int_asym)
           z = q.zeros()[static_cast<std::size_t>(o * groups_ + l)];
         const float zi = std::nearbyint(z);
+        QLR_CHECK(zi >= code_max - reach && zi <= reach, unsupported,
+                  "kernels::DotWeights: zero point of row {}, group {} = {}; expected round(z) "
+                  "in [{}, {}] so that int32 dot products over {} columns cannot overflow",
+                  o, l, z, code_max - reach, reach, longest);
         scales_[at] = s;
         zeros_[at] = static_cast<std::int32_t>(zi);
         fractions[at] = s * (z - zi);  // z − zi is exact: both are floats within 1 of z
