@@ -265,9 +265,10 @@ TEST_CASE("DotWeights: integer zero points need no fractional term", "[kernels][
 TEST_CASE("gemm_dot: a floating zero too far for int32 sums is refused at packing",
           "[kernels][gemm_dot]") {
   std::vector<std::uint8_t> u(2 * 64, 1);
-  CHECK_THROWS_WITH(kernels::DotWeights(unit_scale_matrix<4>(2, 64, 64, u, 1e6f)),
-                    Catch::Contains("zero point of row 0, group 0 = 1000000; expected round(z) in "
-                                    "[-262128, 262143] so that int32 dot products over 64 columns"));
+  CHECK_THROWS_WITH(
+      kernels::DotWeights(unit_scale_matrix<4>(2, 64, 64, u, 1e6f)),
+      Catch::Contains("zero point of row 0, group 0 = 1000000; expected round(z) in "
+                      "[-262128, 262143] so that int32 dot products over 64 columns"));
   CHECK_THROWS_WITH(kernels::DotWeights(unit_scale_matrix<4>(2, 64, 64, u, -1e30f)),
                     Catch::Contains("zero point of row 0, group 0 = -1e+30"));
 }
