@@ -14,6 +14,9 @@
 
 #define QLR_ALWAYS_INLINE inline __attribute__((always_inline))
 #define QLR_NOINLINE __attribute__((noinline))
+/// Fully unrolls the next loop over a tile's registers, so that arrays of vectors stay in
+/// registers instead of on the stack (GCC does not always do it alone).
+#define QLR_UNROLL _Pragma("GCC unroll 16")
 
 /// Internal invariant check: on in Debug and sanitizer builds, compiled out under NDEBUG.
 /// Never used on user input: that is what QLR_CHECK (core/error.hpp) is for.

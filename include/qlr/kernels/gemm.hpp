@@ -12,6 +12,7 @@
 #include "qlr/core/view.hpp"
 #include "qlr/kernels/avx2/gemm_dot.hpp"
 #include "qlr/kernels/avx2/gemm_wq.hpp"
+#include "qlr/kernels/avx512_bf16/gemm_wq.hpp"
 #include "qlr/kernels/avx512_vnni/gemm_dot.hpp"
 #include "qlr/kernels/avx512_vnni/gemm_wq.hpp"
 #include "qlr/kernels/avx_vnni/gemm_dot.hpp"
@@ -25,10 +26,10 @@
 
 namespace qlr::kernels {
 
-/// A weight-only GEMM path: y[m, n] for all m and n ∈ [n_begin, n_end). Never throws: its
-/// arguments are checked once, by gemm().
-using GemmWqFn = void (*)(const PackedView& w, ConstMatrixView x, MatrixView y, const Epilogue& e,
-                          index_t n_begin, index_t n_end) noexcept;
+/// A weight-only GEMM path: y[m, n] for all m and the rows n of panels [panel_begin,
+/// panel_end). Never throws: its arguments are checked once, by gemm().
+using GemmWqFn = void (*)(const PackedView& w, const WqActivationView& a, MatrixView y,
+                          const Epilogue& e, index_t panel_begin, index_t panel_end) noexcept;
 
 /// An integer GEMM path: y[m, n] for all m and the rows n of panels [panel_begin,
 /// panel_end). Never throws: its arguments are checked once, by gemm().
@@ -40,6 +41,7 @@ struct KernelTable {
   Isa isa;               ///< the path these kernels belong to
   GemmWqFn gemm_wq_f32;  ///< W4/W8 weight-only × FP32 activations
   GemmDotFn gemm_dot;    ///< W4/W8 × per-token INT8/INT4 activations (W8A8, W4A8, W4A4)
+  bool wq_takes_bf16_pairs = false;  ///< gemm_wq_f32 reads INT4's activations as hi + lo bf16
 };
 
 /// The kernels of path `isa`. Throws Errc::unsupported when this CPU cannot run it.
@@ -59,6 +61,9 @@ inline KernelTable table_for(Isa isa) {
       return {isa, &avx2::gemm_wq_f32, &avx_vnni::gemm_dot};
     case Isa::avx512_vnni:
       return {isa, &avx512_vnni::gemm_wq_f32, &avx512_vnni::gemm_dot};
+    // bf16 only changes the weight-only INT4 kernel; the integer kernels are VNNI's.
+    case Isa::avx512_bf16:
+      return {isa, &avx512_bf16::gemm_wq_f32, &avx512_vnni::gemm_dot, true};
 #else
     default:
       break;
@@ -110,7 +115,10 @@ inline void check_gemm_dot_args(const DotWeightView& w, const ActivationCodes& a
   QLR_CHECK(a.stride >= a.cols, invalid_argument,
             "{}: x.stride = {}; expected a stride >= the row length {}", entity, a.stride, a.cols);
   // The epilogue's checks and the shape checks are the weight-only GEMM's.
-  const PackedView shape{nullptr, nullptr, nullptr, w.rows, w.cols, 0, 0, 0, w.bits};
+  PackedView shape;
+  shape.rows = w.rows;
+  shape.cols = w.cols;
+  shape.bits = w.bits;
   check_gemm_args(shape, ConstMatrixView{y.data, a.rows, a.cols, a.stride}, y, e);
   const int code_min = a.bits == 8 ? -128 : -8;
   const int code_max = a.bits == 8 ? 127 : 7;
@@ -136,9 +144,12 @@ void gemm(const PackedWeights<Format>& w, ConstMatrixView x, MatrixView y, const
           Isa isa = best_isa()) {
   const PackedView v = w.view();
   detail::check_gemm_args(v, x, y, e);
-  const GemmWqFn kernel = table_for(isa).gemm_wq_f32;
-  // Enough columns per task to amortize the hand-off; any split gives the same bytes.
-  parallel_for(v.rows, 64, [&](index_t begin, index_t end) { kernel(v, x, y, e, begin, end); });
+  const KernelTable table = table_for(isa);
+  const detail::SplitActivations a(x, v, table.wq_takes_bf16_pairs && v.bits == 4);
+  // 16 panels (64 columns) per task amortize the hand-off; any split gives the same bytes.
+  parallel_for(v.panels, 16, [&](index_t begin, index_t end) {
+    table.gemm_wq_f32(v, a.view(), y, e, begin, end);
+  });
 }
 
 /// Y (M×N) = X̂·Ŵᵀ, then the epilogue, for per-token quantized activations X̂ = s_x·q (M×K):

@@ -3,58 +3,87 @@
 // from a QuantizedMatrix, and the plain view of it that crosses the dispatch boundary.
 #pragma once
 
-#include <array>
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <span>
 #include <vector>
 
 #include "qlr/core/bit_pack.hpp"
 #include "qlr/core/error.hpp"
 #include "qlr/core/format.hpp"
 #include "qlr/core/types.hpp"
+#include "qlr/core/view.hpp"
 
 namespace qlr::kernels {
 
-/// Codes per block: the unit the kernels load (one 16-byte INT4 or 32-byte INT8 load).
+/// Codes per block: the unit a group is made of (a group is whole blocks or the whole row).
 inline constexpr index_t block_codes = 32;
+/// Codes per chunk: 4 blocks, the unit a kernel loads (64 bytes of INT4, 128 of INT8).
+inline constexpr index_t chunk_codes = 4 * block_codes;
+/// Output rows per weight-only panel: the rows a tile reads side by side.
+inline constexpr index_t wq_panel_rows = 4;
 
-// Layout of one output row, K codes padded with code 0 to B = ⌈K/32⌉ blocks of 32:
+// Layout. Rows are grouped in panels of 4 (the last one padded with code 0 and scale 0);
+// K is padded with code 0 to C = ⌈K/128⌉ chunks of 128 codes. Chunk c of row r of panel p
+// sits at ((p·C + c)·4 + r)·chunk_bytes, so a GEMV reads its weights as one forward stream:
 //
-//   INT4, 16 bytes per block          INT8, 32 bytes per block
-//   byte j = code j      (bits 0-3)   byte j = code j
-//          | code j + 16 (bits 4-7)
+//   panel p:  [chunk 0: row 0][row 1][row 2][row 3]  [chunk 1: row 0] … [chunk C−1: row 3]
 //
-//   row o:  [block 0][block 1] … [block B−1]      rows follow each other, o = 0 … N−1
+// Inside a chunk, block j = 0…3 holds the codes of columns 128c + 32j + i, i = 0…31:
 //
-// Splitting a block into its low and high nibbles gives codes 0-15 and 16-31 in order, so a
-// kernel widens 16 bytes into two vectors of consecutive codes with one shift. The padded
-// codes meet activations the kernel reads as 0 past K, so they add nothing. A block never
-// straddles two groups: the group size is a multiple of 32 or the whole row.
+//   INT4, 64 bytes: 16-bit word i = code of block 0 (bits 0-3) | block 1 (bits 4-7)
+//                                 | block 2 (bits 8-11) | block 3 (bits 12-15)
+//   INT8, 128 bytes: byte 32j + i = code of block j
 //
-// Beside the codes, per (row, group): scale s and zero z (2^(b−1) for symmetric formats),
-// so that ŵ = s·(u − z), the value dequantize() gives.
+// An INT4 chunk is one 512-bit load. Shifting its words right by 4j brings block j's 32 codes
+// to the low nibbles, where a word permute (vpermw) or a 16-entry float permute (vpermps,
+// after widening) reads them as table indices, so no mask is needed. The padded codes meet
+// activations that are 0 past K, so they add nothing.
+//
+// Beside the codes, per (row, group) of the padded rows: scale s and zero z (2^(b−1) for
+// symmetric formats), so that ŵ = s·(u − z), the value dequantize() gives; and for the
+// kernels that decode codes to exact small integers, zi = z clamped to the codes' range and
+// rounded, with s·(z − zi) when some zero is not an integer (floating zero points).
 
 /// What a kernel needs of a packed weight: plain pointers and sizes, no templates.
 struct PackedView {
-  const std::uint8_t* codes = nullptr;  ///< rows × row_bytes
-  const float* scales = nullptr;        ///< rows × groups
-  const float* zeros = nullptr;         ///< rows × groups (2^(b−1) for symmetric formats)
-  index_t rows = 0;                     ///< N
-  index_t cols = 0;                     ///< K
-  index_t blocks = 0;                   ///< blocks per row, ⌈K/32⌉
-  index_t blocks_per_group = 0;         ///< g/32, or `blocks` for one group per row
-  index_t groups = 0;                   ///< groups per row
-  int bits = 0;                         ///< 4 or 8
+  const std::uint8_t* codes = nullptr;    ///< panels × chunks × 4 × chunk_bytes()
+  const float* scales = nullptr;          ///< padded rows × groups
+  const float* zeros = nullptr;           ///< padded rows × groups (2^(b−1) if symmetric)
+  const float* zero_codes = nullptr;      ///< padded rows × groups, zi = round(clamp(z))
+  const float* zero_fractions = nullptr;  ///< padded rows × groups, s·(z − zi); or null
+  index_t rows = 0;                       ///< N
+  index_t cols = 0;                       ///< K
+  index_t panels = 0;                     ///< ⌈N/4⌉
+  index_t chunks = 0;                     ///< chunks per row, ⌈K/128⌉
+  index_t blocks = 0;                     ///< blocks per row holding columns < K, ⌈K/32⌉
+  index_t blocks_per_group = 0;           ///< g/32, or `blocks` for one group per row
+  index_t groups = 0;                     ///< groups per row
+  int bits = 0;                           ///< 4 or 8
+  bool uniform_zero = false;              ///< every z is 2^(b−1): one decode table serves all
 
-  /// Bytes per packed row.
-  [[nodiscard]] index_t row_bytes() const noexcept { return blocks * block_codes * bits / 8; }
-  /// The packed codes of row `o`.
-  [[nodiscard]] const std::uint8_t* row(index_t o) const noexcept {
-    return codes + o * row_bytes();
+  /// Bytes per chunk of one row.
+  [[nodiscard]] index_t chunk_bytes() const noexcept { return chunk_codes * bits / 8; }
+  /// Chunk `c` of row `r` of panel `p`.
+  [[nodiscard]] const std::uint8_t* chunk(index_t p, index_t c, index_t r) const noexcept {
+    return codes + ((p * chunks + c) * wq_panel_rows + r) * chunk_bytes();
+  }
+  /// Offset of the parameters of (row o, group l) in scales, zeros, zero_codes, zero_fractions.
+  [[nodiscard]] index_t params(index_t o, index_t l) const noexcept { return o * groups + l; }
+  /// The code of row o, column i (any column of the padded chunks).
+  [[nodiscard]] unsigned code(index_t o, index_t i) const noexcept {
+    const std::uint8_t* ch = chunk(o / wq_panel_rows, i / chunk_codes, o % wq_panel_rows);
+    const index_t j = i % chunk_codes / block_codes, w = i % block_codes;
+    if (bits == 8) return ch[j * block_codes + w];
+    const unsigned word = ch[2 * w] | (unsigned{ch[2 * w + 1]} << 8);
+    return (word >> (4 * j)) & 0x0fu;
   }
 };
 
 /// A QuantizedMatrix<Format> repacked for the weight-only kernels (INT4 or INT8, symmetric
-/// or asymmetric). Owns its buffers; view() hands them to a kernel.
+/// or asymmetric, integer or floating zero points). Owns its buffers; view() lends them.
 template <QuantFormatType Format>
 class PackedWeights {
  public:
@@ -70,29 +99,11 @@ class PackedWeights {
               "kernels::PackedWeights: group_size = {}; expected a multiple of {} or the whole "
               "row (K = {})",
               group_size_, block_codes, cols_);
-    const index_t blocks = (cols_ + block_codes - 1) / block_codes;
-    const index_t row_bytes = blocks * block_codes * Format::bits / 8;
-    codes_.assign(static_cast<std::size_t>(rows_ * row_bytes), 0);
-    std::vector<std::uint8_t> row_codes(static_cast<std::size_t>(blocks * block_codes), 0);
-    for (index_t o = 0; o < rows_; ++o) {
-      unpack_codes(Format::bits, q.row_codes(o),
-                   std::span(row_codes).first(static_cast<std::size_t>(cols_)));
-      std::uint8_t* out = codes_.data() + o * row_bytes;
-      for (index_t b = 0; b < blocks; ++b) {
-        const std::uint8_t* c = row_codes.data() + b * block_codes;
-        if constexpr (Format::bits == 4) {
-          for (index_t j = 0; j < 16; ++j)
-            out[b * 16 + j] = static_cast<std::uint8_t>(c[j] | (c[j + 16] << 4));
-        } else {
-          for (index_t j = 0; j < block_codes; ++j) out[b * block_codes + j] = c[j];
-        }
-      }
-    }
-    scales_.assign(q.scales().begin(), q.scales().end());
-    if constexpr (Format::encoding == Encoding::int_asym)
-      zeros_.assign(q.zeros().begin(), q.zeros().end());
-    else
-      zeros_.assign(scales_.size(), static_cast<float>(1 << (Format::bits - 1)));
+    panels_ = (rows_ + wq_panel_rows - 1) / wq_panel_rows;
+    chunks_ = (cols_ + chunk_codes - 1) / chunk_codes;
+    groups_ = group_count(cols_, group_size_);
+    pack_codes(q);
+    pack_parameters(q);
     zero_mode_ = q.zero_mode();
     scale_type_ = q.scale_type();
   }
@@ -100,10 +111,20 @@ class PackedWeights {
   /// The view a kernel reads.
   [[nodiscard]] PackedView view() const noexcept {
     const index_t blocks = (cols_ + block_codes - 1) / block_codes;
-    const index_t groups = group_count(cols_, group_size_);
-    return {codes_.data(), scales_.data(), zeros_.data(), rows_,
-            cols_,         blocks,         group_size_ == cols_ ? blocks : group_size_ / block_codes,
-            groups,        Format::bits};
+    return {codes_.data(),
+            scales_.data(),
+            zeros_.data(),
+            zero_codes_.data(),
+            zero_fractions_.empty() ? nullptr : zero_fractions_.data(),
+            rows_,
+            cols_,
+            panels_,
+            chunks_,
+            blocks,
+            group_size_ == cols_ ? blocks : group_size_ / block_codes,
+            groups_,
+            Format::bits,
+            Format::encoding == Encoding::int_sym};
   }
 
   [[nodiscard]] index_t rows() const noexcept { return rows_; }  ///< N
@@ -119,40 +140,157 @@ class PackedWeights {
     p.cols = cols_;
     p.group_size = group_size_;
     p.codes.resize(static_cast<std::size_t>(rows_ * packed_size(Format::bits, cols_)));
-    std::vector<std::uint8_t> row_codes(static_cast<std::size_t>(v.blocks * block_codes));
+    std::vector<std::uint8_t> row_codes(static_cast<std::size_t>(cols_));
     for (index_t o = 0; o < rows_; ++o) {
-      const std::uint8_t* in = v.row(o);
-      for (index_t b = 0; b < v.blocks; ++b) {
-        std::uint8_t* c = row_codes.data() + b * block_codes;
-        if constexpr (Format::bits == 4) {
-          for (index_t j = 0; j < 16; ++j) {
-            c[j] = in[b * 16 + j] & 0x0f;
-            c[j + 16] = static_cast<std::uint8_t>(in[b * 16 + j] >> 4);
-          }
-        } else {
-          for (index_t j = 0; j < block_codes; ++j) c[j] = in[b * block_codes + j];
-        }
-      }
+      for (index_t i = 0; i < cols_; ++i)
+        row_codes[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(v.code(o, i));
       qlr::detail::pack_codes_unchecked(
           Format::bits, row_codes.data(), cols_,
           p.codes.data() + o * packed_size(Format::bits, cols_));
     }
-    p.scales = scales_;
-    if constexpr (Format::encoding == Encoding::int_asym) p.zeros = zeros_;
+    const auto real = static_cast<std::ptrdiff_t>(rows_ * groups_);
+    p.scales.assign(scales_.begin(), scales_.begin() + real);
+    if constexpr (Format::encoding == Encoding::int_asym)
+      p.zeros.assign(zeros_.begin(), zeros_.begin() + real);
     p.zero_mode = zero_mode_;
     p.scale_type = scale_type_;
     return QuantizedMatrix<Format>(std::move(p));
   }
 
  private:
+  void pack_codes(const QuantizedMatrix<Format>& q) {
+    constexpr index_t chunk_bytes = chunk_codes * Format::bits / 8;
+    codes_.assign(static_cast<std::size_t>(panels_ * chunks_ * wq_panel_rows * chunk_bytes), 0);
+    std::vector<std::uint8_t> u(static_cast<std::size_t>(chunks_ * chunk_codes), 0);
+    for (index_t o = 0; o < rows_; ++o) {
+      unpack_codes(Format::bits, q.row_codes(o), std::span(u).first(static_cast<std::size_t>(cols_)));
+      for (index_t c = 0; c < chunks_; ++c) {
+        std::uint8_t* out = codes_.data() +
+                            ((o / wq_panel_rows * chunks_ + c) * wq_panel_rows + o % wq_panel_rows) *
+                                chunk_bytes;
+        for (index_t k = 0; k < chunk_codes; ++k) {
+          const std::uint8_t code = u[static_cast<std::size_t>(c * chunk_codes + k)];
+          const index_t j = k / block_codes, w = k % block_codes;
+          if constexpr (Format::bits == 8)
+            out[k] = code;
+          else  // word w, nibble j: byte 2w + j/2, low or high half
+            out[2 * w + j / 2] |= static_cast<std::uint8_t>(code << (4 * (j % 2)));
+        }
+      }
+    }
+  }
+
+  void pack_parameters(const QuantizedMatrix<Format>& q) {
+    constexpr float code_max = (1 << Format::bits) - 1;
+    const auto count = static_cast<std::size_t>(panels_ * wq_panel_rows * groups_);
+    const auto real = static_cast<std::size_t>(rows_ * groups_);
+    scales_.assign(count, 0.0f);
+    zeros_.assign(count, 0.0f);
+    zero_codes_.assign(count, 0.0f);
+    std::copy_n(q.scales().begin(), real, scales_.begin());
+    if constexpr (Format::encoding == Encoding::int_asym)
+      std::copy_n(q.zeros().begin(), real, zeros_.begin());
+    else
+      std::fill_n(zeros_.begin(), real, static_cast<float>(1 << (Format::bits - 1)));
+    // zi is the code nearest to z, so |z − zi| ≤ |z − u| for every code u: the correction
+    // s·(z − zi) is never larger than a decoded weight |s·(u − z)|.
+    std::vector<float> fractions(count, 0.0f);
+    bool fractional = false;
+    for (std::size_t i = 0; i < real; ++i) {
+      const float zi = std::nearbyint(std::clamp(zeros_[i], 0.0f, code_max));
+      zero_codes_[i] = zi;
+      fractions[i] = scales_[i] * (zeros_[i] - zi);
+      fractional = fractional || zeros_[i] != zi;
+    }
+    if (fractional) zero_fractions_ = std::move(fractions);
+  }
+
   index_t rows_;
   index_t cols_;
   index_t group_size_;
+  index_t panels_ = 0;
+  index_t chunks_ = 0;
+  index_t groups_ = 0;
   std::vector<std::uint8_t> codes_;
   std::vector<float> scales_;
   std::vector<float> zeros_;
+  std::vector<float> zero_codes_;
+  std::vector<float> zero_fractions_;
   ZeroMode zero_mode_ = ZeroMode::integer;
   ScaleType scale_type_ = ScaleType::f32;
 };
 
+/// The activations a weight-only kernel reads: x itself and, for the paths that multiply
+/// bf16 pairs (avx512_bf16), each value split as x ≈ hi + lo into two bf16, padded with zeros
+/// to whole chunks, with each token's sums over each group where floating zeros need them.
+struct WqActivationView {
+  ConstMatrixView x;                  ///< M×K, FP32
+  const std::uint16_t* hi = nullptr;  ///< M × padded_cols bf16, or null
+  const std::uint16_t* lo = nullptr;  ///< M × padded_cols bf16, or null
+  const float* group_sums = nullptr;  ///< M × groups, Σ x over each group; or null
+  index_t padded_cols = 0;            ///< chunks·128
+  index_t groups = 0;                 ///< the weights' groups per row
+};
+
+namespace detail {
+
+/// x's bits as a bf16 (round to nearest even), NaN kept a quiet NaN.
+inline std::uint16_t bf16_nearest(float x) noexcept {
+  std::uint32_t bits = 0;
+  std::memcpy(&bits, &x, sizeof bits);
+  if (std::isnan(x)) return 0x7fc0;
+  return static_cast<std::uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+
+/// Owns the bf16 pairs and group sums of a WqActivationView.
+class SplitActivations {
+ public:
+  SplitActivations(const SplitActivations&) = delete;  // the view points into this object
+  SplitActivations& operator=(const SplitActivations&) = delete;
+
+  /// Splits every x into hi = x truncated to bf16 and lo = bf16(x − hi): x − hi is exact
+  /// and below 2^-7·|x|, so hi + lo carries x to within 2^-16·|x|, and hi never overflows.
+  SplitActivations(ConstMatrixView x, const PackedView& w, bool split)
+      : view_{x, nullptr, nullptr, nullptr, w.chunks * chunk_codes, w.groups} {
+    if (split) {
+      const auto count = static_cast<std::size_t>(x.rows * view_.padded_cols);
+      hi_.assign(count, 0);
+      lo_.assign(count, 0);
+      for (index_t m = 0; m < x.rows; ++m) {
+        for (index_t i = 0; i < x.cols; ++i) {
+          const float v = x.row(m)[i];
+          std::uint32_t bits = 0;
+          std::memcpy(&bits, &v, sizeof bits);
+          bits &= 0xffff0000u;
+          float head = 0.0f;
+          std::memcpy(&head, &bits, sizeof head);
+          const auto at = static_cast<std::size_t>(m * view_.padded_cols + i);
+          hi_[at] = static_cast<std::uint16_t>(bits >> 16);
+          lo_[at] = std::isinf(v) ? std::uint16_t{0} : bf16_nearest(v - head);
+        }
+      }
+      view_.hi = hi_.data();
+      view_.lo = lo_.data();
+    }
+    if (split && w.zero_fractions != nullptr) {
+      sums_.assign(static_cast<std::size_t>(x.rows * w.groups), 0.0f);
+      const index_t group_cols = w.blocks_per_group * block_codes;
+      for (index_t m = 0; m < x.rows; ++m)
+        for (index_t i = 0; i < x.cols; ++i)
+          sums_[static_cast<std::size_t>(m * w.groups + i / group_cols)] += x.row(m)[i];
+      view_.group_sums = sums_.data();
+    }
+  }
+
+  /// The view kernels take; valid while this object lives.
+  [[nodiscard]] const WqActivationView& view() const noexcept { return view_; }
+
+ private:
+  std::vector<std::uint16_t> hi_;
+  std::vector<std::uint16_t> lo_;
+  std::vector<float> sums_;
+  WqActivationView view_;
+};
+
+}  // namespace detail
 }  // namespace qlr::kernels

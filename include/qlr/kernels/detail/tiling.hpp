@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// How the SIMD paths cover an output: tiles of 4 rows (then single rows) × up to MaxTokens
-// tokens for the weight-only kernels, panels × tokens for the integer ones. One driver for
+// How the SIMD paths cover an output: tiles of one 4-row panel × up to MaxTokens tokens for
+// the weight-only kernels, panels × tokens for the integer ones. One driver for
 // every ISA; each path supplies only its tile.
 #pragma once
 
@@ -12,42 +12,45 @@
 
 namespace qlr::kernels::detail {
 
-/// Runs Tiles::tile<Bits, Rows, T> for the largest T ≤ Tokens equal to `tokens`.
-template <class Tiles, int Bits, int Rows, int Tokens>
-void tile_of(int tokens, const PackedView& w, ConstMatrixView x, MatrixView y, const Epilogue& e,
-             index_t n, index_t m) noexcept {
+/// Writes the finished outputs of token `m`, panel `p` of a weight-only GEMM from the row
+/// sums `sums`, skipping the rows that pad the last panel.
+inline void store_wq_panel(const float (&sums)[wq_panel_rows], const PackedView& w, MatrixView y,
+                           const Epilogue& e, index_t p, index_t m) noexcept {
+  const index_t n0 = p * wq_panel_rows;
+  const index_t count = w.rows - n0 < wq_panel_rows ? w.rows - n0 : wq_panel_rows;
+  for (index_t r = 0; r < count; ++r) y.row(m)[n0 + r] = finish_output(e, sums[r], m, n0 + r);
+}
+
+/// Runs Tiles::tile<Bits, T> for the largest T ≤ Tokens equal to `tokens`.
+template <class Tiles, int Bits, int Tokens>
+void wq_tile_of(int tokens, const PackedView& w, const WqActivationView& a, MatrixView y,
+                const Epilogue& e, index_t p, index_t m) noexcept {
   if constexpr (Tokens >= 1) {
     if (tokens == Tokens)
-      Tiles::template tile<Bits, Rows, Tokens>(w, x, y, e, n, m);
+      Tiles::template tile<Bits, Tokens>(w, a, y, e, p, m);
     else
-      tile_of<Tiles, Bits, Rows, Tokens - 1>(tokens, w, x, y, e, n, m);
+      wq_tile_of<Tiles, Bits, Tokens - 1>(tokens, w, a, y, e, p, m);
   }
 }
 
-/// Computes y[m, n] for all m and n ∈ [n_begin, n_end) tile by tile. A tile's sums do not
-/// depend on its neighbours, so where the tiles fall never changes a result.
-template <class Tiles, int Bits, int MaxTokens>
-void cover_with_tiles(const PackedView& w, ConstMatrixView x, MatrixView y, const Epilogue& e,
-                      index_t n_begin, index_t n_end) noexcept {
-  const auto rows_of = [&]<int Rows>(index_t n) {
-    for (index_t m = 0; m < x.rows; m += MaxTokens) {
-      const auto tokens = static_cast<int>(x.rows - m < MaxTokens ? x.rows - m : MaxTokens);
-      tile_of<Tiles, Bits, Rows, MaxTokens>(tokens, w, x, y, e, n, m);
+/// The weight-only GEMM of a path whose tiles are `Tiles`: y for all tokens and the panels
+/// [p_begin, p_end), tiles of one panel × up to MaxTokens tokens, the code width dispatched
+/// once. A tile's sums do not depend on its neighbours, so the tiling never changes a result.
+template <class Tiles, int MaxTokens>
+void gemm_wq_with_tiles(const PackedView& w, const WqActivationView& a, MatrixView y,
+                        const Epilogue& e, index_t p_begin, index_t p_end) noexcept {
+  const auto cover = [&]<int Bits>() {
+    for (index_t p = p_begin; p < p_end; ++p) {
+      for (index_t m = 0; m < a.x.rows; m += MaxTokens) {
+        const auto tokens = static_cast<int>(a.x.rows - m < MaxTokens ? a.x.rows - m : MaxTokens);
+        wq_tile_of<Tiles, Bits, MaxTokens>(tokens, w, a, y, e, p, m);
+      }
     }
   };
-  index_t n = n_begin;
-  for (; n + 4 <= n_end; n += 4) rows_of.template operator()<4>(n);
-  for (; n < n_end; ++n) rows_of.template operator()<1>(n);
-}
-
-/// The weight-only GEMM of a path whose tiles are `Tiles`: dispatches the code width once.
-template <class Tiles, int MaxTokens>
-void gemm_wq_with_tiles(const PackedView& w, ConstMatrixView x, MatrixView y, const Epilogue& e,
-                        index_t n_begin, index_t n_end) noexcept {
   if (w.bits == 4)
-    cover_with_tiles<Tiles, 4, MaxTokens>(w, x, y, e, n_begin, n_end);
+    cover.template operator()<4>();
   else
-    cover_with_tiles<Tiles, 8, MaxTokens>(w, x, y, e, n_begin, n_end);
+    cover.template operator()<8>();
 }
 
 /// Writes the 16 sums `acc` of panel `p`, token `m` (Σ_l s_l·dot_l per row) as finished

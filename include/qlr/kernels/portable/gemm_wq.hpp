@@ -8,48 +8,64 @@
 #include "qlr/core/types.hpp"
 #include "qlr/core/view.hpp"
 #include "qlr/kernels/detail/epilogue.hpp"
+#include "qlr/kernels/detail/tiling.hpp"
 #include "qlr/kernels/packed.hpp"
 
 namespace qlr::kernels::portable {
+namespace detail_wq {
 
-/// y[m, n] for all m and n ∈ [n_begin, n_end): x is M×K, y is M×N. Each block's 32 weights
-/// are decoded once into floats, then dotted with every token in 32 fixed lanes.
-inline void gemm_wq_f32(const PackedView& w, ConstMatrixView x, MatrixView y, const Epilogue& e,
-                        index_t n_begin, index_t n_end) noexcept {
-  constexpr index_t lanes = block_codes;
-  constexpr index_t max_tokens = 8;
-  for (index_t n = n_begin; n < n_end; ++n) {
-    const std::uint8_t* row = w.row(n);
-    for (index_t m0 = 0; m0 < x.rows; m0 += max_tokens) {
-      const index_t tokens = x.rows - m0 < max_tokens ? x.rows - m0 : max_tokens;
-      float acc[max_tokens][lanes] = {};
-      for (index_t b = 0; b < w.blocks; ++b) {
-        const index_t l = b / w.blocks_per_group;
-        const float s = w.scales[n * w.groups + l];
-        const float z = w.zeros[n * w.groups + l];
-        float w_hat[lanes];
-        for (index_t j = 0; j < lanes; ++j) {
-          const unsigned u = w.bits == 8 ? row[b * lanes + j]
-                                         : (row[b * 16 + (j % 16)] >> (j < 16 ? 0 : 4)) & 0x0fu;
-          w_hat[j] = s * (static_cast<float>(u) - z);
-        }
-        const index_t valid = w.cols - b * lanes < lanes ? w.cols - b * lanes : lanes;
-        for (index_t t = 0; t < tokens; ++t) {
-          const float* xt = x.row(m0 + t) + b * lanes;
-          if (valid == lanes) {
-            for (index_t j = 0; j < lanes; ++j) acc[t][j] += w_hat[j] * xt[j];
-          } else {
-            for (index_t j = 0; j < valid; ++j) acc[t][j] += w_hat[j] * xt[j];
+/// This path's tiles, for the shared driver (kernels/detail/tiling.hpp).
+struct Tiles {
+  /// Panel `p` × tokens [m, m + Tokens) over all of K. Each block's 32 weights are decoded
+  /// once into floats, then dotted with every token in 32 fixed lanes.
+  template <int Bits, int Tokens>
+  static void tile(const PackedView& w, const WqActivationView& a, MatrixView y,
+                   const Epilogue& e, index_t p, index_t m) noexcept {
+    constexpr index_t lanes = block_codes;
+    float sums[Tokens][wq_panel_rows];
+    for (index_t r = 0; r < wq_panel_rows; ++r) {
+      const index_t n = p * wq_panel_rows + r;
+      float acc[Tokens][lanes] = {};
+      for (index_t l = 0, b = 0; l < w.groups; ++l) {
+        const float s = w.scales[w.params(n, l)];
+        const float z = w.zeros[w.params(n, l)];
+        const index_t group_end = b + w.blocks_per_group < w.blocks ? b + w.blocks_per_group : w.blocks;
+        for (; b < group_end; ++b) {
+          const std::uint8_t* chunk = w.chunk(p, b / 4, r);
+          const index_t j = b % 4;
+          float w_hat[lanes];
+          for (index_t i = 0; i < lanes; ++i) {
+            const unsigned u = Bits == 8 ? chunk[j * lanes + i]
+                                         : ((chunk[2 * i] | (chunk[2 * i + 1] << 8)) >> (4 * j)) & 0x0fu;
+            w_hat[i] = s * (static_cast<float>(u) - z);
+          }
+          const index_t valid = w.cols - b * lanes < lanes ? w.cols - b * lanes : lanes;
+          for (int t = 0; t < Tokens; ++t) {
+            const float* xt = a.x.row(m + t) + b * lanes;
+            if (valid == lanes) {
+              for (index_t i = 0; i < lanes; ++i) acc[t][i] += w_hat[i] * xt[i];
+            } else {
+              for (index_t i = 0; i < valid; ++i) acc[t][i] += w_hat[i] * xt[i];
+            }
           }
         }
       }
-      for (index_t t = 0; t < tokens; ++t) {
+      for (int t = 0; t < Tokens; ++t) {
         float sum = 0.0f;
-        for (index_t j = 0; j < lanes; ++j) sum += acc[t][j];
-        y.row(m0 + t)[n] = detail::finish_output(e, sum, m0 + t, n);
+        for (index_t i = 0; i < lanes; ++i) sum += acc[t][i];
+        sums[t][r] = sum;
       }
     }
+    for (int t = 0; t < Tokens; ++t) kernels::detail::store_wq_panel(sums[t], w, y, e, p, m + t);
   }
+};
+
+}  // namespace detail_wq
+
+/// y[m, n] for all m and the rows n of panels [panel_begin, panel_end).
+inline void gemm_wq_f32(const PackedView& w, const WqActivationView& a, MatrixView y,
+                        const Epilogue& e, index_t panel_begin, index_t panel_end) noexcept {
+  kernels::detail::gemm_wq_with_tiles<detail_wq::Tiles, 8>(w, a, y, e, panel_begin, panel_end);
 }
 
 }  // namespace qlr::kernels::portable

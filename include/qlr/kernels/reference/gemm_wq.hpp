@@ -3,8 +3,6 @@
 // exactly as dequantize() computes it, each dot product accumulated in double.
 #pragma once
 
-#include <cstdint>
-
 #include "qlr/core/types.hpp"
 #include "qlr/core/view.hpp"
 #include "qlr/kernels/detail/epilogue.hpp"
@@ -12,27 +10,18 @@
 
 namespace qlr::kernels::reference {
 
-/// The code of column i of a packed row (weight-only layout of packed.hpp).
-inline unsigned packed_code(const PackedView& w, const std::uint8_t* row, index_t i) noexcept {
-  const index_t b = i / block_codes;
-  const index_t j = i % block_codes;
-  if (w.bits == 8) return row[i];
-  const std::uint8_t byte = row[b * 16 + (j % 16)];
-  return j < 16 ? byte & 0x0fu : byte >> 4;
-}
-
-/// y[m, n] for all m and n ∈ [n_begin, n_end): x is M×K, y is M×N.
-inline void gemm_wq_f32(const PackedView& w, ConstMatrixView x, MatrixView y, const Epilogue& e,
-                        index_t n_begin, index_t n_end) noexcept {
-  for (index_t n = n_begin; n < n_end; ++n) {
-    const std::uint8_t* row = w.row(n);
+/// y[m, n] for all m and the rows n of panels [panel_begin, panel_end).
+inline void gemm_wq_f32(const PackedView& w, const WqActivationView& a, MatrixView y,
+                        const Epilogue& e, index_t panel_begin, index_t panel_end) noexcept {
+  const ConstMatrixView x = a.x;
+  const index_t group_cols = w.blocks_per_group * block_codes;
+  const index_t n_end = panel_end * wq_panel_rows < w.rows ? panel_end * wq_panel_rows : w.rows;
+  for (index_t n = panel_begin * wq_panel_rows; n < n_end; ++n) {
     for (index_t m = 0; m < x.rows; ++m) {
       double acc = 0.0;
       for (index_t i = 0; i < w.cols; ++i) {
-        const index_t l = i / block_codes / w.blocks_per_group;
-        const float s = w.scales[n * w.groups + l];
-        const float z = w.zeros[n * w.groups + l];
-        const float w_hat = s * (static_cast<float>(packed_code(w, row, i)) - z);
+        const index_t at = w.params(n, i / group_cols);
+        const float w_hat = w.scales[at] * (static_cast<float>(w.code(n, i)) - w.zeros[at]);
         acc += static_cast<double>(w_hat) * static_cast<double>(x.row(m)[i]);
       }
       y.row(m)[n] = detail::finish_output(e, static_cast<float>(acc), m, n);
