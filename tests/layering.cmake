@@ -40,7 +40,7 @@ foreach(header IN LISTS headers)
         "<Eigen/@^(core/matrix|quant/|rotate/|adapter/|compensate/|layers/|train/)@Eigen outside core/matrix.hpp and the modules that may use it"
         "<fmt/@^(core/error|io/)@fmt outside core/error.hpp and io"
         "<nlohmann/@^io/@nlohmann-json outside io"
-        "<immintrin.h>@^kernels/(avx2|avx_vnni|avx512_vnni|avx512_bf16)/@intrinsics outside kernels/avx2, kernels/avx_vnni, kernels/avx512_vnni and kernels/avx512_bf16"
+        "<immintrin.h>@^kernels/(avx2|avx_vnni|avx512_vnni)/@intrinsics outside kernels/avx2, kernels/avx_vnni and kernels/avx512_vnni"
         "<xsimd/@^kernels/portable/@xsimd outside kernels/portable")
       string(REPLACE "@" ";" rule "${rule}")
       list(GET rule 0 pattern)

@@ -19,7 +19,6 @@ struct CpuFeatures {
   bool avx512vl = false;    ///< AVX-512 on 128/256-bit registers
   bool avx512vnni = false;  ///< 512-bit u8×s8 dot products (vpdpbusd)
   bool avx_vnni = false;    ///< VEX-encoded 256-bit u8×s8 dot products (AVX-VNNI)
-  bool avx512bf16 = false;  ///< 512-bit bf16 pair dot products into FP32 (vdpbf16ps)
 };
 
 namespace detail {
@@ -36,7 +35,6 @@ inline CpuFeatures detect_cpu_features() noexcept {
   f.avx512vl = __builtin_cpu_supports("avx512vl");
   f.avx512vnni = __builtin_cpu_supports("avx512vnni");
   f.avx_vnni = __builtin_cpu_supports("avxvnni");
-  f.avx512bf16 = __builtin_cpu_supports("avx512bf16");
 #endif
   return f;
 }
@@ -64,7 +62,6 @@ inline std::string to_string(const CpuFeatures& f) {
   add(f.avx512vl, "avx512vl");
   add(f.avx512vnni, "avx512vnni");
   add(f.avx_vnni, "avx_vnni");
-  add(f.avx512bf16, "avx512bf16");
   return out.empty() ? std::string("none") : out;
 }
 

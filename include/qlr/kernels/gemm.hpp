@@ -12,7 +12,6 @@
 #include "qlr/core/view.hpp"
 #include "qlr/kernels/avx2/gemm_dot.hpp"
 #include "qlr/kernels/avx2/gemm_wq.hpp"
-#include "qlr/kernels/avx512_bf16/gemm_wq.hpp"
 #include "qlr/kernels/avx512_vnni/gemm_dot.hpp"
 #include "qlr/kernels/avx512_vnni/gemm_wq.hpp"
 #include "qlr/kernels/avx_vnni/gemm_dot.hpp"
@@ -28,8 +27,8 @@ namespace qlr::kernels {
 
 /// A weight-only GEMM path: y[m, n] for all m and the rows n of panels [panel_begin,
 /// panel_end). Never throws: its arguments are checked once, by gemm().
-using GemmWqFn = void (*)(const PackedView& w, const WqActivationView& a, MatrixView y,
-                          const Epilogue& e, index_t panel_begin, index_t panel_end) noexcept;
+using GemmWqFn = void (*)(const PackedView& w, ConstMatrixView x, MatrixView y, const Epilogue& e,
+                          index_t panel_begin, index_t panel_end) noexcept;
 
 /// An integer GEMM path: y[m, n] for all m and the rows n of panels [panel_begin,
 /// panel_end). Never throws: its arguments are checked once, by gemm().
@@ -41,7 +40,6 @@ struct KernelTable {
   Isa isa;               ///< the path these kernels belong to
   GemmWqFn gemm_wq_f32;  ///< W4/W8 weight-only × FP32 activations
   GemmDotFn gemm_dot;    ///< W4/W8 × per-token INT8/INT4 activations (W8A8, W4A8, W4A4)
-  bool wq_takes_bf16_pairs = false;  ///< gemm_wq_f32 reads INT4's activations as hi + lo bf16
 };
 
 /// The kernels of path `isa`. Throws Errc::unsupported when this CPU cannot run it.
@@ -61,9 +59,6 @@ inline KernelTable table_for(Isa isa) {
       return {isa, &avx2::gemm_wq_f32, &avx_vnni::gemm_dot};
     case Isa::avx512_vnni:
       return {isa, &avx512_vnni::gemm_wq_f32, &avx512_vnni::gemm_dot};
-    // bf16 only changes the weight-only INT4 kernel; the integer kernels are VNNI's.
-    case Isa::avx512_bf16:
-      return {isa, &avx512_bf16::gemm_wq_f32, &avx512_vnni::gemm_dot, true};
 #else
     default:
       break;
@@ -144,12 +139,9 @@ void gemm(const PackedWeights<Format>& w, ConstMatrixView x, MatrixView y, const
           Isa isa = best_isa()) {
   const PackedView v = w.view();
   detail::check_gemm_args(v, x, y, e);
-  const KernelTable table = table_for(isa);
-  const detail::SplitActivations a(x, v, table.wq_takes_bf16_pairs && v.bits == 4);
+  const GemmWqFn kernel = table_for(isa).gemm_wq_f32;
   // 16 panels (64 columns) per task amortize the hand-off; any split gives the same bytes.
-  parallel_for(v.panels, 16, [&](index_t begin, index_t end) {
-    table.gemm_wq_f32(v, a.view(), y, e, begin, end);
-  });
+  parallel_for(v.panels, 16, [&](index_t begin, index_t end) { kernel(v, x, y, e, begin, end); });
 }
 
 /// Y (M×N) = X̂·Ŵᵀ, then the epilogue, for per-token quantized activations X̂ = s_x·q (M×K):

@@ -21,23 +21,25 @@ enum class Isa {
   avx2,         ///< AVX2 + FMA intrinsics (256-bit)
   avx_vnni,     ///< AVX2 + the VEX-encoded 256-bit u8×s8 dot products (AVX-VNNI)
   avx512_vnni,  ///< AVX-512 F/BW/VL + VNNI (512-bit)
-  avx512_bf16,  ///< avx512_vnni + bf16 dot products, which the INT4 weight-only path uses
 };
 
 /// Every path, from the plainest to the widest.
 inline constexpr Isa all_isas[] = {Isa::reference, Isa::portable, Isa::avx2, Isa::avx_vnni,
-                                   Isa::avx512_vnni, Isa::avx512_bf16};
+                                   Isa::avx512_vnni};
 
-/// Name of a path as QLR_ISA spells it: reference, portable, avx2, avx_vnni, avx512_vnni,
-/// avx512_bf16.
+/// Name of a path as QLR_ISA spells it: reference, portable, avx2, avx_vnni, avx512_vnni.
 constexpr const char* to_string(Isa isa) noexcept {
   switch (isa) {
-    case Isa::reference: return "reference";
-    case Isa::portable: return "portable";
-    case Isa::avx2: return "avx2";
-    case Isa::avx_vnni: return "avx_vnni";
-    case Isa::avx512_vnni: return "avx512_vnni";
-    case Isa::avx512_bf16: return "avx512_bf16";
+    case Isa::reference:
+      return "reference";
+    case Isa::portable:
+      return "portable";
+    case Isa::avx2:
+      return "avx2";
+    case Isa::avx_vnni:
+      return "avx_vnni";
+    case Isa::avx512_vnni:
+      return "avx512_vnni";
   }
   return "?";
 }
@@ -47,8 +49,8 @@ inline Isa parse_isa(std::string_view name) {
   for (const Isa isa : all_isas)
     if (name == to_string(isa)) return isa;
   qlr::detail::fail(Errc::invalid_argument,
-                    "kernels::parse_isa: isa = '{}'; expected reference, portable, avx2, avx_vnni, "
-                    "avx512_vnni or avx512_bf16",
+                    "kernels::parse_isa: isa = '{}'; expected reference, portable, avx2, avx_vnni "
+                    "or avx512_vnni",
                     name);
 }
 
@@ -57,13 +59,15 @@ inline bool is_supported(Isa isa) noexcept {
   const CpuFeatures& f = cpu_features();
   switch (isa) {
     case Isa::reference:
-    case Isa::portable: return true;
-    case Isa::avx2: return QLR_ARCH_X86 && f.avx2 && f.fma && f.f16c;
-    case Isa::avx_vnni: return QLR_ARCH_X86 && f.avx2 && f.fma && f.f16c && f.avx_vnni;
+    case Isa::portable:
+      return true;
+    case Isa::avx2:
+      return QLR_ARCH_X86 && f.avx2 && f.fma && f.f16c;
+    case Isa::avx_vnni:
+      return QLR_ARCH_X86 && f.avx2 && f.fma && f.f16c && f.avx_vnni;
     case Isa::avx512_vnni:
       return QLR_ARCH_X86 && f.avx2 && f.fma && f.avx512f && f.avx512bw && f.avx512vl &&
              f.avx512vnni;
-    case Isa::avx512_bf16: return is_supported(Isa::avx512_vnni) && f.avx512bf16;
   }
   return false;
 }

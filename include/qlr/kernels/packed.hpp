@@ -4,9 +4,7 @@
 #pragma once
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <span>
 #include <vector>
 
@@ -14,7 +12,6 @@
 #include "qlr/core/error.hpp"
 #include "qlr/core/format.hpp"
 #include "qlr/core/types.hpp"
-#include "qlr/core/view.hpp"
 
 namespace qlr::kernels {
 
@@ -43,26 +40,21 @@ inline constexpr index_t wq_panel_rows = 4;
 // activations that are 0 past K, so they add nothing.
 //
 // Beside the codes, per (row, group) of the padded rows: scale s and zero z (2^(b−1) for
-// symmetric formats), so that ŵ = s·(u − z), the value dequantize() gives; and for the
-// kernels that decode codes to exact small integers, zi = z clamped to the codes' range and
-// rounded, with s·(z − zi) when some zero is not an integer (floating zero points).
+// symmetric formats), so that ŵ = s·(u − z), the value dequantize() gives.
 
 /// What a kernel needs of a packed weight: plain pointers and sizes, no templates.
 struct PackedView {
-  const std::uint8_t* codes = nullptr;    ///< panels × chunks × 4 × chunk_bytes()
-  const float* scales = nullptr;          ///< padded rows × groups
-  const float* zeros = nullptr;           ///< padded rows × groups (2^(b−1) if symmetric)
-  const float* zero_codes = nullptr;      ///< padded rows × groups, zi = round(clamp(z))
-  const float* zero_fractions = nullptr;  ///< padded rows × groups, s·(z − zi); or null
-  index_t rows = 0;                       ///< N
-  index_t cols = 0;                       ///< K
-  index_t panels = 0;                     ///< ⌈N/4⌉
-  index_t chunks = 0;                     ///< chunks per row, ⌈K/128⌉
-  index_t blocks = 0;                     ///< blocks per row holding columns < K, ⌈K/32⌉
-  index_t blocks_per_group = 0;           ///< g/32, or `blocks` for one group per row
-  index_t groups = 0;                     ///< groups per row
-  int bits = 0;                           ///< 4 or 8
-  bool uniform_zero = false;              ///< every z is 2^(b−1): one decode table serves all
+  const std::uint8_t* codes = nullptr;  ///< panels × chunks × 4 × chunk_bytes()
+  const float* scales = nullptr;        ///< padded rows × groups
+  const float* zeros = nullptr;         ///< padded rows × groups (2^(b−1) if symmetric)
+  index_t rows = 0;                     ///< N
+  index_t cols = 0;                     ///< K
+  index_t panels = 0;                   ///< ⌈N/4⌉
+  index_t chunks = 0;                   ///< chunks per row, ⌈K/128⌉
+  index_t blocks = 0;                   ///< blocks per row holding columns < K, ⌈K/32⌉
+  index_t blocks_per_group = 0;         ///< g/32, or `blocks` for one group per row
+  index_t groups = 0;                   ///< groups per row
+  int bits = 0;                         ///< 4 or 8
 
   /// Bytes per chunk of one row.
   [[nodiscard]] index_t chunk_bytes() const noexcept { return chunk_codes * bits / 8; }
@@ -70,7 +62,7 @@ struct PackedView {
   [[nodiscard]] const std::uint8_t* chunk(index_t p, index_t c, index_t r) const noexcept {
     return codes + ((p * chunks + c) * wq_panel_rows + r) * chunk_bytes();
   }
-  /// Offset of the parameters of (row o, group l) in scales, zeros, zero_codes, zero_fractions.
+  /// Offset of the parameters of (row o, group l) in scales and zeros.
   [[nodiscard]] index_t params(index_t o, index_t l) const noexcept { return o * groups + l; }
   /// The code of row o, column i (any column of the padded chunks).
   [[nodiscard]] unsigned code(index_t o, index_t i) const noexcept {
@@ -111,20 +103,11 @@ class PackedWeights {
   /// The view a kernel reads.
   [[nodiscard]] PackedView view() const noexcept {
     const index_t blocks = (cols_ + block_codes - 1) / block_codes;
-    return {codes_.data(),
-            scales_.data(),
-            zeros_.data(),
-            zero_codes_.data(),
-            zero_fractions_.empty() ? nullptr : zero_fractions_.data(),
-            rows_,
-            cols_,
-            panels_,
-            chunks_,
-            blocks,
-            group_size_ == cols_ ? blocks : group_size_ / block_codes,
-            groups_,
-            Format::bits,
-            Format::encoding == Encoding::int_sym};
+    return {
+        codes_.data(), scales_.data(), zeros_.data(),
+        rows_,         cols_,          panels_,
+        chunks_,       blocks,         group_size_ == cols_ ? blocks : group_size_ / block_codes,
+        groups_,       Format::bits};
   }
 
   [[nodiscard]] index_t rows() const noexcept { return rows_; }  ///< N
@@ -144,9 +127,8 @@ class PackedWeights {
     for (index_t o = 0; o < rows_; ++o) {
       for (index_t i = 0; i < cols_; ++i)
         row_codes[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(v.code(o, i));
-      qlr::detail::pack_codes_unchecked(
-          Format::bits, row_codes.data(), cols_,
-          p.codes.data() + o * packed_size(Format::bits, cols_));
+      qlr::detail::pack_codes_unchecked(Format::bits, row_codes.data(), cols_,
+                                        p.codes.data() + o * packed_size(Format::bits, cols_));
     }
     const auto real = static_cast<std::ptrdiff_t>(rows_ * groups_);
     p.scales.assign(scales_.begin(), scales_.begin() + real);
@@ -163,11 +145,12 @@ class PackedWeights {
     codes_.assign(static_cast<std::size_t>(panels_ * chunks_ * wq_panel_rows * chunk_bytes), 0);
     std::vector<std::uint8_t> u(static_cast<std::size_t>(chunks_ * chunk_codes), 0);
     for (index_t o = 0; o < rows_; ++o) {
-      unpack_codes(Format::bits, q.row_codes(o), std::span(u).first(static_cast<std::size_t>(cols_)));
+      unpack_codes(Format::bits, q.row_codes(o),
+                   std::span(u).first(static_cast<std::size_t>(cols_)));
       for (index_t c = 0; c < chunks_; ++c) {
-        std::uint8_t* out = codes_.data() +
-                            ((o / wq_panel_rows * chunks_ + c) * wq_panel_rows + o % wq_panel_rows) *
-                                chunk_bytes;
+        std::uint8_t* out =
+            codes_.data() +
+            ((o / wq_panel_rows * chunks_ + c) * wq_panel_rows + o % wq_panel_rows) * chunk_bytes;
         for (index_t k = 0; k < chunk_codes; ++k) {
           const std::uint8_t code = u[static_cast<std::size_t>(c * chunk_codes + k)];
           const index_t j = k / block_codes, w = k % block_codes;
@@ -181,28 +164,15 @@ class PackedWeights {
   }
 
   void pack_parameters(const QuantizedMatrix<Format>& q) {
-    constexpr float code_max = (1 << Format::bits) - 1;
     const auto count = static_cast<std::size_t>(panels_ * wq_panel_rows * groups_);
     const auto real = static_cast<std::size_t>(rows_ * groups_);
     scales_.assign(count, 0.0f);
     zeros_.assign(count, 0.0f);
-    zero_codes_.assign(count, 0.0f);
     std::copy_n(q.scales().begin(), real, scales_.begin());
     if constexpr (Format::encoding == Encoding::int_asym)
       std::copy_n(q.zeros().begin(), real, zeros_.begin());
     else
       std::fill_n(zeros_.begin(), real, static_cast<float>(1 << (Format::bits - 1)));
-    // zi is the code nearest to z, so |z − zi| ≤ |z − u| for every code u: the correction
-    // s·(z − zi) is never larger than a decoded weight |s·(u − z)|.
-    std::vector<float> fractions(count, 0.0f);
-    bool fractional = false;
-    for (std::size_t i = 0; i < real; ++i) {
-      const float zi = std::nearbyint(std::clamp(zeros_[i], 0.0f, code_max));
-      zero_codes_[i] = zi;
-      fractions[i] = scales_[i] * (zeros_[i] - zi);
-      fractional = fractional || zeros_[i] != zi;
-    }
-    if (fractional) zero_fractions_ = std::move(fractions);
   }
 
   index_t rows_;
@@ -214,83 +184,8 @@ class PackedWeights {
   std::vector<std::uint8_t> codes_;
   std::vector<float> scales_;
   std::vector<float> zeros_;
-  std::vector<float> zero_codes_;
-  std::vector<float> zero_fractions_;
   ZeroMode zero_mode_ = ZeroMode::integer;
   ScaleType scale_type_ = ScaleType::f32;
 };
 
-/// The activations a weight-only kernel reads: x itself and, for the paths that multiply
-/// bf16 pairs (avx512_bf16), each value split as x ≈ hi + lo into two bf16, padded with zeros
-/// to whole chunks, with each token's sums over each group where floating zeros need them.
-struct WqActivationView {
-  ConstMatrixView x;                  ///< M×K, FP32
-  const std::uint16_t* hi = nullptr;  ///< M × padded_cols bf16, or null
-  const std::uint16_t* lo = nullptr;  ///< M × padded_cols bf16, or null
-  const float* group_sums = nullptr;  ///< M × groups, Σ x over each group; or null
-  index_t padded_cols = 0;            ///< chunks·128
-  index_t groups = 0;                 ///< the weights' groups per row
-};
-
-namespace detail {
-
-/// x's bits as a bf16 (round to nearest even), NaN kept a quiet NaN.
-inline std::uint16_t bf16_nearest(float x) noexcept {
-  std::uint32_t bits = 0;
-  std::memcpy(&bits, &x, sizeof bits);
-  if (std::isnan(x)) return 0x7fc0;
-  return static_cast<std::uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
-}
-
-/// Owns the bf16 pairs and group sums of a WqActivationView.
-class SplitActivations {
- public:
-  SplitActivations(const SplitActivations&) = delete;  // the view points into this object
-  SplitActivations& operator=(const SplitActivations&) = delete;
-
-  /// Splits every x into hi = x truncated to bf16 and lo = bf16(x − hi): x − hi is exact
-  /// and below 2^-7·|x|, so hi + lo carries x to within 2^-16·|x|, and hi never overflows.
-  SplitActivations(ConstMatrixView x, const PackedView& w, bool split)
-      : view_{x, nullptr, nullptr, nullptr, w.chunks * chunk_codes, w.groups} {
-    if (split) {
-      const auto count = static_cast<std::size_t>(x.rows * view_.padded_cols);
-      hi_.assign(count, 0);
-      lo_.assign(count, 0);
-      for (index_t m = 0; m < x.rows; ++m) {
-        for (index_t i = 0; i < x.cols; ++i) {
-          const float v = x.row(m)[i];
-          std::uint32_t bits = 0;
-          std::memcpy(&bits, &v, sizeof bits);
-          bits &= 0xffff0000u;
-          float head = 0.0f;
-          std::memcpy(&head, &bits, sizeof head);
-          const auto at = static_cast<std::size_t>(m * view_.padded_cols + i);
-          hi_[at] = static_cast<std::uint16_t>(bits >> 16);
-          lo_[at] = std::isinf(v) ? std::uint16_t{0} : bf16_nearest(v - head);
-        }
-      }
-      view_.hi = hi_.data();
-      view_.lo = lo_.data();
-    }
-    if (split && w.zero_fractions != nullptr) {
-      sums_.assign(static_cast<std::size_t>(x.rows * w.groups), 0.0f);
-      const index_t group_cols = w.blocks_per_group * block_codes;
-      for (index_t m = 0; m < x.rows; ++m)
-        for (index_t i = 0; i < x.cols; ++i)
-          sums_[static_cast<std::size_t>(m * w.groups + i / group_cols)] += x.row(m)[i];
-      view_.group_sums = sums_.data();
-    }
-  }
-
-  /// The view kernels take; valid while this object lives.
-  [[nodiscard]] const WqActivationView& view() const noexcept { return view_; }
-
- private:
-  std::vector<std::uint16_t> hi_;
-  std::vector<std::uint16_t> lo_;
-  std::vector<float> sums_;
-  WqActivationView view_;
-};
-
-}  // namespace detail
 }  // namespace qlr::kernels

@@ -29,8 +29,8 @@ QLR_ALWAYS_INLINE void block_codes_epi32(const std::uint8_t* chunk, index_t j,
     const __m128i shift = _mm_cvtsi32_si128(static_cast<int>(4 * j));
     const __m256i nibble = _mm256_set1_epi32(0x0f);
     for (int q = 0; q < 4; ++q) {
-      const __m256i words = _mm256_cvtepu16_epi32(
-          _mm_loadu_si128(reinterpret_cast<const __m128i*>(chunk + 16 * q)));
+      const __m256i words =
+          _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(chunk + 16 * q)));
       out[q] = _mm256_and_si256(_mm256_srl_epi32(words, shift), nibble);
     }
   } else {
@@ -44,8 +44,8 @@ QLR_ALWAYS_INLINE void block_codes_epi32(const std::uint8_t* chunk, index_t j,
 struct Tiles {
   /// Panel `p` × tokens [m, m + Tokens) over all of K.
   template <int Bits, int Tokens>
-  static void tile(const PackedView& w, const WqActivationView& a, MatrixView y,
-                   const Epilogue& e, index_t p, index_t m) noexcept {
+  static void tile(const PackedView& w, ConstMatrixView x, MatrixView y, const Epilogue& e,
+                   index_t p, index_t m) noexcept {
     constexpr int rows = wq_panel_rows;
     __m256 acc[rows][Tokens];
     __m256 scale[rows];
@@ -62,11 +62,12 @@ struct Tiles {
         scale[r] = _mm256_set1_ps(w.scales[w.params(p * rows + r, l)]);
         zero[r] = _mm256_set1_ps(w.zeros[w.params(p * rows + r, l)]);
       }
-      const index_t group_end = b + w.blocks_per_group < w.blocks ? b + w.blocks_per_group : w.blocks;
+      const index_t group_end =
+          b + w.blocks_per_group < w.blocks ? b + w.blocks_per_group : w.blocks;
       for (; b < group_end; ++b) {
         const float* xb[Tokens];
         for (int t = 0; t < Tokens; ++t) {
-          xb[t] = a.x.row(m + t) + b * block_codes;
+          xb[t] = x.row(m + t) + b * block_codes;
           if (tail != 0 && b == w.blocks - 1) {
             for (index_t i = 0; i < block_codes; ++i) padded[t][i] = i < tail ? xb[t][i] : 0.0f;
             xb[t] = padded[t];
@@ -104,9 +105,9 @@ struct Tiles {
 }  // namespace detail_wq
 
 /// y[m, n] for all m and the rows n of panels [panel_begin, panel_end).
-inline void gemm_wq_f32(const PackedView& w, const WqActivationView& a, MatrixView y,
-                        const Epilogue& e, index_t panel_begin, index_t panel_end) noexcept {
-  kernels::detail::gemm_wq_with_tiles<detail_wq::Tiles, 2>(w, a, y, e, panel_begin, panel_end);
+inline void gemm_wq_f32(const PackedView& w, ConstMatrixView x, MatrixView y, const Epilogue& e,
+                        index_t panel_begin, index_t panel_end) noexcept {
+  kernels::detail::gemm_wq_with_tiles<detail_wq::Tiles, 2>(w, x, y, e, panel_begin, panel_end);
 }
 
 }  // namespace qlr::kernels::avx2

@@ -23,13 +23,13 @@ inline void store_wq_panel(const float (&sums)[wq_panel_rows], const PackedView&
 
 /// Runs Tiles::tile<Bits, T> for the largest T ≤ Tokens equal to `tokens`.
 template <class Tiles, int Bits, int Tokens>
-void wq_tile_of(int tokens, const PackedView& w, const WqActivationView& a, MatrixView y,
-                const Epilogue& e, index_t p, index_t m) noexcept {
+void wq_tile_of(int tokens, const PackedView& w, ConstMatrixView x, MatrixView y, const Epilogue& e,
+                index_t p, index_t m) noexcept {
   if constexpr (Tokens >= 1) {
     if (tokens == Tokens)
-      Tiles::template tile<Bits, Tokens>(w, a, y, e, p, m);
+      Tiles::template tile<Bits, Tokens>(w, x, y, e, p, m);
     else
-      wq_tile_of<Tiles, Bits, Tokens - 1>(tokens, w, a, y, e, p, m);
+      wq_tile_of<Tiles, Bits, Tokens - 1>(tokens, w, x, y, e, p, m);
   }
 }
 
@@ -37,13 +37,13 @@ void wq_tile_of(int tokens, const PackedView& w, const WqActivationView& a, Matr
 /// [p_begin, p_end), tiles of one panel × up to MaxTokens tokens, the code width dispatched
 /// once. A tile's sums do not depend on its neighbours, so the tiling never changes a result.
 template <class Tiles, int MaxTokens>
-void gemm_wq_with_tiles(const PackedView& w, const WqActivationView& a, MatrixView y,
-                        const Epilogue& e, index_t p_begin, index_t p_end) noexcept {
+void gemm_wq_with_tiles(const PackedView& w, ConstMatrixView x, MatrixView y, const Epilogue& e,
+                        index_t p_begin, index_t p_end) noexcept {
   const auto cover = [&]<int Bits>() {
     for (index_t p = p_begin; p < p_end; ++p) {
-      for (index_t m = 0; m < a.x.rows; m += MaxTokens) {
-        const auto tokens = static_cast<int>(a.x.rows - m < MaxTokens ? a.x.rows - m : MaxTokens);
-        wq_tile_of<Tiles, Bits, MaxTokens>(tokens, w, a, y, e, p, m);
+      for (index_t m = 0; m < x.rows; m += MaxTokens) {
+        const auto tokens = static_cast<int>(x.rows - m < MaxTokens ? x.rows - m : MaxTokens);
+        wq_tile_of<Tiles, Bits, MaxTokens>(tokens, w, x, y, e, p, m);
       }
     }
   };

@@ -19,8 +19,8 @@ struct Tiles {
   /// Panel `p` × tokens [m, m + Tokens) over all of K. Each block's 32 weights are decoded
   /// once into floats, then dotted with every token in 32 fixed lanes.
   template <int Bits, int Tokens>
-  static void tile(const PackedView& w, const WqActivationView& a, MatrixView y,
-                   const Epilogue& e, index_t p, index_t m) noexcept {
+  static void tile(const PackedView& w, ConstMatrixView x, MatrixView y, const Epilogue& e,
+                   index_t p, index_t m) noexcept {
     constexpr index_t lanes = block_codes;
     float sums[Tokens][wq_panel_rows];
     for (index_t r = 0; r < wq_panel_rows; ++r) {
@@ -29,19 +29,21 @@ struct Tiles {
       for (index_t l = 0, b = 0; l < w.groups; ++l) {
         const float s = w.scales[w.params(n, l)];
         const float z = w.zeros[w.params(n, l)];
-        const index_t group_end = b + w.blocks_per_group < w.blocks ? b + w.blocks_per_group : w.blocks;
+        const index_t group_end =
+            b + w.blocks_per_group < w.blocks ? b + w.blocks_per_group : w.blocks;
         for (; b < group_end; ++b) {
           const std::uint8_t* chunk = w.chunk(p, b / 4, r);
           const index_t j = b % 4;
           float w_hat[lanes];
           for (index_t i = 0; i < lanes; ++i) {
-            const unsigned u = Bits == 8 ? chunk[j * lanes + i]
-                                         : ((chunk[2 * i] | (chunk[2 * i + 1] << 8)) >> (4 * j)) & 0x0fu;
+            const unsigned u = Bits == 8
+                                   ? chunk[j * lanes + i]
+                                   : ((chunk[2 * i] | (chunk[2 * i + 1] << 8)) >> (4 * j)) & 0x0fu;
             w_hat[i] = s * (static_cast<float>(u) - z);
           }
           const index_t valid = w.cols - b * lanes < lanes ? w.cols - b * lanes : lanes;
           for (int t = 0; t < Tokens; ++t) {
-            const float* xt = a.x.row(m + t) + b * lanes;
+            const float* xt = x.row(m + t) + b * lanes;
             if (valid == lanes) {
               for (index_t i = 0; i < lanes; ++i) acc[t][i] += w_hat[i] * xt[i];
             } else {
@@ -63,9 +65,9 @@ struct Tiles {
 }  // namespace detail_wq
 
 /// y[m, n] for all m and the rows n of panels [panel_begin, panel_end).
-inline void gemm_wq_f32(const PackedView& w, const WqActivationView& a, MatrixView y,
-                        const Epilogue& e, index_t panel_begin, index_t panel_end) noexcept {
-  kernels::detail::gemm_wq_with_tiles<detail_wq::Tiles, 8>(w, a, y, e, panel_begin, panel_end);
+inline void gemm_wq_f32(const PackedView& w, ConstMatrixView x, MatrixView y, const Epilogue& e,
+                        index_t panel_begin, index_t panel_end) noexcept {
+  kernels::detail::gemm_wq_with_tiles<detail_wq::Tiles, 8>(w, x, y, e, panel_begin, panel_end);
 }
 
 }  // namespace qlr::kernels::portable

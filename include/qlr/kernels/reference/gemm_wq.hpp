@@ -11,9 +11,8 @@
 namespace qlr::kernels::reference {
 
 /// y[m, n] for all m and the rows n of panels [panel_begin, panel_end).
-inline void gemm_wq_f32(const PackedView& w, const WqActivationView& a, MatrixView y,
-                        const Epilogue& e, index_t panel_begin, index_t panel_end) noexcept {
-  const ConstMatrixView x = a.x;
+inline void gemm_wq_f32(const PackedView& w, ConstMatrixView x, MatrixView y, const Epilogue& e,
+                        index_t panel_begin, index_t panel_end) noexcept {
   const index_t group_cols = w.blocks_per_group * block_codes;
   const index_t n_end = panel_end * wq_panel_rows < w.rows ? panel_end * wq_panel_rows : w.rows;
   for (index_t n = panel_begin * wq_panel_rows; n < n_end; ++n) {
