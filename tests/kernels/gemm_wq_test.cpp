@@ -153,6 +153,9 @@ TEST_CASE("gemm_wq: the issue's full sweep of shapes", "[kernels][gemm_wq][.slow
 TEST_CASE("gemm_wq: large K and N, one group per row and extreme codes", "[kernels][gemm_wq]") {
   check_every_isa(qlr::quant::IntAsym<4>({.group_size = 128}), 3, 2323, 4096, 7);
   check_every_isa(qlr::quant::IntSym<8>({.group_size = 0}), 2, 300, 4096 + 7, 8);
+  // Long rows split the tokens into blocks whose activations fit in L2 (8 to 10 tokens at
+  // this K): 45 tokens take several blocks and a partial one.
+  check_every_isa(qlr::quant::IntAsym<4>({.group_size = 64}), 45, 37, 8192 + 32, 9);
   // Every code at its extremes: a row of ±max values quantizes to codes 0 and 2^b − 1 only.
   Matrix w(8, 96);
   for (index_t i = 0; i < w.size(); ++i) w.data()[i] = (i * 7919) % 3 == 0 ? -1.0f : 1.0f;

@@ -35,9 +35,9 @@ inline constexpr index_t wq_panel_rows = 4;
 //   INT8, 128 bytes: byte 32j + i = code of block j
 //
 // An INT4 chunk is one 512-bit load. Shifting its words right by 4j brings block j's 32 codes
-// to the low nibbles, where a word permute (vpermw) or a 16-entry float permute (vpermps,
-// after widening) reads them as table indices, so no mask is needed. The padded codes meet
-// activations that are 0 past K, so they add nothing.
+// to the low nibbles: AVX-512 widens the words to 32-bit lanes once per chunk and indexes a
+// 16-entry table s·(u − z) with vpermps, which reads only bits 0-3, so it needs no mask;
+// AVX2 masks. The padded codes meet activations that are 0 past K, so they add nothing.
 //
 // Beside the codes, per (row, group) of the padded rows: scale s and zero z (2^(b−1) for
 // symmetric formats), so that ŵ = s·(u − z), the value dequantize() gives.
