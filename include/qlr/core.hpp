@@ -3,6 +3,7 @@
 // vocabulary, CPU feature detection and thread control.
 #pragma once
 
+#include "qlr/core/aligned.hpp"
 #include "qlr/core/bit_pack.hpp"
 #include "qlr/core/config.hpp"
 #include "qlr/core/cpu.hpp"

@@ -8,6 +8,7 @@
 #include <span>
 #include <vector>
 
+#include "qlr/core/aligned.hpp"
 #include "qlr/core/bit_pack.hpp"
 #include "qlr/core/error.hpp"
 #include "qlr/core/format.hpp"
@@ -181,7 +182,7 @@ class PackedWeights {
   index_t panels_ = 0;
   index_t chunks_ = 0;
   index_t groups_ = 0;
-  std::vector<std::uint8_t> codes_;
+  AlignedVector<std::uint8_t> codes_;  // cache-line aligned: kernels load 64 bytes at a time
   std::vector<float> scales_;
   std::vector<float> zeros_;
   ZeroMode zero_mode_ = ZeroMode::integer;

@@ -10,6 +10,7 @@
 #include <span>
 #include <vector>
 
+#include "qlr/core/aligned.hpp"
 #include "qlr/core/bit_pack.hpp"
 #include "qlr/core/error.hpp"
 #include "qlr/core/format.hpp"
@@ -201,7 +202,7 @@ class DotWeights {
   index_t padded_cols_ = 0;
   index_t groups_ = 0;
   index_t panels_ = 0;
-  std::vector<std::uint8_t> codes_;
+  AlignedVector<std::uint8_t> codes_;  // cache-line aligned: kernels load 64 bytes at a time
   std::vector<float> scales_;
   std::vector<std::int32_t> zeros_;
   std::vector<float> zero_fractions_;
@@ -236,7 +237,7 @@ class DotActivations {
   [[nodiscard]] const DotActivationView& view() const noexcept { return view_; }
 
  private:
-  std::vector<std::int8_t> codes_;
+  AlignedVector<std::int8_t> codes_;  // cache-line aligned, like the weights
   std::vector<std::int32_t> sums_;
   DotActivationView view_;
 };
