@@ -18,11 +18,11 @@ template <class T>
 struct CacheAlignedAllocator {
   using value_type = T;  ///< the element type
 
+  /// An allocator; all of them are interchangeable.
   CacheAlignedAllocator() noexcept = default;
-  /// Rebinding copy, as allocators require.
+  /// The rebinding conversion allocators must have (implicit, as the standard requires).
   template <class U>
-  CacheAlignedAllocator(const CacheAlignedAllocator<U>&) noexcept {
-  }  // NOLINT(google-explicit-constructor)
+  CacheAlignedAllocator(const CacheAlignedAllocator<U>&) noexcept {}
 
   /// Storage for n elements, aligned to a cache line.
   [[nodiscard]] T* allocate(std::size_t n) {
