@@ -49,21 +49,27 @@ void check_close(const Matrix& y, const MatrixD& ref, const Matrix& x, const Mat
                                 "output outside the FP32 summation bound");
 }
 
-template <class Policy>
-void check_every_isa(const Policy& policy, index_t m, index_t n, index_t k, std::uint32_t seed) {
-  std::mt19937 rng(seed);
-  const Matrix w = qlr::test::heavy_tailed(rng, n, k);
-  const Matrix x = qlr::test::gaussian(rng, m, k);
-  const auto q = policy.quantize(w);
+/// Packs `q` and checks Y = X·Ŵᵀ on every ISA path against the oracle.
+template <class Format>
+void check_packed_every_isa(const qlr::QuantizedMatrix<Format>& q, const Matrix& x) {
   const kernels::PackedWeights packed(q);
   const Matrix w_hat = qlr::quant::dequantize(q);
   const MatrixD ref = oracle(x, w_hat);
   for (const kernels::Isa isa : kernels::available_isas()) {
     CAPTURE(kernels::to_string(isa));
-    Matrix y = Matrix::Constant(m, n, std::numeric_limits<float>::quiet_NaN());
+    Matrix y = Matrix::Constant(x.rows(), q.rows(), std::numeric_limits<float>::quiet_NaN());
     kernels::gemm(packed, input(x), output(y), {}, isa);
     check_close(y, ref, x, w_hat);
   }
+}
+
+/// Quantizes a heavy-tailed N×K weight with `policy` and checks M tokens on every path.
+template <class Policy>
+void check_every_isa(const Policy& policy, index_t m, index_t n, index_t k, std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  const Matrix w = qlr::test::heavy_tailed(rng, n, k);
+  const Matrix x = qlr::test::gaussian(rng, m, k);
+  check_packed_every_isa(policy.quantize(w), x);
 }
 
 template <class Policy>
@@ -160,18 +166,8 @@ TEST_CASE("gemm_wq: large K and N, one group per row and extreme codes", "[kerne
   Matrix w(8, 96);
   for (index_t i = 0; i < w.size(); ++i) w.data()[i] = (i * 7919) % 3 == 0 ? -1.0f : 1.0f;
   const Matrix x = Matrix::Constant(5, 96, 1e4f);
-  const auto check_extremes = [&](const auto& q) {
-    const kernels::PackedWeights packed(q);
-    const Matrix w_hat = qlr::quant::dequantize(q);
-    for (const auto isa : kernels::available_isas()) {
-      CAPTURE(kernels::to_string(isa));
-      Matrix y(5, 8);
-      kernels::gemm(packed, input(x), output(y), {}, isa);
-      check_close(y, oracle(x, w_hat), x, w_hat);
-    }
-  };
-  check_extremes(qlr::quant::IntAsym<4>({.group_size = 32}).quantize(w));
-  check_extremes(qlr::quant::IntAsym<8>({.group_size = 64}).quantize(w));
+  check_packed_every_isa(qlr::quant::IntAsym<4>({.group_size = 32}).quantize(w), x);
+  check_packed_every_isa(qlr::quant::IntAsym<8>({.group_size = 64}).quantize(w), x);
 }
 
 TEST_CASE("gemm_wq: floating zero points, near and far from the codes", "[kernels][gemm_wq]") {
@@ -190,15 +186,7 @@ TEST_CASE("gemm_wq: floating zero points, near and far from the codes", "[kernel
     qlr::QuantizedParts parts =
         Floating({.group_size = 32, .zero_mode = qlr::ZeroMode::floating}).quantize(w).parts();
     parts.zeros.assign(parts.zeros.size(), far);
-    const qlr::QuantizedMatrix<Floating::format> q(std::move(parts));
-    const kernels::PackedWeights packed(q);
-    const Matrix w_hat = qlr::quant::dequantize(q);
-    for (const auto isa : kernels::available_isas()) {
-      CAPTURE(kernels::to_string(isa));
-      Matrix y(2, 9);
-      kernels::gemm(packed, input(x), output(y), {}, isa);
-      check_close(y, oracle(x, w_hat), x, w_hat);
-    }
+    check_packed_every_isa(qlr::QuantizedMatrix<Floating::format>(std::move(parts)), x);
   }
 }
 
