@@ -20,6 +20,7 @@
 #include <typeinfo>
 #include <vector>
 
+#include "qlr/core/aligned.hpp"
 #include "qlr/core/cpu.hpp"
 #include "qlr/core/matrix.hpp"
 #include "qlr/core/parallel.hpp"
@@ -146,8 +147,8 @@ void bench_qlr(benchmark::State& state, index_t m, index_t n, index_t k, int thr
 
 /// Y = X·Wᵀ with Eigen FP32, the columns of Y split over qlr's threads as qlr's kernels
 /// split them; prepare(begin, end) runs first on each slice of W's rows.
-template <class Prepare>
-void eigen_product(const Matrix& x, const Matrix& w, Matrix& y, const Prepare& prepare) {
+template <class Weight, class Prepare>
+void eigen_product(const Matrix& x, const Weight& w, Matrix& y, const Prepare& prepare) {
   qlr::parallel_for(w.rows(), 64, [&](index_t begin, index_t end) {
     prepare(begin, end);
     y.middleCols(begin, end - begin).noalias() = x * w.middleRows(begin, end - begin).transpose();
@@ -158,18 +159,23 @@ void eigen_product(const Matrix& x, const Matrix& w, Matrix& y, const Prepare& p
 void bench_eigen(benchmark::State& state, index_t m, index_t n, index_t k, int threads) {
   qlr::set_num_threads(threads);
   const double bytes = 4.0 * static_cast<double>(n) * static_cast<double>(k);
-  const auto& copies = kept_setup<std::vector<Matrix>>(setup_key("eigen", n, k), [&] {
-    std::vector<Matrix> made(copies_for(static_cast<std::size_t>(bytes)), random_matrix(n, k, 0.02f, 1));
+  // The copies live in qlr's aligned buffers, as qlr's weights do, so both read the same
+  // kind of memory (huge pages where the system gives them).
+  using WeightMap = Eigen::Map<const Matrix, Eigen::Aligned64>;
+  const auto& copies = kept_setup<std::deque<qlr::AlignedVector<float>>>(setup_key("eigen", n, k), [&] {
+    const Matrix w = random_matrix(n, k, 0.02f, 1);
+    std::deque<qlr::AlignedVector<float>> made(copies_for(static_cast<std::size_t>(bytes)),
+                                               qlr::AlignedVector<float>(w.data(), w.data() + w.size()));
     const Matrix x1 = random_matrix(1, k, 1.0f, 3);
     Matrix y1(1, n);
-    for (const Matrix& w : made) y1.noalias() = x1 * w.transpose();  // first reads, untimed
+    for (const auto& c : made) y1.noalias() = x1 * WeightMap(c.data(), n, k).transpose();  // first reads, untimed
     return made;
   });
   const Matrix x = random_matrix(m, k, 1.0f, 2);
   Matrix y = Matrix::Constant(m, n, 1.0f);
   std::size_t next = 0;
   for (auto _ : state) {
-    eigen_product(x, copies[next], y, [](index_t, index_t) {});
+    eigen_product(x, WeightMap(copies[next].data(), n, k), y, [](index_t, index_t) {});
     next = (next + 1) % copies.size();
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
@@ -264,7 +270,7 @@ void bench_memread(benchmark::State& state, int streams, bool prefetch, int thre
   qlr::set_num_threads(threads);
   constexpr std::size_t row_floats = 4096;
   const std::size_t rows = footprint_bytes / sizeof(float) / row_floats;
-  std::vector<float> buffer(rows * row_floats, 1.0f);
+  const qlr::AlignedVector<float> buffer(rows * row_floats, 1.0f);  // as the weights: misaligned 64-byte loads read two lines
   benchmark::DoNotOptimize(read_rows(buffer.data(), row_floats, rows, 1, false));  // first read, untimed
   for (auto _ : state) {
     qlr::parallel_for(static_cast<index_t>(rows), 64, [&](index_t begin, index_t end) {

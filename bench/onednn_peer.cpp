@@ -4,8 +4,11 @@
 
 #include <omp.h>
 
+#include <deque>
 #include <dnnl.hpp>
 #include <vector>
+
+#include "qlr/core/aligned.hpp"
 
 namespace qlr_bench {
 
@@ -19,6 +22,7 @@ struct OnednnMatmul::State {
   dnnl::matmul::primitive_desc pd;
   dnnl::matmul primitive;
   std::vector<dnnl::memory> weights;
+  std::deque<qlr::AlignedVector<std::uint8_t>> weight_buffers;  // qlr's kind of memory, as qlr's weights
 };
 
 OnednnMatmul::OnednnMatmul(long m, long n, long k, const float* scales) : state_(new State) {
@@ -38,7 +42,8 @@ OnednnMatmul::~OnednnMatmul() = default;
 int OnednnMatmul::add_weights(const std::int8_t* weights) {
   State& s = *state_;
   dnnl::memory plain(s.weights_plain, s.engine, const_cast<std::int8_t*>(weights));
-  dnnl::memory packed(s.pd.weights_desc(), s.engine);
+  s.weight_buffers.emplace_back(s.pd.weights_desc().get_size());
+  dnnl::memory packed(s.pd.weights_desc(), s.engine, s.weight_buffers.back().data());
   dnnl::reorder(plain, packed).execute(s.stream, plain, packed);
   s.stream.wait();
   s.weights.push_back(packed);
