@@ -25,10 +25,13 @@
 #include "qlr/core/matrix.hpp"
 #include "qlr/core/parallel.hpp"
 #include "qlr/kernels/gemm.hpp"
+#include "qlr/layers/rotated_activations.hpp"
 #include "qlr/quant/activation.hpp"
 #include "qlr/quant/dequantize.hpp"
 #include "qlr/quant/int_group.hpp"
+#include "qlr/rotate/rotation.hpp"
 #include "qlr/version.hpp"
+#include "memread.hpp"
 
 #if QLR_BENCH_HAVE_ONEDNN
 #  include "onednn_peer.hpp"
@@ -40,15 +43,7 @@ using qlr::index_t;
 using qlr::Matrix;
 namespace kernels = qlr::kernels;
 
-/// Weights are rotated through enough copies to exceed this, so that each iteration reads
-/// them from DRAM as a decoding engine does, not from the last-level cache. Every copy is
-/// read once before timing: on the VMs here the first read of freshly written memory runs
-/// at under 1 GB/s (85 ms for 64 MB, then 2 ms), which no engine pays twice.
-/// QLR_BENCH_FOOTPRINT_MB overrides it (the CI smoke run uses a small one).
-const std::size_t footprint_bytes = [] {
-  const char* mb = std::getenv("QLR_BENCH_FOOTPRINT_MB");
-  return (mb != nullptr ? std::strtoull(mb, nullptr, 10) : 512ull) << 20;
-}();
+using qlr_bench::footprint_bytes;
 
 constexpr std::array<std::array<index_t, 2>, 3> llm_nk{{{4096, 4096}, {11008, 4096}, {4096, 11008}}};
 
@@ -237,51 +232,19 @@ void bench_onednn(benchmark::State& state, index_t m, index_t n, index_t k, int 
 }
 #endif
 
-/// 64 bytes of floats as one GCC vector: a zmm register with -march=native on AVX-512,
-/// two ymm on AVX2.
-using Floats64B = float __attribute__((vector_size(64)));
-
-/// Sums `streams` rows of a far-larger-than-cache buffer together, 64 bytes per row per step
-/// into independent accumulators: the read pattern of a GEMV over that many rows.
-float read_rows(const float* data, std::size_t row_floats, std::size_t rows, int streams,
-                bool prefetch) {
-  Floats64B acc[8] = {};
-  const auto step = static_cast<std::size_t>(streams);
-  for (std::size_t r = 0; r + step <= rows; r += step) {
-    for (std::size_t i = 0; i < row_floats; i += 16) {
-      for (std::size_t s = 0; s < step; ++s) {
-        const float* p = data + (r + s) * row_floats + i;
-        if (prefetch) __builtin_prefetch(p + 512);  // 2 KB ahead, as a tuned GEMV does
-        Floats64B v;
-        std::memcpy(&v, p, sizeof v);
-        acc[s] += v;
-      }
-    }
-  }
-  float total = 0.0f;
-  for (const auto& a : acc)
-    for (int j = 0; j < 16; ++j) total += a[j];
-  return total;
-}
-
-/// The machine's read limit over 512 MB with `streams` interleaved row streams, with or
-/// without software prefetch.
-void bench_memread(benchmark::State& state, int streams, bool prefetch, int threads) {
+/// The input side of a rotated W4A8 layer: M tokens of K rotated online (randomized
+/// Hadamard, fused) and quantized per token to INT8 — or, `rotate` false, only quantized —
+/// to compare with the layer's GEMV (w4a8_gemv of the same N, K). Activations are in cache,
+/// as they are in an engine.
+void bench_rotate_quant(benchmark::State& state, index_t m, index_t k, int threads, bool rotate) {
   qlr::set_num_threads(threads);
-  constexpr std::size_t row_floats = 4096;
-  const std::size_t rows = footprint_bytes / sizeof(float) / row_floats;
-  const qlr::AlignedVector<float> buffer(rows * row_floats, 1.0f);  // as the weights: misaligned 64-byte loads read two lines
-  benchmark::DoNotOptimize(read_rows(buffer.data(), row_floats, rows, 1, false));  // first read, untimed
+  const qlr::rotate::RandomizedHadamard rotation(k, 1);
+  const Matrix x = random_matrix(m, k, 1.0f, 2);
   for (auto _ : state) {
-    qlr::parallel_for(static_cast<index_t>(rows), 64, [&](index_t begin, index_t end) {
-      const float sum = read_rows(buffer.data() + static_cast<std::size_t>(begin) * row_floats, row_floats,
-                                  static_cast<std::size_t>(end - begin), streams, prefetch);
-      benchmark::DoNotOptimize(sum);
-    });
-    benchmark::ClobberMemory();
+    auto a = rotate ? qlr::layers::rotate_quantize_per_token(rotation, x) : qlr::quant::quantize_per_token(x);
+    benchmark::DoNotOptimize(a.codes.data());
   }
-  state.counters["GBps"] = benchmark::Counter(static_cast<double>(buffer.size() * sizeof(float)),
-                                              benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GBps"] = benchmark::Counter(4.0 * static_cast<double>(m * k), benchmark::Counter::kIsIterationInvariantRate);
 }
 
 std::string shape_name(const char* kernel, const char* impl, index_t m, index_t n, index_t k, int threads) {
@@ -290,16 +253,7 @@ std::string shape_name(const char* kernel, const char* impl, index_t m, index_t 
 }
 
 void register_all() {
-  for (const int threads : {1, 2}) {
-    for (const int streams : {1, 4, 8}) {
-      for (const bool prefetch : {false, true}) {
-        const std::string name = "memread/streams:" + std::to_string(streams) +
-                                 (prefetch ? "/prefetch" : "") + "/threads:" + std::to_string(threads);
-        benchmark::RegisterBenchmark(name.c_str(), bench_memread, streams, prefetch, threads)
-            ->UseRealTime()->Unit(benchmark::kMillisecond);
-      }
-    }
-  }
+  qlr_bench::register_memread();
   std::vector<std::pair<std::string, kernels::Isa>> paths{{"qlr", kernels::best_isa()}};
   for (const kernels::Isa isa : kernels::available_isas())
     if (isa != kernels::Isa::reference) paths.emplace_back(std::string("qlr-") + kernels::to_string(isa), isa);
@@ -331,6 +285,10 @@ void register_all() {
 #if QLR_BENCH_HAVE_ONEDNN
         add(shape_name(kernel("w8a8").c_str(), "onednn", m, n, k, threads), bench_onednn, m, n, k, threads);
 #endif
+        if (m == 1) {
+          add(shape_name("rotate_int8", "qlr", m, n, k, threads), bench_rotate_quant, m, k, threads, true);
+          add(shape_name("quant_int8", "qlr", m, n, k, threads), bench_rotate_quant, m, k, threads, false);
+        }
       }
     }
   }

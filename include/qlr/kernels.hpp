@@ -3,6 +3,7 @@
 // the weight-only INT4/INT8 GEMM/GEMV and the integer W8A8/W4A8/W4A4 GEMM/GEMV.
 #pragma once
 
+#include "qlr/kernels/fwht.hpp"
 #include "qlr/kernels/gemm.hpp"
 #include "qlr/kernels/isa.hpp"
 #include "qlr/kernels/packed.hpp"

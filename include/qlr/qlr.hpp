@@ -6,5 +6,7 @@
 #include "qlr/core.hpp"
 #include "qlr/io.hpp"
 #include "qlr/kernels.hpp"
+#include "qlr/layers.hpp"
 #include "qlr/quant.hpp"
+#include "qlr/rotate.hpp"
 #include "qlr/version.hpp"

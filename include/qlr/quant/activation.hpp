@@ -74,34 +74,52 @@ inline float quantize_token(const float* x, index_t n, int bits, float clip,
 
 }  // namespace detail
 
-/// Quantizes each row of `x` (M×K) with its own symmetric scale s = clip·max|x|/qmax.
-/// Throws for bits ∉ {4, 8}, clip ∉ (0, 1], an empty x, or a row holding NaN/Inf.
-inline QuantizedActivations quantize_per_token(ConstMatrixRef x, ActivationOptions options = {}) {
-  constexpr const char* entity = "quant::quantize_per_token";
+namespace detail {
+
+/// Checks the arguments of a per-token quantizer named `entity` and returns the result's
+/// storage, codes and scales sized for x. Throws for bits ∉ {4, 8}, clip ∉ (0, 1] or an
+/// empty x.
+inline QuantizedActivations prepare_per_token(index_t rows, index_t cols, ActivationOptions options,
+                                              const char* entity) {
   QLR_CHECK(options.bits == 8 || options.bits == 4, unsupported,
             "{}: bits = {}; expected 8 or 4", entity, options.bits);
   QLR_CHECK(options.clip > 0.0f && options.clip <= 1.0f, invalid_argument,
             "{}: clip = {}; expected a value in (0, 1]", entity, options.clip);
-  QLR_CHECK(x.rows() > 0 && x.cols() > 0, shape_mismatch,
-            "{}: x is {}x{}; expected a non-empty matrix", entity, x.rows(), x.cols());
+  QLR_CHECK(rows > 0 && cols > 0, shape_mismatch,
+            "{}: x is {}x{}; expected a non-empty matrix", entity, rows, cols);
   require_round_to_nearest(entity);
   QuantizedActivations a;
-  a.rows = x.rows();
-  a.cols = x.cols();
+  a.rows = rows;
+  a.cols = cols;
   a.bits = options.bits;
-  a.codes.resize(static_cast<std::size_t>(a.rows * a.cols));
-  a.scales.resize(static_cast<std::size_t>(a.rows));
+  a.codes.resize(static_cast<std::size_t>(rows * cols));
+  a.scales.resize(static_cast<std::size_t>(rows));
+  return a;
+}
+
+/// Throws, naming `entity`, for the first token whose scale quantize_token() left NaN.
+inline void check_token_scales(const QuantizedActivations& a, const char* entity) {
+  for (index_t t = 0; t < a.rows; ++t) {
+    QLR_CHECK(!std::isnan(a.scales[static_cast<std::size_t>(t)]), invalid_argument,
+              "{}: row {} of x holds a NaN or an infinity; expected finite activations", entity,
+              t);
+  }
+}
+
+}  // namespace detail
+
+/// Quantizes each row of `x` (M×K) with its own symmetric scale s = clip·max|x|/qmax.
+/// Throws for bits ∉ {4, 8}, clip ∉ (0, 1], an empty x, or a row holding NaN/Inf.
+inline QuantizedActivations quantize_per_token(ConstMatrixRef x, ActivationOptions options = {}) {
+  constexpr const char* entity = "quant::quantize_per_token";
+  QuantizedActivations a = detail::prepare_per_token(x.rows(), x.cols(), options, entity);
   parallel_for(a.rows, 16, [&](index_t begin, index_t end) {
     for (index_t t = begin; t < end; ++t) {
       a.scales[static_cast<std::size_t>(t)] = detail::quantize_token(
           x.row(t).data(), a.cols, a.bits, options.clip, a.codes.data() + t * a.cols);
     }
   });
-  for (index_t t = 0; t < a.rows; ++t) {
-    QLR_CHECK(!std::isnan(a.scales[static_cast<std::size_t>(t)]), invalid_argument,
-              "{}: row {} of x holds a NaN or an infinity; expected finite activations", entity,
-              t);
-  }
+  detail::check_token_scales(a, entity);
   return a;
 }
 

@@ -1,0 +1,85 @@
+// SPDX-License-Identifier: Apache-2.0
+// The normalized Walsh–Hadamard transform of any size qlr can factor, n = K·2^k:
+// Ĥ_n = (H_K ⊗ H_{2^k})/√n. A row x, viewed as K×2^k row-major X, becomes H_K·X·H_{2^k}/√n:
+// the fast transform of every sub-row (O(n·k), the SIMD kernels), then a dense ±1 mix of the
+// K sub-rows (O(n·K)), as QuaRot-derived tools order it (ALGORITHMS.md §4.1).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "qlr/core/error.hpp"
+#include "qlr/core/matrix.hpp"
+#include "qlr/kernels/fwht.hpp"
+#include "qlr/rotate/detail/apply_rows.hpp"
+#include "qlr/rotate/hadamard_matrix.hpp"
+
+namespace qlr::rotate {
+
+/// x ← Ĥ_n·x (or Ĥ_nᵀ·x) for rows of size n, planned once: the factor K, the K×K mix and
+/// the fast transform of the chosen kernel path.
+class HadamardTransform {
+ public:
+  /// The transform of size n on path `isa`. Throws for a size qlr cannot factor (the
+  /// message lists the orders it has) or a path this CPU cannot run.
+  explicit HadamardTransform(index_t n, kernels::Isa isa = kernels::best_isa())
+      : n_(n), factor_(hadamard_factor(n)), fwht_(kernels::fwht_for(isa)) {
+    if (factor_.order > 1) {
+      const HadamardMatrix h = find_hadamard(factor_.order);
+      mix_ = h.sign.empty() ? Matrix() : Eigen::Map<const Eigen::Matrix<std::int8_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(
+                                             h.sign.data(), h.order, h.order).cast<float>();
+      construction_ = h.construction;
+    }
+  }
+
+  /// n, the row size.
+  [[nodiscard]] index_t size() const noexcept { return n_; }
+  /// How n factors: K and k of n = K·2^k.
+  [[nodiscard]] HadamardFactor factor() const noexcept { return factor_; }
+  /// How H_K was made ("Paley I, q = 11", …); empty for a power of two.
+  [[nodiscard]] const std::string& construction() const noexcept { return construction_; }
+  /// Floats of scratch apply() needs: n when K > 1, else 0.
+  [[nodiscard]] index_t scratch_size() const noexcept { return factor_.order > 1 ? n_ : 0; }
+
+  /// x ← Ĥ·x, or Ĥᵀ·x when `transpose` (the inverse), for one row of n finite floats;
+  /// `scratch` holds scratch_size() floats. Unchecked: the batch entry points check.
+  void apply(float* x, float* scratch, bool transpose = false) const noexcept {
+    const float scale = 1.0f / std::sqrt(static_cast<float>(n_));
+    if (factor_.order == 1) {
+      fwht_(x, factor_.log2_pow2, scale);
+      return;
+    }
+    const index_t k = factor_.order;
+    const index_t p = n_ / k;
+    for (index_t i = 0; i < k; ++i) fwht_(x + i * p, factor_.log2_pow2, 1.0f);
+    Eigen::Map<Matrix> rows(x, k, p);
+    Eigen::Map<Matrix> mixed(scratch, k, p);
+    if (transpose)
+      mixed.noalias() = mix_.transpose() * rows;
+    else
+      mixed.noalias() = mix_ * rows;
+    rows = mixed * scale;
+  }
+
+  /// Every row of m ← Ĥ·row (Ĥᵀ·row when `transpose`), rows split over qlr's threads.
+  /// Throws for m.cols() != n, or for a row holding NaN/Inf, leaving m as it was (to FP32
+  /// rounding: rows already rotated are rotated back).
+  void apply_rows(MatrixRef m, bool transpose = false) const {
+    QLR_CHECK(m.cols() == n_, shape_mismatch,
+              "rotate::HadamardTransform: rows of {} values; expected the transform's size n = {}",
+              m.cols(), n_);
+    detail::apply_rows_checked(
+        m, scratch_size(), [&](float* x, float* scratch) { apply(x, scratch, transpose); },
+        [&](float* x, float* scratch) { apply(x, scratch, !transpose); }, "rotate::HadamardTransform");
+  }
+
+ private:
+  index_t n_;
+  HadamardFactor factor_;
+  kernels::FwhtFn fwht_;
+  Matrix mix_;  // H_K as floats (exact: ±1)
+  std::string construction_;
+};
+
+}  // namespace qlr::rotate
