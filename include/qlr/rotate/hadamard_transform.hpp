@@ -5,9 +5,11 @@
 // K sub-rows (O(n·K)), as QuaRot-derived tools order it (ALGORITHMS.md §4.1).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "qlr/core/error.hpp"
 #include "qlr/core/matrix.hpp"
@@ -24,11 +26,17 @@ class HadamardTransform {
   /// The transform of size n on path `isa`. Throws for a size qlr cannot factor (the
   /// message lists the orders it has) or a path this CPU cannot run.
   explicit HadamardTransform(index_t n, kernels::Isa isa = kernels::best_isa())
-      : n_(n), factor_(hadamard_factor(n)), fwht_(kernels::fwht_for(isa)) {
+      : n_(n), factor_(hadamard_factor(n)), kernels_(kernels::hadamard_kernels_for(isa)) {
     if (factor_.order > 1) {
       const HadamardMatrix h = find_hadamard(factor_.order);
-      mix_ = h.sign.empty() ? Matrix() : Eigen::Map<const Eigen::Matrix<std::int8_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(
-                                             h.sign.data(), h.order, h.order).cast<float>();
+      const index_t k = h.order;
+      h_rows_.resize(static_cast<std::size_t>(k * k));
+      h_cols_.resize(static_cast<std::size_t>(k * k));
+      for (index_t i = 0; i < k; ++i)
+        for (index_t j = 0; j < k; ++j) {
+          h_rows_[static_cast<std::size_t>(i * k + j)] = static_cast<float>(h(i, j));
+          h_cols_[static_cast<std::size_t>(j * k + i)] = static_cast<float>(h(i, j));
+        }
       construction_ = h.construction;
     }
   }
@@ -47,19 +55,17 @@ class HadamardTransform {
   void apply(float* x, float* scratch, bool transpose = false) const noexcept {
     const float scale = 1.0f / std::sqrt(static_cast<float>(n_));
     if (factor_.order == 1) {
-      fwht_(x, factor_.log2_pow2, scale);
+      kernels_.fwht(x, factor_.log2_pow2, scale);
       return;
     }
     const index_t k = factor_.order;
     const index_t p = n_ / k;
-    for (index_t i = 0; i < k; ++i) fwht_(x + i * p, factor_.log2_pow2, 1.0f);
-    Eigen::Map<Matrix> rows(x, k, p);
-    Eigen::Map<Matrix> mixed(scratch, k, p);
-    if (transpose)
-      mixed.noalias() = mix_.transpose() * rows;
-    else
-      mixed.noalias() = mix_ * rows;
-    rows = mixed * scale;
+    for (index_t i = 0; i < k; ++i) kernels_.fwht(x + i * p, factor_.log2_pow2, 1.0f);
+    // Hᵀ's rows are H's columns: the transpose swaps the two.
+    const float* rows = transpose ? h_cols_.data() : h_rows_.data();
+    const float* cols = transpose ? h_rows_.data() : h_cols_.data();
+    kernels_.mix(rows, cols, k, x, p, scratch, scale);
+    std::copy(scratch, scratch + n_, x);
   }
 
   /// Every row of m ← Ĥ·row (Ĥᵀ·row when `transpose`), rows split over qlr's threads.
@@ -77,8 +83,9 @@ class HadamardTransform {
  private:
   index_t n_;
   HadamardFactor factor_;
-  kernels::FwhtFn fwht_;
-  Matrix mix_;  // H_K as floats (exact: ±1)
+  kernels::HadamardKernels kernels_;
+  std::vector<float> h_rows_;  // H_K row-major as floats (exact: ±1)
+  std::vector<float> h_cols_;  // H_Kᵀ row-major
   std::string construction_;
 };
 

@@ -5,7 +5,8 @@
 #pragma once
 
 #include <algorithm>
-#include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <mutex>
 #include <utility>
 #include <vector>
@@ -24,10 +25,14 @@ template <class Forward, class Inverse>
 void apply_rows_checked(MatrixRef m, index_t scratch_floats, const Forward& forward,
                         const Inverse& inverse, const char* entity) {
   const index_t n = m.cols();
-  const auto finite = [n](const float* row) {
-    bool ok = true;
-    for (index_t i = 0; i < n; ++i) ok &= std::isfinite(row[i]);
-    return ok;
+  const auto finite = [n](const float* row) {  // exponent bits all set: NaN or ±Inf
+    std::uint32_t bad = 0;
+    for (index_t i = 0; i < n; ++i) {
+      std::uint32_t bits;
+      std::memcpy(&bits, row + i, sizeof bits);
+      bad |= static_cast<std::uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+    }
+    return bad == 0;
   };
   std::mutex mutex;
   std::vector<std::pair<index_t, index_t>> done;  // [begin, end) ranges transformed
