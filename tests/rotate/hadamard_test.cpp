@@ -90,6 +90,7 @@ TEST_CASE("Hadamard: GF(p^e) uses the smallest monic irreducible modulus", "[rot
 TEST_CASE("Hadamard: K*2^k products are Hadamard for n up to 4096", "[rotate][hadamard]") {
   for (const index_t k : {1, 12, 20, 28, 172}) {
     const rotate::HadamardMatrix hk = rotate::find_hadamard(k);
+    REQUIRE(hk.order == k);
     for (int log2p = 0; k << log2p <= 4096; log2p += 3) {
       CAPTURE(k, log2p);
       const MatrixD h = kronecker_hadamard(hk, log2p);
@@ -109,7 +110,8 @@ TEST_CASE("Hadamard: sizes factor as ALGORITHMS.md chooses, and the rest are ref
   CHECK(rotate::hadamard_factor(13824).order == 108);
   CHECK(rotate::hadamard_factor(40).order == 20);  // 20·2: the Sylvester part is the fast one
   CHECK(rotate::hadamard_factor(1).order == 1);
-  for (const index_t bad : {0, -4, 3, 6, 188, 4 * 47 * 8}) {
+  CHECK(rotate::hadamard_factor(188 * 8).order == 752);  // 188 = 4·47 has none; 752 = Paley I, q = 751
+  for (const index_t bad : {0, -4, 3, 6, 94, 188}) {  // 188·8 = 752·2 has Paley I, q = 751
     CAPTURE(bad);
     CHECK_THROWS_AS(rotate::hadamard_factor(bad), qlr::Error);
   }
