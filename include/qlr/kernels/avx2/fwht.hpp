@@ -3,7 +3,7 @@
 // ymm registers hold no more).
 #pragma once
 
-#include <array>
+#include <utility>
 #include <cstdint>
 
 #include "qlr/core/config.hpp"

@@ -3,7 +3,7 @@
 // (levels in groups of 4, so a 4096-point row takes 2 passes).
 #pragma once
 
-#include <array>
+#include <utility>
 #include <cstdint>
 
 #include "qlr/core/config.hpp"

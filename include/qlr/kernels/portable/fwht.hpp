@@ -3,7 +3,7 @@
 // which every target has (SSE2 on x86-64, NEON on arm64).
 #pragma once
 
-#include <array>
+#include <utility>
 #include <cstdint>
 
 #include "qlr/core/config.hpp"
