@@ -75,8 +75,13 @@ TEST_CASE("Hadamard: constructions follow the preference order of ALGORITHMS.md"
 }
 
 TEST_CASE("Hadamard: GF(p^e) uses the smallest monic irreducible modulus", "[rotate][hadamard]") {
-  // Exactly half of the nonzero elements of a field of odd order are squares, and the
-  // character is multiplicative only when the modulus is irreducible.
+  // The moduli ALGORITHMS.md §4.1 names, as c_0 … c_{e−1} of x^e + Σ c_i x^i; they fix how
+  // every implementation numbers the field, and so which Paley matrix it builds.
+  CHECK(rotate::detail::GaloisField(25).modulus() == std::vector<int>{2, 0});      // x² + 2
+  CHECK(rotate::detail::GaloisField(27).modulus() == std::vector<int>{1, 2, 0});   // x³ + 2x + 1
+  CHECK(rotate::detail::GaloisField(343).modulus() == std::vector<int>{2, 0, 0});  // x³ + 2
+  CHECK(rotate::detail::GaloisField(11).modulus().empty());
+  // Half of the nonzero elements of a field of odd order are squares.
   for (const int q : {25, 27, 49, 121, 125, 343}) {
     CAPTURE(q);
     const rotate::detail::GaloisField field(q);

@@ -58,6 +58,8 @@ class GaloisField {
 
   /// The order q.
   [[nodiscard]] int order() const noexcept { return q_; }
+  /// c_0 … c_{e−1} of the modulus x^e + Σ c_i·x^i; empty for a prime field.
+  [[nodiscard]] const std::vector<int>& modulus() const noexcept { return modulus_; }
   /// a − b.
   [[nodiscard]] int sub(int a, int b) const noexcept {
     int out = 0;
@@ -246,6 +248,13 @@ inline Registry& registry() {
   return r;
 }
 
+/// True when a table of order k is registered.
+inline bool registered(index_t k) {
+  auto& r = registry();
+  const std::lock_guard lock(r.mutex);
+  return r.tables.count(k) != 0;
+}
+
 }  // namespace detail
 
 /// Registers a K×K Hadamard table for orders qlr cannot construct (or to replace one).
@@ -335,7 +344,7 @@ inline HadamardFactor hadamard_factor(index_t n) {
   while (m % 2 == 0) m /= 2, ++t;
   if (m == 1) return {1, t};
   for (int j = 2; j <= t; ++j) {
-    if (detail::constructible(m << j) || find_hadamard(m << j).order != 0) return {m << j, t - j};
+    if (detail::constructible(m << j) || detail::registered(m << j)) return {m << j, t - j};
   }
   std::string orders;
   for (const index_t k : constructible_orders()) orders += (orders.empty() ? "" : ", ") + std::to_string(k);

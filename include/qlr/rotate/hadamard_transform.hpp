@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <string>
 #include <vector>
 
 #include "qlr/core/error.hpp"
@@ -37,16 +36,11 @@ class HadamardTransform {
           h_rows_[static_cast<std::size_t>(i * k + j)] = static_cast<float>(h(i, j));
           h_cols_[static_cast<std::size_t>(j * k + i)] = static_cast<float>(h(i, j));
         }
-      construction_ = h.construction;
     }
   }
 
   /// n, the row size.
   [[nodiscard]] index_t size() const noexcept { return n_; }
-  /// How n factors: K and k of n = K·2^k.
-  [[nodiscard]] HadamardFactor factor() const noexcept { return factor_; }
-  /// How H_K was made ("Paley I, q = 11", …); empty for a power of two.
-  [[nodiscard]] const std::string& construction() const noexcept { return construction_; }
   /// Floats of scratch apply() needs: n when K > 1, else 0.
   [[nodiscard]] index_t scratch_size() const noexcept { return factor_.order > 1 ? n_ : 0; }
 
@@ -86,7 +80,6 @@ class HadamardTransform {
   kernels::HadamardKernels kernels_;
   std::vector<float> h_rows_;  // H_K row-major as floats (exact: ±1)
   std::vector<float> h_cols_;  // H_Kᵀ row-major
-  std::string construction_;
 };
 
 }  // namespace qlr::rotate

@@ -62,8 +62,6 @@ class Hadamard {
   void rotate(float* x, float* scratch) const noexcept { transform_.apply(x, scratch, false); }
   /// x ← Ĥᵀ·x.
   void unrotate(float* x, float* scratch) const noexcept { transform_.apply(x, scratch, true); }
-  /// The planned transform.
-  [[nodiscard]] const HadamardTransform& transform() const noexcept { return transform_; }
 
  private:
   HadamardTransform transform_;
@@ -99,8 +97,6 @@ class RandomizedHadamard {
     transform_.apply(x, scratch, true);
     for (index_t i = 0; i < size(); ++i) x[i] *= signs_[static_cast<std::size_t>(i)];
   }
-  /// σ.
-  [[nodiscard]] const std::vector<float>& signs() const noexcept { return signs_; }
 
  private:
   HadamardTransform transform_;
