@@ -196,7 +196,8 @@ TEST_CASE("gemm_wq: bias and low-rank epilogue", "[kernels][gemm_wq]") {
   const auto q = qlr::quant::IntSym<4>({.group_size = 32}).quantize(w);
   const kernels::PackedWeights packed(q);
   const Matrix w_hat = qlr::quant::dequantize(q);
-  const qlr::LowRankTerm low_rank{input(b), input(t)};
+  const Matrix bt = b.transpose();
+  const qlr::LowRankTerm low_rank{input(bt), input(t)};
   const MatrixD ref = oracle(x, w_hat) + t.cast<double>() * b.cast<double>().transpose() +
                       MatrixD::Ones(m, 1) * bias.cast<double>();
   for (const auto isa : kernels::available_isas()) {
@@ -246,10 +247,10 @@ TEST_CASE("gemm_wq: bad shapes and layouts are qlr::Errors", "[kernels][gemm_wq]
                     Catch::Contains("expected non-null buffers"));
   CHECK_THROWS_WITH(kernels::gemm(packed, qlr::ConstMatrixView{x.data(), 2, 64, 32}, output(y)),
                     Catch::Contains("x.stride = 32"));
-  const Matrix b(8, 2), t(3, 2);
-  const qlr::LowRankTerm bad_low_rank{input(b), input(t)};
+  const Matrix bt(2, 8), t(3, 2);
+  const qlr::LowRankTerm bad_low_rank{input(bt), input(t)};
   CHECK_THROWS_WITH(kernels::gemm(packed, input(x), output(y), {.low_rank = &bad_low_rank}),
-                    Catch::Contains("low-rank B is 8x2, t is 3x2"));
+                    Catch::Contains("low-rank Bt is 2x8, t is 3x2"));
   CHECK_THROWS_WITH(kernels::PackedWeights(
                         qlr::quant::IntAsym<4>({.group_size = 48}).quantize(Matrix::Ones(2, 96))),
                     Catch::Contains("group_size = 48; expected a multiple of 32"));

@@ -68,6 +68,32 @@ inline KernelTable table_for(Isa isa) {
 }
 
 namespace detail {
+/// Throws unless `lr` fits an output of `n` columns and `m` tokens: bt is R×N, t has a row
+/// per token, and each token's slice lies inside bt and t.
+inline void check_low_rank(const LowRankTerm& lr, index_t n, index_t m) {
+  constexpr const char* entity = "kernels::gemm";
+  QLR_CHECK(lr.bt.data != nullptr && lr.t.data != nullptr && lr.bt.cols == n && lr.t.rows == m &&
+                lr.bt.stride >= lr.bt.cols && lr.t.stride >= lr.t.cols,
+            shape_mismatch,
+            "{}: low-rank Bt is {}x{}, t is {}x{}; expected Bt R x (N = {}) and t (M = {}) x r",
+            entity, lr.bt.rows, lr.bt.cols, lr.t.rows, lr.t.cols, n, m);
+  if (lr.slices == nullptr) {
+    QLR_CHECK(lr.t.cols == lr.bt.rows, shape_mismatch,
+              "{}: low-rank t has {} columns; expected one per row of Bt ({}) when no token "
+              "picks a slice",
+              entity, lr.t.cols, lr.bt.rows);
+    return;
+  }
+  for (index_t i = 0; i < m; ++i) {
+    const LowRankSlice& s = lr.slices[i];
+    QLR_CHECK(s.first >= 0 && s.rank >= 0 && s.first + s.rank <= lr.bt.rows && s.rank <= lr.t.cols,
+              shape_mismatch,
+              "{}: low-rank slice of token {} = rows [{}, {}) of Bt; expected rows inside [0, {}) "
+              "and a rank <= t's {} columns",
+              entity, i, s.first, s.first + s.rank, lr.bt.rows, lr.t.cols);
+  }
+}
+
 /// Throws unless x (M×K) and y (M×N) fit `w` and the epilogue's operands fit both.
 inline void check_gemm_args(const PackedView& w, ConstMatrixView x, MatrixView y,
                             const Epilogue& e) {
@@ -85,15 +111,7 @@ inline void check_gemm_args(const PackedView& w, ConstMatrixView x, MatrixView y
   QLR_CHECK(x.stride >= x.cols && y.stride >= y.cols, invalid_argument,
             "{}: x.stride = {}, y.stride = {}; expected strides >= the row lengths {} and {}",
             entity, x.stride, y.stride, x.cols, y.cols);
-  if (e.low_rank != nullptr) {
-    const LowRankTerm& lr = *e.low_rank;
-    QLR_CHECK(lr.b.data != nullptr && lr.t.data != nullptr && lr.b.rows == w.rows &&
-                  lr.t.rows == x.rows && lr.b.cols == lr.t.cols && lr.b.stride >= lr.b.cols &&
-                  lr.t.stride >= lr.t.cols,
-              shape_mismatch,
-              "{}: low-rank B is {}x{}, t is {}x{}; expected B (N = {})x r and t (M = {})x r",
-              entity, lr.b.rows, lr.b.cols, lr.t.rows, lr.t.cols, w.rows, x.rows);
-  }
+  if (e.low_rank != nullptr) check_low_rank(*e.low_rank, w.rows, x.rows);
 }
 
 /// Throws unless the activations a (M×K codes, M scales) and y (M×N) fit `w`, the

@@ -14,11 +14,11 @@ namespace qlr::kernels::detail {
 
 /// Writes the finished outputs of token `m`, panel `p` of a weight-only GEMM from the row
 /// sums `sums`, skipping the rows that pad the last panel.
-inline void store_wq_panel(const float (&sums)[wq_panel_rows], const PackedView& w, MatrixView y,
+QLR_ALWAYS_INLINE void store_wq_panel(const float (&sums)[wq_panel_rows], const PackedView& w, MatrixView y,
                            const Epilogue& e, index_t p, index_t m) noexcept {
   const index_t n0 = p * wq_panel_rows;
   const index_t count = w.rows - n0 < wq_panel_rows ? w.rows - n0 : wq_panel_rows;
-  for (index_t r = 0; r < count; ++r) y.row(m)[n0 + r] = finish_output(e, sums[r], m, n0 + r);
+  finish_outputs<wq_panel_rows>(e, sums, nullptr, m, n0, count, y.row(m) + n0);
 }
 
 /// Runs Tiles::tile<Bits, T> for the largest T ≤ Tokens equal to `tokens`.
@@ -63,12 +63,11 @@ void gemm_wq_with_tiles(const PackedView& w, ConstMatrixView x, MatrixView y, co
 
 /// Writes the 16 sums `acc` of panel `p`, token `m` (Σ_l s_l·dot_l per row) as finished
 /// outputs, skipping the rows that pad the last panel.
-inline void store_panel(const float* acc, const DotWeightView& w, const DotActivationView& a,
+QLR_ALWAYS_INLINE void store_panel(const float* acc, const DotWeightView& w, const DotActivationView& a,
                         MatrixView y, const Epilogue& e, index_t p, index_t m) noexcept {
   const index_t n0 = p * panel_rows;
   const index_t count = w.rows - n0 < panel_rows ? w.rows - n0 : panel_rows;
-  for (index_t r = 0; r < count; ++r)
-    y.row(m)[n0 + r] = finish_scaled_output(e, acc[r], a.scales[m], m, n0 + r);
+  finish_outputs<panel_rows>(e, acc, a.scales + m, m, n0, count, y.row(m) + n0);
 }
 
 /// Runs Tiles::dot_tile<Bits, Panels, T> for the largest T ≤ Tokens equal to `tokens`.

@@ -46,7 +46,7 @@ inline void gemm_dot(const DotWeightView& w, const DotActivationView& a, MatrixV
           acc = std::fma(-w.zero_fractions[at], static_cast<float>(a.group_sums[m * a.groups + l]),
                          acc);
       }
-      y.row(m)[o] = detail::finish_scaled_output(e, acc, a.scales[m], m, o);
+      detail::finish_outputs<1>(e, &acc, a.scales + m, m, o, 1, y.row(m) + o);
     }
   }
 }

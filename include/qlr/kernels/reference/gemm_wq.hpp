@@ -23,7 +23,8 @@ inline void gemm_wq_f32(const PackedView& w, ConstMatrixView x, MatrixView y, co
         const float w_hat = w.scales[at] * (static_cast<float>(w.code(n, i)) - w.zeros[at]);
         acc += static_cast<double>(w_hat) * static_cast<double>(x.row(m)[i]);
       }
-      y.row(m)[n] = detail::finish_output(e, static_cast<float>(acc), m, n);
+      const float sum = static_cast<float>(acc);
+      detail::finish_outputs<1>(e, &sum, nullptr, m, n, 1, y.row(m) + n);
     }
   }
 }
