@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// Module header of qlr's file readers: llama2.c checkpoints.
+// Module header of qlr's file readers and writers: llama2.c checkpoints, safetensors files.
 #pragma once
 
 #include "qlr/io/llama2c.hpp"
+#include "qlr/io/safetensors.hpp"

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // IEEE-754 binary16 conversions in portable C++ (no F16C), for scales stored as f16 and for
 // reading and writing f16 tensors; round to nearest even as the hardware converters do.
+// bfloat16 (the upper half of a float) too, for the bf16 tensors of PEFT adapters.
 #pragma once
 
 #include <bit>
@@ -51,6 +52,22 @@ constexpr float next_half_up(float f) noexcept {
   const std::uint16_t h = float_to_half_bits(f);
   if (h == 0x8000u) return half_bits_to_float(0x0001u);  // -0 → smallest positive subnormal
   return half_bits_to_float(static_cast<std::uint16_t>((h & 0x8000u) ? h - 1u : h + 1u));
+}
+
+/// bfloat16 bit pattern of `f` (its upper 16 bits), rounded to nearest even; overflow gives
+/// ±inf, NaN stays a quiet NaN (plain truncation of a NaN could leave a zero mantissa: inf).
+constexpr std::uint16_t float_to_bf16_bits(float f) noexcept {
+  const std::uint32_t bits = std::bit_cast<std::uint32_t>(f);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((bits >> 16) | 0x40u);
+  // Adding 0x7fff plus the lowest kept bit rounds the dropped half to even; a carry into the
+  // exponent is the correct rounding up, up to infinity.
+  const std::uint32_t odd = (bits >> 16) & 1u;
+  return static_cast<std::uint16_t>((bits + 0x7fffu + odd) >> 16);
+}
+
+/// The float value of a bfloat16 bit pattern (exact: every bfloat16 is a float).
+constexpr float bf16_bits_to_float(std::uint16_t b) noexcept {
+  return std::bit_cast<float>(static_cast<std::uint32_t>(b) << 16);
 }
 
 }  // namespace qlr
