@@ -1,0 +1,132 @@
+// SPDX-License-Identifier: Apache-2.0
+// The two roles of QuantizedLinear that have no module of their own: how activations enter
+// the GEMM (FP32, or quantized per token to INT8/INT4) and which kernel runs it (qlr's SIMD
+// kernels on a path chosen at run time, or a dense FP32 product of the dequantized weight
+// for formats no SIMD kernel takes). Each role has its concept; a policy that does not fit
+// fails at the layer's declaration with the concept's name.
+#pragma once
+
+#include <concepts>
+#include <type_traits>
+
+#include "qlr/core/format.hpp"
+#include "qlr/core/matrix.hpp"
+#include "qlr/core/view.hpp"
+#include "qlr/kernels/detail/epilogue.hpp"
+#include "qlr/kernels/gemm.hpp"
+#include "qlr/kernels/isa.hpp"
+#include "qlr/quant/activation.hpp"
+#include "qlr/quant/dequantize.hpp"
+
+namespace qlr::layers {
+
+/// Activations enter the GEMM as FP32: the weight-only (decoding) path, W4/W8 × FP32.
+struct FloatActivations {
+  static constexpr int bits = 0;  ///< not quantized
+};
+
+/// Activations quantized per token to `Bits` (8: W8A8/W4A8, 4: W4A4) just before the GEMM.
+template <int Bits>
+struct TokenActivations {
+  static_assert(Bits == 8 || Bits == 4, "per-token activations are INT8 or INT4");
+  static constexpr int bits = Bits;  ///< code width
+  float clip = 1.0f;                 ///< range clip·max|x| per token, in (0, 1]
+};
+
+/// INT8 per-token activations.
+using Int8Activations = TokenActivations<8>;
+/// INT4 per-token activations (after a rotation has spread the outliers).
+using Int4Activations = TokenActivations<4>;
+
+/// An activation policy: `bits` is 0 (FP32) or the per-token code width 8 or 4.
+template <class A>
+concept ActivationPolicy = requires {
+  { A::bits } -> std::convertible_to<int>;   // 0: FP32 activations; 8 or 4: per-token codes
+  requires A::bits == 0 || A::bits == 8 || A::bits == 4;  // the widths qlr's kernels take
+};
+
+/// The weight formats qlr's SIMD kernels pack: INT4 or INT8 codes with a scale (and zero).
+template <class Format>
+inline constexpr bool simd_packable =
+    (Format::bits == 4 || Format::bits == 8) &&
+    (Format::encoding == Encoding::int_sym || Format::encoding == Encoding::int_asym);
+
+/// qlr's SIMD kernels (kernels::gemm) on the best path of this CPU, or the one QLR_ISA names.
+/// Weights are packed once: PackedWeights for FP32 activations, DotWeights for codes.
+struct SimdKernels {
+  /// Formats with a SIMD path: INT4/INT8 integer codes, any activation policy.
+  template <class Format, class Act>
+  static constexpr bool supports = simd_packable<Format>;
+
+  /// The packed weight this kernel runs.
+  template <class Format, class Act>
+  using packed = std::conditional_t<Act::bits == 0, kernels::PackedWeights<Format>,
+                                    kernels::DotWeights<Format>>;
+
+  /// Packs `q` for activations `Act`.
+  template <class Act, class Format>
+  static packed<Format, Act> pack(const QuantizedMatrix<Format>& q) {
+    return packed<Format, Act>(q);
+  }
+
+  /// Y = X·Ŵᵀ + epilogue for FP32 activations.
+  template <class Format>
+  static void gemm(const kernels::PackedWeights<Format>& w, ConstMatrixView x, MatrixView y,
+                   const Epilogue& e) {
+    kernels::gemm(w, x, y, e);
+  }
+
+  /// Y = X̂·Ŵᵀ + epilogue for per-token codes.
+  template <class Format>
+  static void gemm(const kernels::DotWeights<Format>& w, const ActivationCodes& x, MatrixView y,
+                   const Epilogue& e) {
+    kernels::gemm(w, x, y, e);
+  }
+};
+
+/// The dequantized weight Ŵ (FP32) times the activations, through Eigen: any format
+/// (INT2/INT3, NF4), and the oracle the SIMD compositions are tested against. Codes are
+/// dequantized (x̂ = s_x·q) first, so it computes what the integer kernels approximate.
+struct DenseKernel {
+  /// Every format and activation policy.
+  template <class Format, class Act>
+  static constexpr bool supports = true;
+
+  /// The dequantized weight (N×K).
+  template <class Format, class Act>
+  using packed = Matrix;
+
+  /// Dequantizes `q`.
+  template <class Act, class Format>
+  static Matrix pack(const QuantizedMatrix<Format>& q) {
+    return quant::dequantize(q);
+  }
+
+  /// Y = X·Ŵᵀ + epilogue.
+  static void gemm(const Matrix& w, ConstMatrixView x, MatrixView y, const Epilogue& e) {
+    const ConstMatrixMap xs(x.data, x.rows, x.cols, Eigen::OuterStride<>(x.stride));
+    const Matrix acc = xs * w.transpose();
+    for (index_t m = 0; m < y.rows; ++m)
+      for (index_t n = 0; n < y.cols; ++n)
+        kernels::detail::finish_outputs<1>(e, &acc(m, n), nullptr, m, n, 1, y.row(m) + n);
+  }
+
+  /// Y = X̂·Ŵᵀ + epilogue, X̂ = s_x·q per token.
+  static void gemm(const Matrix& w, const ActivationCodes& x, MatrixView y, const Epilogue& e) {
+    Matrix xs(x.rows, x.cols);
+    for (index_t m = 0; m < x.rows; ++m)
+      for (index_t i = 0; i < x.cols; ++i)
+        xs(m, i) = x.scales[m] * static_cast<float>(x.codes[m * x.stride + i]);
+    gemm(w, ConstMatrixView{xs.data(), xs.rows(), xs.cols(), xs.cols()}, y, e);
+  }
+};
+
+/// A kernel policy: `supports<Format, Act>`, the type it packs to, pack(), and gemm() for
+/// the activations `Act` delivers.
+template <class K, class Format, class Act>
+concept KernelFor = ActivationPolicy<Act> && requires(const QuantizedMatrix<Format>& q) {
+  requires K::template supports<Format, Act>;  // this kernel has a path for the weight format
+  { K::template pack<Act>(q) } -> std::same_as<typename K::template packed<Format, Act>>;  // packs once
+};
+
+}  // namespace qlr::layers
