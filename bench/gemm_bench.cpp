@@ -31,6 +31,7 @@
 #include "qlr/quant/int_group.hpp"
 #include "qlr/rotate/rotation.hpp"
 #include "qlr/version.hpp"
+#include "bench_support.hpp"
 #include "memread.hpp"
 
 #if QLR_BENCH_HAVE_ONEDNN
@@ -43,53 +44,16 @@ using qlr::index_t;
 using qlr::Matrix;
 namespace kernels = qlr::kernels;
 
+using qlr_bench::copies_for;
 using qlr_bench::footprint_bytes;
+using qlr_bench::input;
+using qlr_bench::kept_setup;
+using qlr_bench::output;
+using qlr_bench::random_matrix;
+using qlr_bench::set_counters;
+using qlr_bench::setup_key;
 
 constexpr std::array<std::array<index_t, 2>, 3> llm_nk{{{4096, 4096}, {11008, 4096}, {4096, 11008}}};
-
-std::size_t copies_for(std::size_t bytes) {
-  return std::max<std::size_t>(2, (footprint_bytes + bytes - 1) / bytes);
-}
-
-Matrix random_matrix(index_t rows, index_t cols, float sigma, std::uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, sigma);
-  Matrix m(rows, cols);
-  for (index_t i = 0; i < m.size(); ++i) m.data()[i] = normal(rng);
-  return m;
-}
-
-qlr::ConstMatrixView input(const Matrix& m) { return {m.data(), m.rows(), m.cols(), m.cols()}; }
-qlr::MatrixView output(Matrix& m) { return {m.data(), m.rows(), m.cols(), m.cols()}; }
-
-void set_counters(benchmark::State& state, double weight_bytes, index_t m, index_t n, index_t k) {
-  state.counters["GBps"] = benchmark::Counter(weight_bytes, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["GOPs"] = benchmark::Counter(2.0 * static_cast<double>(m) * static_cast<double>(n) *
-                                                  static_cast<double>(k),
-                                              benchmark::Counter::kIsIterationInvariantRate);
-}
-
-/// The weight copies of the benchmark now running, kept for the next one with the same key:
-/// Google Benchmark calls a benchmark once per repetition, and the thread counts and ISA
-/// paths of one shape share their weights, so building hundreds of MB of copies and reading
-/// each once (see footprint_bytes) happens once per shape instead of once per run. Only the
-/// last setup is kept, so memory stays at one footprint.
-template <class Setup, class Make>
-const Setup& kept_setup(const std::string& key, const Make& make) {
-  static std::string kept_key;
-  static std::shared_ptr<const void> kept;
-  if (kept == nullptr || kept_key != key) {
-    kept.reset();  // free the old copies before building the new ones
-    kept = std::make_shared<const Setup>(make());
-    kept_key = key;
-  }
-  return *static_cast<const Setup*>(kept.get());
-}
-
-/// A shape's key for kept_setup().
-std::string setup_key(const char* what, index_t n, index_t k, index_t extra = 0) {
-  return std::string(what) + "/" + std::to_string(n) + "x" + std::to_string(k) + "/" + std::to_string(extra);
-}
 
 /// qlr's GEMM on path `isa` (or Auto), rotating through packed copies. `Packed` is
 /// PackedWeights (FP32 activations) or DotWeights (activations quantized per token to

@@ -76,6 +76,8 @@ template <quant::Quantizer Q, rotate::RotationPolicy R = rotate::Identity,
 class QuantizedLinear {
  public:
   using format = typename Q::format;  ///< the base weight's quantized format
+  using quantizer_type = Q;           ///< the quantizer policy
+  using rotation_type = R;            ///< the rotation policy
   /// The adapter id of a row that uses no adapter, in a multi-adapter forward.
   static constexpr index_t no_adapter = -1;
 
