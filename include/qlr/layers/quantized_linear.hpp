@@ -78,6 +78,7 @@ class QuantizedLinear {
   using format = typename Q::format;  ///< the base weight's quantized format
   using quantizer_type = Q;           ///< the quantizer policy
   using rotation_type = R;            ///< the rotation policy
+  using adapter_set = Adapters;       ///< the adapter types it may hold
   /// The adapter id of a row that uses no adapter, in a multi-adapter forward.
   static constexpr index_t no_adapter = -1;
 

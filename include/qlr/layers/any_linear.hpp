@@ -1,0 +1,305 @@
+// SPDX-License-Identifier: Apache-2.0
+// A QuantizedLinear chosen at run time, for engines that read the layer's format from a
+// file or a flag: a LinearSpec names the weight format, the activation width, the rotation
+// and the kernel, and make_linear maps it onto a closed list of compiled compositions
+// (STYLE.md §3.6). Formats the SIMD kernels take (INT4/INT8) run there with FP32, INT8 or
+// INT4 activations; the others (INT2/INT3, NF4) run on the dense kernel, weight-only.
+#pragma once
+
+#include <charconv>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "qlr/adapter/dora.hpp"
+#include "qlr/adapter/lora.hpp"
+#include "qlr/adapter/low_rank.hpp"
+#include "qlr/adapter/qa_lora.hpp"
+#include "qlr/adapter/quantized_low_rank.hpp"
+#include "qlr/core/error.hpp"
+#include "qlr/core/matrix.hpp"
+#include "qlr/layers/policies.hpp"
+#include "qlr/layers/quantized_linear.hpp"
+#include "qlr/quant/int_group.hpp"
+#include "qlr/quant/nf4.hpp"
+#include "qlr/quant/spec.hpp"
+#include "qlr/rotate/rotation.hpp"
+
+namespace qlr::layers {
+
+/// A rotation chosen at run time: none (the identity) or a randomized Hadamard.
+class AnyRotation {
+ public:
+  /// The identity of size n.
+  explicit AnyRotation(index_t n) : r_(rotate::Identity(n)) {}
+  /// A randomized Hadamard rotation.
+  explicit AnyRotation(rotate::RandomizedHadamard r) : r_(std::move(r)) {}
+
+  /// n.
+  [[nodiscard]] index_t size() const noexcept {
+    return std::visit([](const auto& r) { return r.size(); }, r_);
+  }
+  /// Floats of scratch a row needs.
+  [[nodiscard]] index_t scratch_size() const noexcept {
+    return std::visit([](const auto& r) { return r.scratch_size(); }, r_);
+  }
+  /// x ← Qᵀ·x.
+  void rotate(float* x, float* scratch) const noexcept {
+    std::visit([&](const auto& r) { r.rotate(x, scratch); }, r_);
+  }
+  /// x ← Q·x.
+  void unrotate(float* x, float* scratch) const noexcept {
+    std::visit([&](const auto& r) { r.unrotate(x, scratch); }, r_);
+  }
+
+ private:
+  std::variant<rotate::Identity, rotate::RandomizedHadamard> r_;
+};
+
+/// Which kernel a runtime layer uses.
+enum class KernelChoice : std::uint8_t {
+  automatic,  ///< the SIMD kernels when they take the format, else the dense one
+  dense,      ///< the dequantized FP32 weight through Eigen (weight-only)
+};
+
+/// A layer's composition, chosen at run time.
+struct LinearSpec {
+  quant::QuantSpec weights;      ///< the base weight's quantizer
+  int activation_bits = 0;       ///< 0 (FP32), 8 or 4 (per token)
+  float activation_clip = 1.0f;  ///< per-token range clip·max|x|
+  bool rotated = false;          ///< a randomized Hadamard on the input side
+  std::uint64_t rotation_seed = 0;               ///< its signs' seed
+  KernelChoice kernel = KernelChoice::automatic;  ///< which kernel runs it
+};
+
+/// The spec's name, which parse_linear_spec reads back: the weights' quant spec, then
+/// "+a8" / "+a4", "+rht<seed>" and "+dense" when they apply, e.g. "int4-sym-g128+a8+rht7".
+inline std::string to_string(const LinearSpec& spec) {
+  std::string name = quant::to_string(spec.weights);
+  if (spec.activation_bits != 0) name += "+a" + std::to_string(spec.activation_bits);
+  if (spec.rotated) name += "+rht" + std::to_string(spec.rotation_seed);
+  if (spec.kernel == KernelChoice::dense) name += "+dense";
+  return name;
+}
+
+/// Reads "<quant spec>[+a8|+a4][+rht<seed>][+dense]" (see to_string). Throws naming the
+/// word it does not understand.
+inline LinearSpec parse_linear_spec(std::string_view text) {
+  constexpr const char* entity = "layers::parse_linear_spec";
+  LinearSpec spec;
+  const std::size_t plus = text.find('+');
+  spec.weights = quant::parse_quant_spec(text.substr(0, plus));
+  for (std::size_t begin = plus; begin != std::string_view::npos;) {
+    const std::size_t next = text.find('+', begin + 1);
+    const std::string_view word = text.substr(begin + 1, next == std::string_view::npos ? next : next - begin - 1);
+    begin = next;
+    if (word == "a8" || word == "a4") {
+      spec.activation_bits = word[1] - '0';
+    } else if (word == "dense") {
+      spec.kernel = KernelChoice::dense;
+    } else if (word.starts_with("rht")) {
+      const auto [end, ec] = std::from_chars(word.data() + 3, word.data() + word.size(), spec.rotation_seed);
+      QLR_CHECK(ec == std::errc() && end == word.data() + word.size() && word.size() > 3,
+                invalid_argument, "{}: '{}' in '{}'; expected rht<seed>, e.g. rht42", entity, word,
+                text);
+      spec.rotated = true;
+    } else {
+      qlr::detail::fail(Errc::invalid_argument,
+                        "{}: '{}' in '{}'; expected a8, a4, rht<seed> or dense after '+'", entity,
+                        word, text);
+    }
+  }
+  return spec;
+}
+
+/// Any adapter a runtime layer can hold.
+using AnyAdapter = std::variant<adapter::Lora, adapter::Dora, adapter::LowRank,
+                                adapter::QuantizedLowRank, adapter::QaLora>;
+
+/// A QuantizedLinear whose composition was chosen at run time (make_linear). The same
+/// operations as QuantizedLinear, through one virtual call each.
+class AnyLinear {
+  struct Interface;
+
+ public:
+  /// Wraps a compiled composition `layer` described by `spec`.
+  template <class Layer>
+  static AnyLinear wrap(LinearSpec spec, Layer layer) {
+    return AnyLinear(std::move(spec), std::make_unique<Model<Layer>>(std::move(layer)));
+  }
+
+  /// The layer's composition.
+  [[nodiscard]] const LinearSpec& spec() const noexcept { return spec_; }
+  [[nodiscard]] index_t in_features() const { return impl_->in_features(); }   ///< K
+  [[nodiscard]] index_t out_features() const { return impl_->out_features(); }  ///< N
+  /// Y (M×N) = X·Ŵᵀ + b plus the enabled adapters (QuantizedLinear::forward).
+  void forward(ConstMatrixRef x, MatrixRef y) const { impl_->forward(x, y); }
+  /// forward(x, y) into a new matrix.
+  [[nodiscard]] Matrix forward(ConstMatrixRef x) const {
+    Matrix y(x.rows(), out_features());
+    forward(x, y);
+    return y;
+  }
+  /// Multi-adapter batch: row i uses adapter adapter_of_row[i] (or -1).
+  void forward(ConstMatrixRef x, MatrixRef y, std::span<const index_t> adapter_of_row) const {
+    impl_->forward_rows(x, y, adapter_of_row);
+  }
+  /// Attaches `a` under `name`. Throws when the base cannot hold it (QA-LoRA needs an
+  /// asymmetric integer base).
+  void attach(std::string name, AnyAdapter a, Basis basis = Basis::original) {
+    impl_->attach(std::move(name), std::move(a), basis);
+  }
+  /// Removes adapter `name`.
+  void detach(std::string_view name) { impl_->detach(name); }
+  /// Enables or disables adapter `name`.
+  void set_enabled(std::string_view name, bool enabled) { impl_->set_enabled(name, enabled); }
+  /// Multiplies adapter `name`'s update by `scale`.
+  void set_scale(std::string_view name, float scale) { impl_->set_scale(name, scale); }
+  /// The id of adapter `name` for a multi-adapter forward.
+  [[nodiscard]] index_t adapter_id(std::string_view name) const { return impl_->adapter_id(name); }
+  /// The attached adapters' names, in id order.
+  [[nodiscard]] std::vector<std::string> adapter_names() const { return impl_->adapter_names(); }
+  /// Sets the bias (N values; empty removes it).
+  void set_bias(const Vector& bias) { impl_->set_bias(bias); }
+  /// The dequantized base in the original basis.
+  [[nodiscard]] Matrix dequantized_weight() const { return impl_->dequantized_weight(); }
+  /// The dense weight with the enabled adapters, the oracle of forward().
+  [[nodiscard]] Matrix dense_weight() const { return impl_->dense_weight(); }
+  /// The quantized base, in the rotated basis.
+  [[nodiscard]] quant::AnyQuantizedMatrix base() const { return impl_->base(); }
+
+ private:
+  struct Interface {
+    virtual ~Interface() = default;
+    [[nodiscard]] virtual index_t in_features() const = 0;
+    [[nodiscard]] virtual index_t out_features() const = 0;
+    virtual void forward(ConstMatrixRef x, MatrixRef y) const = 0;
+    virtual void forward_rows(ConstMatrixRef x, MatrixRef y, std::span<const index_t> ids) const = 0;
+    virtual void attach(std::string name, AnyAdapter a, Basis basis) = 0;
+    virtual void detach(std::string_view name) = 0;
+    virtual void set_enabled(std::string_view name, bool enabled) = 0;
+    virtual void set_scale(std::string_view name, float scale) = 0;
+    [[nodiscard]] virtual index_t adapter_id(std::string_view name) const = 0;
+    [[nodiscard]] virtual std::vector<std::string> adapter_names() const = 0;
+    virtual void set_bias(const Vector& bias) = 0;
+    [[nodiscard]] virtual Matrix dequantized_weight() const = 0;
+    [[nodiscard]] virtual Matrix dense_weight() const = 0;
+    [[nodiscard]] virtual quant::AnyQuantizedMatrix base() const = 0;
+  };
+
+  template <class Layer>
+  struct Model final : Interface {
+    explicit Model(Layer l) : layer(std::move(l)) {}
+    index_t in_features() const override { return layer.in_features(); }
+    index_t out_features() const override { return layer.out_features(); }
+    void forward(ConstMatrixRef x, MatrixRef y) const override { layer.forward(x, y); }
+    void forward_rows(ConstMatrixRef x, MatrixRef y, std::span<const index_t> ids) const override {
+      layer.forward(x, y, ids);
+    }
+    void attach(std::string name, AnyAdapter a, Basis basis) override {
+      std::visit(
+          [&]<class A>(A& held) {
+            if constexpr (Layer::adapter_set::template contains<A>) {
+              layer.attach(std::move(name), std::move(held), basis);
+            } else {
+              qlr::detail::fail(Errc::unsupported,
+                                "layers::AnyLinear::attach: adapter '{}' is QA-LoRA on a {} base; "
+                                "expected an asymmetric integer base (its zero points absorb it)",
+                                name, to_string(Layer::format::encoding));
+            }
+          },
+          a);
+    }
+    void detach(std::string_view name) override { layer.detach(name); }
+    void set_enabled(std::string_view name, bool enabled) override { layer.set_enabled(name, enabled); }
+    void set_scale(std::string_view name, float scale) override { layer.set_scale(name, scale); }
+    index_t adapter_id(std::string_view name) const override { return layer.adapter_id(name); }
+    std::vector<std::string> adapter_names() const override { return layer.adapter_names(); }
+    void set_bias(const Vector& bias) override { layer.set_bias(bias); }
+    Matrix dequantized_weight() const override { return layer.dequantized_weight(); }
+    Matrix dense_weight() const override { return layer.dense_weight(); }
+    quant::AnyQuantizedMatrix base() const override { return layer.base(); }
+    Layer layer;
+  };
+
+  AnyLinear(LinearSpec spec, std::unique_ptr<Interface> impl)
+      : spec_(std::move(spec)), impl_(std::move(impl)) {}
+
+  LinearSpec spec_;
+  std::unique_ptr<Interface> impl_;
+};
+
+namespace detail {
+
+/// The adapters a base of `Format` can hold: QA-LoRA only beside asymmetric zero points.
+template <class Format>
+using adapters_for =
+    std::conditional_t<Format::encoding == Encoding::int_asym, AsymAdapters, StandardAdapters>;
+
+/// The composition of quantizer Q, activations Act and kernel K, as an AnyLinear.
+template <class Q, class Act, class K>
+AnyLinear make_composed(ConstMatrixRef w, const Q& q, const LinearSpec& spec) {
+  using Layer = QuantizedLinear<Q, AnyRotation, Act, adapters_for<typename Q::format>, K>;
+  AnyRotation rotation = spec.rotated ? AnyRotation(rotate::RandomizedHadamard(w.cols(), spec.rotation_seed))
+                                      : AnyRotation(w.cols());
+  Act act{};
+  if constexpr (Act::bits != 0) act.clip = spec.activation_clip;
+  return AnyLinear::wrap(spec, Layer(w, q, std::move(rotation), act));
+}
+
+/// Quantizer Q on the SIMD kernels with the spec's activations, or on the dense kernel.
+template <class Q>
+AnyLinear make_for_quantizer(ConstMatrixRef w, const Q& q, const LinearSpec& spec) {
+  constexpr const char* entity = "layers::make_linear";
+  QLR_CHECK(spec.activation_bits == 0 || spec.activation_bits == 8 || spec.activation_bits == 4,
+            unsupported, "{}: activation_bits = {}; expected 0 (FP32), 8 or 4", entity,
+            spec.activation_bits);
+  if constexpr (simd_packable<typename Q::format>) {
+    if (spec.kernel == KernelChoice::automatic) {
+      if (spec.activation_bits == 8) return make_composed<Q, Int8Activations, SimdKernels>(w, q, spec);
+      if (spec.activation_bits == 4) return make_composed<Q, Int4Activations, SimdKernels>(w, q, spec);
+      return make_composed<Q, FloatActivations, SimdKernels>(w, q, spec);
+    }
+  }
+  QLR_CHECK(spec.activation_bits == 0, unsupported,
+            "{}: '{}' runs on the dense kernel, weight-only; expected activation_bits = 0, or "
+            "INT4/INT8 weights for the integer kernels",
+            entity, to_string(spec));
+  return make_composed<Q, FloatActivations, DenseKernel>(w, q, spec);
+}
+
+template <int Bits>
+AnyLinear make_for_bits(ConstMatrixRef w, const LinearSpec& spec) {
+  if (spec.weights.encoding == Encoding::int_sym)
+    return make_for_quantizer(w, quant::IntSym<Bits>(spec.weights.options), spec);
+  return make_for_quantizer(w, quant::IntAsym<Bits>(spec.weights.options), spec);
+}
+
+}  // namespace detail
+
+/// Rotates, quantizes and packs `w` (N×K) as `spec` says. Throws for a composition that is
+/// not compiled (e.g. INT3 weights with INT8 activations), naming it.
+inline AnyLinear make_linear(ConstMatrixRef w, const LinearSpec& spec) {
+  if (spec.weights.encoding == Encoding::codebook) {
+    QLR_CHECK(spec.weights.bits == 4, unsupported,
+              "layers::make_linear: bits = {} with a codebook; expected 4 (NF4)", spec.weights.bits);
+    return detail::make_for_quantizer(w, quant::Nf4(spec.weights.nf4), spec);
+  }
+  switch (spec.weights.bits) {
+    case 2: return detail::make_for_bits<2>(w, spec);
+    case 3: return detail::make_for_bits<3>(w, spec);
+    case 4: return detail::make_for_bits<4>(w, spec);
+    case 8: return detail::make_for_bits<8>(w, spec);
+    default:
+      qlr::detail::fail(Errc::unsupported, "layers::make_linear: bits = {}; expected 2, 3, 4 or 8",
+                        spec.weights.bits);
+  }
+}
+
+}  // namespace qlr::layers
