@@ -3,6 +3,7 @@
 // header (qlr/core.hpp, qlr/quant.hpp, qlr/io.hpp) instead.
 #pragma once
 
+#include "qlr/adapter.hpp"
 #include "qlr/core.hpp"
 #include "qlr/io.hpp"
 #include "qlr/kernels.hpp"
