@@ -106,7 +106,8 @@ MatrixD unmerged_forward(const MatrixD& w_hat, const QaLora& qa, const Matrix& x
 MatrixD unmerged_forward_f32(const Matrix& w_hat, const QaLora& qa, const Matrix& x) {
   Matrix t(x.rows(), qa.rank());
   qa.project(x, t);
-  return to_double(x) * to_double(w_hat).transpose() + to_double(t) * to_double(qa.up()).transpose();
+  return to_double(x) * to_double(w_hat).transpose() +
+         to_double(t) * to_double(qa.up()).transpose();
 }
 
 QaLora random_qa_lora(std::mt19937& rng, index_t n, index_t k, index_t g, index_t r,
@@ -125,7 +126,9 @@ Q4 make_q4(index_t n, index_t k, index_t g, const std::vector<std::uint8_t>& cod
   const index_t stride = qlr::packed_size(4, k);
   parts.codes.resize(static_cast<std::size_t>(n * stride));
   for (index_t o = 0; o < n; ++o)
-    qlr::pack_codes(4, std::span(codes).subspan(static_cast<std::size_t>(o * k), static_cast<std::size_t>(k)),
+    qlr::pack_codes(4,
+                    std::span(codes).subspan(static_cast<std::size_t>(o * k),
+                                             static_cast<std::size_t>(k)),
                     std::span(parts.codes).subspan(static_cast<std::size_t>(o * stride),
                                                    static_cast<std::size_t>(stride)));
   parts.scales = std::move(scales);
@@ -181,7 +184,8 @@ TEST_CASE("T3.1 merge into zeros is exact: f32 and double, K = 256 and ragged 17
       // Double: Z' = Z − D/S unrounded against the double reimplementation of §3.1.
       const MatrixD z_merged = zeros_of(base) - qa.group_delta().cwiseQuotient(scales_of(base));
       const MatrixD y_merged_d = to_double(x) * dequantize_with_zeros(base, z_merged).transpose();
-      const MatrixD y_unmerged_d = unmerged_forward(dequantize_with_zeros(base, zeros_of(base)), qa, x);
+      const MatrixD w_hat_d = dequantize_with_zeros(base, zeros_of(base));
+      const MatrixD y_unmerged_d = unmerged_forward(w_hat_d, qa, x);
       CHECK(relative_error(y_unmerged_d, y_merged_d) <= 1e-12);
       // The stored f32 zeros are Z' rounded once.
       for (index_t o = 0; o < n; o += 17)
@@ -203,13 +207,18 @@ TEST_CASE("T3.2 dyadic data: merged and unmerged outputs are bit-identical in do
   for (auto& z : zeros) z = static_cast<float>(code(rng));
   const Q4 base = make_q4(n, k, g, codes, scales, zeros);
   Matrix a(r, groups), b(n, r), x(m, k);
-  for (index_t i = 0; i < a.size(); ++i) a.data()[i] = std::ldexp(static_cast<float>(small(rng)), -8);
-  for (index_t i = 0; i < b.size(); ++i) b.data()[i] = std::ldexp(static_cast<float>(small(rng)), -8);
-  for (index_t i = 0; i < x.size(); ++i) x.data()[i] = std::ldexp(static_cast<float>(xs(rng)), -4);
+  const auto dyadic = [&](Matrix& out, std::uniform_int_distribution<int>& numerator, int exp) {
+    for (index_t i = 0; i < out.size(); ++i)
+      out.data()[i] = std::ldexp(static_cast<float>(numerator(rng)), exp);
+  };
+  dyadic(a, small, -8);  // multiples of 2^-8
+  dyadic(b, small, -8);
+  dyadic(x, xs, -4);     // multiples of 2^-4
   const QaLora qa(a, b, 1.0, k, g);  // α/r = 0.25, mean pooling
   REQUIRE(qa.scale() == 0.25f);
   const Q4 merged = qlr::adapter::merge_into_zeros(base, qa);
-  const MatrixD y_merged = to_double(x) * dequantize_with_zeros(merged, zeros_of(merged)).transpose();
+  const MatrixD w_merged = dequantize_with_zeros(merged, zeros_of(merged));
+  const MatrixD y_merged = to_double(x) * w_merged.transpose();
   const MatrixD y_unmerged = unmerged_forward(dequantize_with_zeros(base, zeros_of(base)), qa, x);
   CHECK(y_merged == y_unmerged);
   CHECK(!qa.group_delta().isZero());
@@ -366,5 +375,6 @@ TEST_CASE("QaLora and merge_into_zeros reject bad input, naming it (T1.4)",
   CHECK_QLR_ERROR(qlr::adapter::merge_into_zeros(base64, qa64_wrong),
                   "base.group_size() = 64 and adapter group_size() = 32; expected them equal");
   const Q4 other_shape = Int4({.group_size = 32}).quantize(gaussian(rng, n + 1, k));
-  CHECK_QLR_ERROR(qlr::adapter::merge_into_zeros(other_shape, qa), "base is 13x172; expected 12x172");
+  CHECK_QLR_ERROR(qlr::adapter::merge_into_zeros(other_shape, qa),
+                  "base is 13x172; expected 12x172");
 }

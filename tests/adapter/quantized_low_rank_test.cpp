@@ -31,7 +31,8 @@ using qlr::test::relative_error;
 using qlr::test::to_double;
 
 static_assert(qlr::adapter::Adapter<QuantizedLowRank>);
-static_assert(qlr::adapter::AdapterFor<QuantizedLowRank, qlr::QuantFormat<3, qlr::Encoding::int_sym>>);
+static_assert(
+    qlr::adapter::AdapterFor<QuantizedLowRank, qlr::QuantFormat<3, qlr::Encoding::int_sym>>);
 
 TEST_CASE("QuantizedLowRank: INT8 factors reconstruct the update within the product bound",
           "[adapter][quantized_low_rank]") {

@@ -10,21 +10,23 @@
 
 namespace qlr::adapter {
 
-/// A low-rank side path y += B·t with t = project(x): what QuantizedLinear fuses into its kernel's epilogue.
+/// A low-rank side path y += B·t with t = project(x): what QuantizedLinear fuses into its
+/// kernel's epilogue.
 template <class A>
 concept Adapter = requires(const A& a, ConstMatrixRef x, MatrixRef t) {
   { a.in_features() } -> std::same_as<index_t>;       // K of the layer it fits
   { a.out_features() } -> std::same_as<index_t>;      // N
   { a.rank() } -> std::same_as<index_t>;              // r, columns of t
-  a.project(x, t);                                    // t (M×r) = s·A·pool(x) in FP32: the part before B
-  { a.up() } -> std::convertible_to<ConstMatrixRef>;  // B (N×r) in FP32 (dequantized if stored quantized)
-  { a.delta() } -> std::same_as<Matrix>;              // the dense update ΔW (N×K) in the input basis, for merges and references
+  a.project(x, t);                                    // t (M×r) = s·A·pool(x), FP32: before B
+  { a.up() } -> std::convertible_to<ConstMatrixRef>;  // B (N×r), FP32 (dequantized if stored so)
+  { a.delta() } -> std::same_as<Matrix>;              // dense ΔW (N×K), input basis, for merges
 };
 
-/// An adapter that can sit beside a base of quantized format `Format` (QA-LoRA needs int_asym zero points).
+/// An adapter that can sit beside a base of quantized format `Format` (QA-LoRA needs int_asym
+/// zero points).
 template <class A, class Format>
 concept AdapterFor = Adapter<A> && requires {
-  requires A::template compatible_with<Format>;  // the adapter's rule for this base format (QA-LoRA merges into int_asym zero points)
+  requires A::template compatible_with<Format>;  // its rule for this base (QA-LoRA: int_asym zeros)
 };
 
 }  // namespace qlr::adapter

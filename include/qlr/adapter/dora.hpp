@@ -68,7 +68,8 @@ class Dora {
   [[nodiscard]] float scale() const noexcept { return lora_.scale(); }        ///< s
   [[nodiscard]] const Matrix& a() const noexcept { return lora_.a(); }        ///< A (r×K)
   [[nodiscard]] const Matrix& b() const noexcept { return lora_.b(); }        ///< B (N×r)
-  [[nodiscard]] const Matrix& up() const noexcept { return lora_.b(); }  ///< B, the Adapter's up-projection
+  /// B, the Adapter's up-projection.
+  [[nodiscard]] const Matrix& up() const noexcept { return lora_.b(); }
   [[nodiscard]] const Vector& magnitude() const noexcept { return magnitude_; }  ///< m (N)
   /// The direction update alone, as a LoRA adapter.
   [[nodiscard]] const Lora& lora() const noexcept { return lora_; }

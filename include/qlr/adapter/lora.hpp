@@ -52,7 +52,8 @@ class Lora {
   [[nodiscard]] float scale() const noexcept { return factors_.scale(); }  ///< s
   [[nodiscard]] const Matrix& a() const noexcept { return factors_.a(); }  ///< A (r×K)
   [[nodiscard]] const Matrix& b() const noexcept { return factors_.b(); }  ///< B (N×r)
-  [[nodiscard]] const Matrix& up() const noexcept { return factors_.b(); }  ///< B, the Adapter's up-projection
+  /// B, the Adapter's up-projection.
+  [[nodiscard]] const Matrix& up() const noexcept { return factors_.b(); }
   /// Values stored when kept separate: r·(N + K).
   [[nodiscard]] index_t parameter_count() const noexcept {
     return rank() * (out_features() + in_features());

@@ -68,7 +68,8 @@ class QaLora {
   [[nodiscard]] float scale() const noexcept { return scale_; }                 ///< s
   [[nodiscard]] const Matrix& a() const noexcept { return a_; }                 ///< A (r×L)
   [[nodiscard]] const Matrix& b() const noexcept { return b_; }                 ///< B (N×r)
-  [[nodiscard]] const Matrix& up() const noexcept { return b_; }  ///< B, the Adapter's up-projection
+  /// B, the Adapter's up-projection.
+  [[nodiscard]] const Matrix& up() const noexcept { return b_; }
   /// Values stored when kept separate: r·(N + L).
   [[nodiscard]] index_t parameter_count() const noexcept {
     return rank() * (out_features() + groups());
@@ -119,7 +120,8 @@ class QaLora {
   /// the zero-point merge divides it by the scales, Z' = Z − D/S (§3.3).
   [[nodiscard]] MatrixD group_delta() const {
     MatrixD d = b_.cast<double>() * a_.cast<double>();
-    for (index_t l = 0; l < groups(); ++l) d.col(l) *= static_cast<double>(scale_) * pool_factor(l);
+    for (index_t l = 0; l < groups(); ++l)
+      d.col(l) *= static_cast<double>(scale_) * pool_factor(l);
     return d;
   }
 

@@ -56,10 +56,12 @@ class QuantizedLowRank {
   [[nodiscard]] index_t out_features() const noexcept { return factors_.out_features(); }  ///< N
   [[nodiscard]] index_t rank() const noexcept { return factors_.rank(); }  ///< r
   [[nodiscard]] float scale() const noexcept { return factors_.scale(); }  ///< s
-  [[nodiscard]] const std::vector<ComponentBlock>& blocks() const noexcept { return blocks_; }  ///< as stored
-  [[nodiscard]] const Matrix& a() const noexcept { return factors_.a(); }  ///< Â (r×K), dequantized
-  [[nodiscard]] const Matrix& b() const noexcept { return factors_.b(); }  ///< B̂ (N×r), dequantized
-  [[nodiscard]] const Matrix& up() const noexcept { return factors_.b(); }  ///< B̂, the Adapter's up-projection
+  /// The component blocks as stored.
+  [[nodiscard]] const std::vector<ComponentBlock>& blocks() const noexcept { return blocks_; }
+  [[nodiscard]] const Matrix& a() const noexcept { return factors_.a(); }  ///< Â (r×K), FP32
+  [[nodiscard]] const Matrix& b() const noexcept { return factors_.b(); }  ///< B̂ (N×r), FP32
+  /// B̂, the Adapter's up-projection.
+  [[nodiscard]] const Matrix& up() const noexcept { return factors_.b(); }
   /// Values stored when kept separate: r·(N + K).
   [[nodiscard]] index_t parameter_count() const noexcept {
     return rank() * (out_features() + in_features());
