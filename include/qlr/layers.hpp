@@ -2,4 +2,9 @@
 // The layers module: where quantizers, rotations, adapters and kernels meet.
 #pragma once
 
+#include "qlr/layers/any_linear.hpp"
+#include "qlr/layers/layer_file.hpp"
+#include "qlr/layers/peft.hpp"
+#include "qlr/layers/policies.hpp"
+#include "qlr/layers/quantized_linear.hpp"
 #include "qlr/layers/rotated_activations.hpp"

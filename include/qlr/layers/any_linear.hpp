@@ -122,6 +122,15 @@ inline LinearSpec parse_linear_spec(std::string_view text) {
 using AnyAdapter = std::variant<adapter::Lora, adapter::Dora, adapter::LowRank,
                                 adapter::QuantizedLowRank, adapter::QaLora>;
 
+/// An adapter as a layer holds it: the adapter, the basis it reads and its run-time state.
+struct AttachedAdapter {
+  std::string name;              ///< the name it was attached under
+  AnyAdapter adapter;            ///< the adapter itself
+  Basis basis = Basis::original; ///< the basis it reads
+  bool enabled = true;           ///< whether forwards use it
+  float scale = 1.0f;            ///< run-time multiplier of its update
+};
+
 /// A QuantizedLinear whose composition was chosen at run time (make_linear). The same
 /// operations as QuantizedLinear, through one virtual call each.
 class AnyLinear {
@@ -173,6 +182,10 @@ class AnyLinear {
   [[nodiscard]] Matrix dense_weight() const { return impl_->dense_weight(); }
   /// The quantized base, in the rotated basis.
   [[nodiscard]] quant::AnyQuantizedMatrix base() const { return impl_->base(); }
+  /// The bias (empty when there is none).
+  [[nodiscard]] Vector bias() const { return impl_->bias(); }
+  /// Every attached adapter with its state, in id order.
+  [[nodiscard]] std::vector<AttachedAdapter> adapters() const { return impl_->adapters(); }
 
  private:
   struct Interface {
@@ -191,6 +204,8 @@ class AnyLinear {
     [[nodiscard]] virtual Matrix dequantized_weight() const = 0;
     [[nodiscard]] virtual Matrix dense_weight() const = 0;
     [[nodiscard]] virtual quant::AnyQuantizedMatrix base() const = 0;
+    [[nodiscard]] virtual Vector bias() const = 0;
+    [[nodiscard]] virtual std::vector<AttachedAdapter> adapters() const = 0;
   };
 
   template <class Layer>
@@ -225,6 +240,16 @@ class AnyLinear {
     Matrix dequantized_weight() const override { return layer.dequantized_weight(); }
     Matrix dense_weight() const override { return layer.dense_weight(); }
     quant::AnyQuantizedMatrix base() const override { return layer.base(); }
+    Vector bias() const override { return layer.bias(); }
+    std::vector<AttachedAdapter> adapters() const override {
+      std::vector<AttachedAdapter> all;
+      layer.for_each_adapter([&](const std::string& name, const auto& held, Basis basis, bool enabled,
+                                 float scale) {
+        all.push_back({name, std::visit([](const auto& a) { return AnyAdapter(a); }, held), basis,
+                       enabled, scale});
+      });
+      return all;
+    }
     Layer layer;
   };
 
@@ -242,44 +267,74 @@ template <class Format>
 using adapters_for =
     std::conditional_t<Format::encoding == Encoding::int_asym, AsymAdapters, StandardAdapters>;
 
+/// A layer built from an FP32 weight and its quantizer.
+template <class Q>
+struct FromWeight {
+  ConstMatrixRef w;  ///< N×K, original basis
+  Q quantizer;       ///< the policy the spec names
+  [[nodiscard]] index_t cols() const { return w.cols(); }
+  template <class Layer, class Act>
+  [[nodiscard]] Layer build(AnyRotation rotation, Act act) const {
+    return Layer(w, quantizer, std::move(rotation), act);
+  }
+};
+
+/// A layer built from a quantized base already in the rotated basis (a file).
+template <class Q>
+struct FromBase {
+  const QuantizedMatrix<typename Q::format>& base;  ///< N×K, rotated basis
+  [[nodiscard]] index_t cols() const { return base.cols(); }
+  template <class Layer, class Act>
+  [[nodiscard]] Layer build(AnyRotation rotation, Act act) const {
+    return Layer(base, std::move(rotation), act);
+  }
+};
+
 /// The composition of quantizer Q, activations Act and kernel K, as an AnyLinear.
-template <class Q, class Act, class K>
-AnyLinear make_composed(ConstMatrixRef w, const Q& q, const LinearSpec& spec) {
+template <class Q, class Act, class K, class Source>
+AnyLinear make_composed(const Source& source, const LinearSpec& spec) {
   using Layer = QuantizedLinear<Q, AnyRotation, Act, adapters_for<typename Q::format>, K>;
-  AnyRotation rotation = spec.rotated ? AnyRotation(rotate::RandomizedHadamard(w.cols(), spec.rotation_seed))
-                                      : AnyRotation(w.cols());
+  AnyRotation rotation =
+      spec.rotated ? AnyRotation(rotate::RandomizedHadamard(source.cols(), spec.rotation_seed))
+                   : AnyRotation(source.cols());
   Act act{};
   if constexpr (Act::bits != 0) act.clip = spec.activation_clip;
-  return AnyLinear::wrap(spec, Layer(w, q, std::move(rotation), act));
+  return AnyLinear::wrap(spec, source.template build<Layer>(std::move(rotation), act));
 }
 
 /// Quantizer Q on the SIMD kernels with the spec's activations, or on the dense kernel.
-template <class Q>
-AnyLinear make_for_quantizer(ConstMatrixRef w, const Q& q, const LinearSpec& spec) {
+template <template <class> class Source, class Q>
+AnyLinear make_for_quantizer(const Source<Q>& source, const LinearSpec& spec) {
   constexpr const char* entity = "layers::make_linear";
   QLR_CHECK(spec.activation_bits == 0 || spec.activation_bits == 8 || spec.activation_bits == 4,
             unsupported, "{}: activation_bits = {}; expected 0 (FP32), 8 or 4", entity,
             spec.activation_bits);
   if constexpr (simd_packable<typename Q::format>) {
     if (spec.kernel == KernelChoice::automatic) {
-      if (spec.activation_bits == 8) return make_composed<Q, Int8Activations, SimdKernels>(w, q, spec);
-      if (spec.activation_bits == 4) return make_composed<Q, Int4Activations, SimdKernels>(w, q, spec);
-      return make_composed<Q, FloatActivations, SimdKernels>(w, q, spec);
+      if (spec.activation_bits == 8) return make_composed<Q, Int8Activations, SimdKernels>(source, spec);
+      if (spec.activation_bits == 4) return make_composed<Q, Int4Activations, SimdKernels>(source, spec);
+      return make_composed<Q, FloatActivations, SimdKernels>(source, spec);
     }
   }
   QLR_CHECK(spec.activation_bits == 0, unsupported,
             "{}: '{}' runs on the dense kernel, weight-only; expected activation_bits = 0, or "
             "INT4/INT8 weights for the integer kernels",
             entity, to_string(spec));
-  return make_composed<Q, FloatActivations, DenseKernel>(w, q, spec);
+  return make_composed<Q, FloatActivations, DenseKernel>(source, spec);
 }
 
 template <int Bits>
 AnyLinear make_for_bits(ConstMatrixRef w, const LinearSpec& spec) {
   if (spec.weights.encoding == Encoding::int_sym)
-    return make_for_quantizer(w, quant::IntSym<Bits>(spec.weights.options), spec);
-  return make_for_quantizer(w, quant::IntAsym<Bits>(spec.weights.options), spec);
+    return make_for_quantizer(FromWeight<quant::IntSym<Bits>>{w, quant::IntSym<Bits>(spec.weights.options)}, spec);
+  return make_for_quantizer(FromWeight<quant::IntAsym<Bits>>{w, quant::IntAsym<Bits>(spec.weights.options)}, spec);
 }
+
+/// The quantizer policy whose format is F.
+template <class F>
+using quantizer_of = std::conditional_t<
+    F::encoding == Encoding::codebook, quant::Nf4,
+    std::conditional_t<F::encoding == Encoding::int_sym, quant::IntSym<F::bits>, quant::IntAsym<F::bits>>>;
 
 }  // namespace detail
 
@@ -289,7 +344,7 @@ inline AnyLinear make_linear(ConstMatrixRef w, const LinearSpec& spec) {
   if (spec.weights.encoding == Encoding::codebook) {
     QLR_CHECK(spec.weights.bits == 4, unsupported,
               "layers::make_linear: bits = {} with a codebook; expected 4 (NF4)", spec.weights.bits);
-    return detail::make_for_quantizer(w, quant::Nf4(spec.weights.nf4), spec);
+    return detail::make_for_quantizer(detail::FromWeight<quant::Nf4>{w, quant::Nf4(spec.weights.nf4)}, spec);
   }
   switch (spec.weights.bits) {
     case 2: return detail::make_for_bits<2>(w, spec);
@@ -300,6 +355,20 @@ inline AnyLinear make_linear(ConstMatrixRef w, const LinearSpec& spec) {
       qlr::detail::fail(Errc::unsupported, "layers::make_linear: bits = {}; expected 2, 3, 4 or 8",
                         spec.weights.bits);
   }
+}
+
+/// A layer over `base`, a quantized weight already in the spec's rotated basis (as
+/// AnyLinear::base() returns it): how a saved layer comes back bit for bit. The spec's
+/// weight format must be base's; its quantizer options are not used.
+inline AnyLinear make_linear(const quant::AnyQuantizedMatrix& base, const LinearSpec& spec) {
+  return std::visit(
+      [&]<class F>(const QuantizedMatrix<F>& q) {
+        QLR_CHECK(F::bits == spec.weights.bits && F::encoding == spec.weights.encoding, invalid_argument,
+                  "layers::make_linear: base is {}-bit {}; expected the spec's {}", F::bits,
+                  to_string(F::encoding), to_string(spec));
+        return detail::make_for_quantizer(detail::FromBase<detail::quantizer_of<F>>{q}, spec);
+      },
+      base);
 }
 
 }  // namespace qlr::layers

@@ -178,6 +178,13 @@ class QuantizedLinear {
     return names;
   }
 
+  /// Calls f(name, adapter, basis, enabled, scale) for every attached adapter, in id order
+  /// (the adapter as a const reference to the set's variant): what a file writer saves.
+  template <class F>
+  void for_each_adapter(F&& f) const {
+    for (const Entry& e : entries_) f(e.name, e.adapter, e.basis, e.enabled, e.scale);
+  }
+
   /// The adapter `name` as attached. Throws for an unknown name or another type.
   template <class A>
   [[nodiscard]] const A& adapter(std::string_view name) const {

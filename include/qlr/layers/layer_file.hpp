@@ -1,0 +1,267 @@
+// SPDX-License-Identifier: Apache-2.0
+// qlr's own file: a set of quantized layers with their adapters, as one safetensors file, read
+// back bit for bit. Each layer stores its packed codes (U8, the canonical row streams of
+// ALGORITHMS.md §1.5), scales, zero points, codebook and bias as tensors named
+// "<layer>.codes", "<layer>.scales", …; each adapter its factors as "<layer>.adapters.<name>.A",
+// ".B", ".magnitude". The metadata carries what is not a tensor: the layer's LinearSpec
+// (format, activations, rotation seed), group size and storage modes, and each adapter's kind,
+// alpha, scaling, pooling, basis and run-time state. Nothing is recomputed on load except
+// the kernels' packing, so a loaded layer computes what the saved one did.
+#pragma once
+
+#include <charconv>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "qlr/adapter/dora.hpp"
+#include "qlr/adapter/lora.hpp"
+#include "qlr/adapter/low_rank.hpp"
+#include "qlr/adapter/qa_lora.hpp"
+#include "qlr/core/error.hpp"
+#include "qlr/core/format.hpp"
+#include "qlr/io/safetensors.hpp"
+#include "qlr/layers/any_linear.hpp"
+#include "qlr/quant/spec.hpp"
+
+namespace qlr::layers {
+
+namespace detail {
+
+inline constexpr std::string_view layer_file_format = "qlr-layers/1";
+
+/// A metadata value, or a corrupt_file error naming the key.
+inline const std::string& meta(const std::map<std::string, std::string>& m, const std::string& key) {
+  const auto it = m.find(key);
+  QLR_CHECK(it != m.end(), corrupt_file, "layers::load_layers: metadata \"{}\" is missing", key);
+  return it->second;
+}
+
+/// A metadata number, or a corrupt_file error naming the key and the text.
+template <class T>
+T meta_number(const std::map<std::string, std::string>& m, const std::string& key) {
+  const std::string& text = meta(m, key);
+  T value{};
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  QLR_CHECK(ec == std::errc() && end == text.data() + text.size(), corrupt_file,
+            "layers::load_layers: metadata \"{}\" = '{}'; expected a number", key, text);
+  return value;
+}
+
+/// The shortest text that reads back as exactly `v` (std::to_chars).
+template <class T>
+std::string exact_text(T v) {
+  char text[64];
+  const auto [end, ec] = std::to_chars(text, text + sizeof text, v);
+  return std::string(text, ec == std::errc() ? end : text);
+}
+
+/// Splits "a,b,c" (empty: no items).
+inline std::vector<std::string> split_names(const std::string& text) {
+  std::vector<std::string> names;
+  for (std::size_t begin = 0; begin < text.size();) {
+    const std::size_t comma = std::min(text.find(',', begin), text.size());
+    names.push_back(text.substr(begin, comma - begin));
+    begin = comma + 1;
+  }
+  return names;
+}
+
+/// Throws unless `name` can be a layer or adapter name in the file (no ',' or '/').
+inline void check_stored_name(const std::string& name, const char* what) {
+  QLR_CHECK(!name.empty() && name.find_first_of(",/") == std::string::npos, invalid_argument,
+            "layers::save_layers: {} name '{}'; expected a non-empty name without ',' or '/'",
+            what, name);
+}
+
+/// The raw little-endian bytes of `v`.
+template <class T>
+std::span<const std::byte> bytes_of(std::span<const T> v) {
+  return std::as_bytes(v);
+}
+
+/// A stored float tensor's values (F32, any rank), or a corrupt_file error.
+inline std::vector<float> floats_of(const io::TensorView& t) {
+  QLR_CHECK(t.dtype == io::Dtype::f32, corrupt_file,
+            "layers::load_layers: tensor \"{}\" is {}; expected F32", t.name, io::to_string(t.dtype));
+  std::vector<float> v(static_cast<std::size_t>(t.numel()));
+  std::memcpy(v.data(), t.bytes.data(), t.bytes.size());
+  return v;
+}
+
+template <class F>
+quant::AnyQuantizedMatrix typed_base(QuantizedParts parts) {
+  return QuantizedMatrix<F>(std::move(parts));
+}
+
+/// The QuantizedMatrix of `bits` and `encoding` over `parts` (validated by its constructor).
+inline quant::AnyQuantizedMatrix base_of(int bits, Encoding encoding, QuantizedParts parts) {
+  if (encoding == Encoding::codebook && bits == 4) return typed_base<quant::Nf4::format>(std::move(parts));
+  const bool sym = encoding == Encoding::int_sym;
+  switch (bits) {
+    case 2: return sym ? typed_base<QuantFormat<2, Encoding::int_sym>>(std::move(parts)) : typed_base<QuantFormat<2, Encoding::int_asym>>(std::move(parts));
+    case 3: return sym ? typed_base<QuantFormat<3, Encoding::int_sym>>(std::move(parts)) : typed_base<QuantFormat<3, Encoding::int_asym>>(std::move(parts));
+    case 4: return sym ? typed_base<QuantFormat<4, Encoding::int_sym>>(std::move(parts)) : typed_base<QuantFormat<4, Encoding::int_asym>>(std::move(parts));
+    case 8: return sym ? typed_base<QuantFormat<8, Encoding::int_sym>>(std::move(parts)) : typed_base<QuantFormat<8, Encoding::int_asym>>(std::move(parts));
+    default: break;
+  }
+  qlr::detail::fail(Errc::corrupt_file, "layers::load_layers: a {}-bit {} base; expected a format qlr stores",
+                    bits, to_string(encoding));
+}
+
+}  // namespace detail
+
+/// Saves `layers` (name → layer) with their adapters to `path` as one safetensors file
+/// (written atomically). Throws for a name with ',' or '/', or an adapter kind the file
+/// does not store yet (QuantizedLowRank).
+inline void save_layers(const std::filesystem::path& path, const std::map<std::string, AnyLinear>& layers) {
+  io::SafetensorsWriter out;
+  out.set_metadata("qlr.format", std::string(detail::layer_file_format));
+  std::string layer_names;
+  for (const auto& [name, layer] : layers) {
+    detail::check_stored_name(name, "layer");
+    layer_names += (layer_names.empty() ? "" : ",") + name;
+    const std::string key = "qlr.layer." + name;
+    out.set_metadata(key + ".spec", to_string(layer.spec()));
+    std::visit(
+        [&](const auto& q) {
+          const QuantizedParts& p = q.parts();
+          out.set_metadata(key + ".group_size", std::to_string(p.group_size));
+          out.set_metadata(key + ".cols", std::to_string(p.cols));
+          out.set_metadata(key + ".zero_mode", p.zero_mode == ZeroMode::floating ? "floating" : "integer");
+          out.set_metadata(key + ".scale_type", p.scale_type == ScaleType::f16 ? "f16" : "f32");
+          out.add(name + ".codes", io::Dtype::u8, {p.rows, q.row_stride()},
+                  detail::bytes_of(std::span<const std::uint8_t>(p.codes)));
+          out.add(name + ".scales", io::Dtype::f32, {p.rows, q.groups()},
+                  detail::bytes_of(std::span<const float>(p.scales)));
+          if (!p.zeros.empty())
+            out.add(name + ".zeros", io::Dtype::f32, {p.rows, q.groups()},
+                    detail::bytes_of(std::span<const float>(p.zeros)));
+          if (!p.codebook.empty())
+            out.add(name + ".codebook", io::Dtype::f32, {static_cast<std::int64_t>(p.codebook.size())},
+                    detail::bytes_of(std::span<const float>(p.codebook)));
+        },
+        layer.base());
+    if (const Vector bias = layer.bias(); bias.size() != 0) out.add_vector(name + ".bias", bias);
+    std::string adapter_names;
+    for (const AttachedAdapter& a : layer.adapters()) {
+      detail::check_stored_name(a.name, "adapter");
+      adapter_names += (adapter_names.empty() ? "" : ",") + a.name;
+      const std::string tensor = name + ".adapters." + a.name;
+      const std::string akey = "qlr.adapter." + name + "/" + a.name;
+      out.set_metadata(akey + ".basis", a.basis == Basis::rotated ? "rotated" : "original");
+      out.set_metadata(akey + ".enabled", a.enabled ? "1" : "0");
+      out.set_metadata(akey + ".scale", detail::exact_text(a.scale));
+      std::visit(
+          [&]<class A>(const A& held) {
+            if constexpr (std::is_same_v<A, adapter::QuantizedLowRank>) {
+              qlr::detail::fail(Errc::unsupported,
+                                "layers::save_layers: adapter '{}' of layer '{}' has quantized "
+                                "factors; expected LoRA, DoRA, QA-LoRA or a plain low-rank term "
+                                "(quantized factors are not stored yet)",
+                                a.name, name);
+            } else {
+              out.add(tensor + ".A", held.a());
+              out.add(tensor + ".B", held.b());
+              if constexpr (std::is_same_v<A, adapter::LowRank>) {
+                out.set_metadata(akey + ".kind", "low_rank");
+              } else {
+                out.set_metadata(akey + ".alpha", detail::exact_text(held.alpha()));
+                out.set_metadata(akey + ".scaling",
+                                 held.scaling() == adapter::Scaling::standard ? "standard" : "rank_stabilized");
+                if constexpr (std::is_same_v<A, adapter::Lora>) out.set_metadata(akey + ".kind", "lora");
+                if constexpr (std::is_same_v<A, adapter::Dora>) {
+                  out.set_metadata(akey + ".kind", "dora");
+                  out.add_vector(tensor + ".magnitude", held.magnitude());
+                }
+                if constexpr (std::is_same_v<A, adapter::QaLora>) {
+                  out.set_metadata(akey + ".kind", "qa_lora");
+                  out.set_metadata(akey + ".group_size", std::to_string(held.group_size()));
+                  out.set_metadata(akey + ".pooling", std::to_string(static_cast<int>(held.pooling())));
+                }
+              }
+            }
+          },
+          a.adapter);
+    }
+    out.set_metadata(key + ".adapters", adapter_names);
+  }
+  out.set_metadata("qlr.layers", layer_names);
+  out.write(path);
+}
+
+/// Reads a file save_layers wrote: every layer with its base bit for bit, its bias, and its
+/// adapters in their saved state. Throws Errc::corrupt_file naming what is missing or wrong.
+inline std::map<std::string, AnyLinear> load_layers(const std::filesystem::path& path) {
+  const io::SafetensorsFile file(path);
+  const auto& m = file.metadata();
+  const auto format = m.find("qlr.format");
+  QLR_CHECK(format != m.end() && format->second == detail::layer_file_format, corrupt_file,
+            "layers::load_layers: {}: metadata qlr.format = '{}'; expected '{}'", path.string(),
+            format == m.end() ? "" : format->second, detail::layer_file_format);
+  std::map<std::string, AnyLinear> layers;
+  for (const std::string& name : detail::split_names(detail::meta(m, "qlr.layers"))) {
+    const std::string key = "qlr.layer." + name;
+    const LinearSpec spec = parse_linear_spec(detail::meta(m, key + ".spec"));
+    const io::TensorView& codes = file.at(name + ".codes");
+    QLR_CHECK(codes.dtype == io::Dtype::u8 && codes.shape.size() == 2, corrupt_file,
+              "layers::load_layers: tensor \"{}\" is {} of rank {}; expected U8 (N, row bytes)",
+              codes.name, io::to_string(codes.dtype), codes.shape.size());
+    const io::TensorView& scales = file.at(name + ".scales");
+    QLR_CHECK(scales.shape.size() == 2, corrupt_file,
+              "layers::load_layers: tensor \"{}\" has rank {}; expected (N, groups)", scales.name,
+              scales.shape.size());
+    QuantizedParts parts;
+    parts.rows = codes.shape[0];
+    parts.group_size = detail::meta_number<index_t>(m, key + ".group_size");
+    parts.cols = detail::meta_number<index_t>(m, key + ".cols");
+    parts.codes.resize(codes.bytes.size());
+    std::memcpy(parts.codes.data(), codes.bytes.data(), codes.bytes.size());
+    parts.scales = detail::floats_of(scales);
+    if (const io::TensorView* z = file.find(name + ".zeros")) parts.zeros = detail::floats_of(*z);
+    if (const io::TensorView* c = file.find(name + ".codebook")) parts.codebook = detail::floats_of(*c);
+    parts.zero_mode = detail::meta(m, key + ".zero_mode") == "floating" ? ZeroMode::floating : ZeroMode::integer;
+    parts.scale_type = detail::meta(m, key + ".scale_type") == "f16" ? ScaleType::f16 : ScaleType::f32;
+    AnyLinear layer = make_linear(detail::base_of(spec.weights.bits, spec.weights.encoding, std::move(parts)), spec);
+    if (const io::TensorView* b = file.find(name + ".bias")) layer.set_bias(io::to_vector(*b));
+    for (const std::string& a : detail::split_names(detail::meta(m, key + ".adapters"))) {
+      const std::string tensor = name + ".adapters." + a;
+      const std::string akey = "qlr.adapter." + name + "/" + a;
+      const std::string& kind = detail::meta(m, akey + ".kind");
+      Matrix fa = io::to_matrix(file.at(tensor + ".A"));
+      Matrix fb = io::to_matrix(file.at(tensor + ".B"));
+      const auto alpha = [&] { return detail::meta_number<double>(m, akey + ".alpha"); };
+      const auto scaling = [&] {
+        return detail::meta(m, akey + ".scaling") == "rank_stabilized" ? adapter::Scaling::rank_stabilized
+                                                                        : adapter::Scaling::standard;
+      };
+      const Basis basis = detail::meta(m, akey + ".basis") == "rotated" ? Basis::rotated : Basis::original;
+      if (kind == "lora") {
+        layer.attach(a, adapter::Lora(std::move(fa), std::move(fb), alpha(), scaling()), basis);
+      } else if (kind == "dora") {
+        layer.attach(a, adapter::Dora(std::move(fa), std::move(fb), io::to_vector(file.at(tensor + ".magnitude")), alpha(), scaling()), basis);
+      } else if (kind == "low_rank") {
+        layer.attach(a, adapter::LowRank(std::move(fa), std::move(fb)), basis);
+      } else if (kind == "qa_lora") {
+        const int pooling = detail::meta_number<int>(m, akey + ".pooling");
+        QLR_CHECK(pooling >= 0 && pooling <= 2, corrupt_file,
+                  "layers::load_layers: metadata \"{}.pooling\" = {}; expected 0, 1 or 2", akey, pooling);
+        layer.attach(a, adapter::QaLora(std::move(fa), std::move(fb), alpha(), layer.in_features(),
+                                        detail::meta_number<index_t>(m, akey + ".group_size"),
+                                        static_cast<adapter::Pooling>(pooling), scaling()), basis);
+      } else {
+        qlr::detail::fail(Errc::corrupt_file, "layers::load_layers: adapter '{}' of layer '{}' has kind '{}'; expected lora, dora, low_rank or qa_lora", a, name, kind);
+      }
+      layer.set_scale(a, detail::meta_number<float>(m, akey + ".scale"));
+      layer.set_enabled(a, detail::meta(m, akey + ".enabled") == "1");
+    }
+    layers.emplace(name, std::move(layer));
+  }
+  return layers;
+}
+
+}  // namespace qlr::layers

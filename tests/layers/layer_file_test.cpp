@@ -1,0 +1,136 @@
+// SPDX-License-Identifier: Apache-2.0
+// qlr's layer file read back bit for bit (bases, biases, adapters and their state, forward
+// outputs); a damaged file is a qlr::Error; real PEFT adapters attached to quantized layers.
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <string>
+
+#include "qlr/adapter/dora.hpp"
+#include "qlr/adapter/lora.hpp"
+#include "qlr/adapter/low_rank.hpp"
+#include "qlr/adapter/qa_lora.hpp"
+#include "qlr/io/peft.hpp"
+#include "qlr/io/safetensors.hpp"
+#include "qlr/layers/layer_file.hpp"
+#include "qlr/layers/peft.hpp"
+#include "qlr_test_support.hpp"
+
+namespace {
+
+using qlr::index_t;
+using qlr::Matrix;
+namespace layers = qlr::layers;
+namespace adapter = qlr::adapter;
+
+bool bitwise_equal(const Matrix& a, const Matrix& b) {
+  return a.rows() == b.rows() && a.cols() == b.cols() &&
+         std::memcmp(a.data(), b.data(), sizeof(float) * static_cast<std::size_t>(a.size())) == 0;
+}
+
+std::filesystem::path temp_file(const char* name) {
+  return std::filesystem::temp_directory_path() / (std::string("qlr_test_") + name);
+}
+
+}  // namespace
+
+TEST_CASE("save_layers / load_layers: bases, adapters and outputs come back bit for bit",
+          "[layers][io]") {
+  std::mt19937 rng(31);
+  const index_t n = 40, k = 128, m = 6;
+  std::map<std::string, layers::AnyLinear> saved;
+  {
+    layers::AnyLinear l = layers::make_linear(qlr::test::gaussian(rng, n, k),
+                                              layers::parse_linear_spec("int4-asym-g32-fz-f16+a8"));
+    l.set_bias(qlr::test::gaussian(rng, n, 1));
+    l.attach("lora", adapter::Lora(qlr::test::gaussian(rng, 4, k, 0.1f), qlr::test::gaussian(rng, n, 4, 0.1f), 8,
+                                   adapter::Scaling::rank_stabilized));
+    l.attach("qa", adapter::QaLora(qlr::test::gaussian(rng, 2, k / 32), qlr::test::gaussian(rng, n, 2, 0.1f), 4,
+                                   k, 32, adapter::Pooling::sum));
+    l.set_scale("qa", 0.3f);
+    saved.emplace("model.layers.0.q_proj", std::move(l));
+  }
+  {
+    layers::AnyLinear l = layers::make_linear(qlr::test::gaussian(rng, n, k),
+                                              layers::parse_linear_spec("nf4-g64+rht11"));
+    l.attach("eora", adapter::LowRank(qlr::test::gaussian(rng, 3, k, 0.1f), qlr::test::gaussian(rng, n, 3, 0.1f)),
+             layers::Basis::rotated);
+    l.attach("off", adapter::LowRank(qlr::test::gaussian(rng, 2, k), qlr::test::gaussian(rng, n, 2)));
+    l.set_enabled("off", false);
+    saved.emplace("model.layers.0.o_proj", std::move(l));
+  }
+  {
+    layers::AnyLinear l = layers::make_linear(qlr::test::gaussian(rng, n, k),
+                                              layers::parse_linear_spec("int8-sym-pc+rht5"));
+    const Matrix w0 = l.dequantized_weight();
+    l.attach("dora", adapter::Dora(qlr::test::gaussian(rng, 2, k, 0.1f), qlr::test::gaussian(rng, n, 2, 0.1f),
+                                   adapter::Dora::initial_magnitude(w0), 4));
+    saved.emplace("model.layers.1.v_proj", std::move(l));
+  }
+  const auto path = temp_file("layers.safetensors");
+  layers::save_layers(path, saved);
+  const auto loaded = layers::load_layers(path);
+  REQUIRE(loaded.size() == saved.size());
+  const Matrix x = qlr::test::gaussian(rng, m, k);
+  for (const auto& [name, original] : saved) {
+    CAPTURE(name);
+    const layers::AnyLinear& back = loaded.at(name);
+    CHECK(layers::to_string(back.spec()) == layers::to_string(original.spec()));
+    const auto parts = [](const qlr::quant::AnyQuantizedMatrix& q) {
+      return std::visit([](const auto& mq) { return mq.parts(); }, q);
+    };
+    const qlr::QuantizedParts a = parts(original.base()), b = parts(back.base());
+    CHECK(a.codes == b.codes);
+    CHECK(std::memcmp(a.scales.data(), b.scales.data(), a.scales.size() * sizeof(float)) == 0);
+    CHECK(a.zeros.size() == b.zeros.size());
+    CHECK(std::memcmp(a.zeros.data(), b.zeros.data(), a.zeros.size() * sizeof(float)) == 0);
+    CHECK(a.codebook == b.codebook);
+    CHECK((a.zero_mode == b.zero_mode && a.scale_type == b.scale_type && a.group_size == b.group_size));
+    CHECK(back.adapter_names() == original.adapter_names());
+    CHECK(bitwise_equal(back.forward(x), original.forward(x)));
+  }
+  std::filesystem::remove(path);
+}
+
+TEST_CASE("load_layers: a damaged or foreign file is a qlr::Error", "[layers][io]") {
+  const auto path = temp_file("foreign.safetensors");
+  qlr::io::SafetensorsWriter foreign;
+  foreign.add("w", Matrix::Ones(2, 2));
+  foreign.write(path);
+  CHECK_THROWS_WITH(layers::load_layers(path), Catch::Contains("metadata qlr.format = ''; expected 'qlr-layers/1'"));
+  qlr::io::SafetensorsWriter partial;
+  partial.set_metadata("qlr.format", "qlr-layers/1");
+  partial.set_metadata("qlr.layers", "a");
+  partial.set_metadata("qlr.layer.a.spec", "int4-asym-g32");
+  partial.write(path);
+  CHECK_THROWS_WITH(layers::load_layers(path), Catch::Contains("tensor \"a.codes\" not found"));
+  std::filesystem::remove(path);
+  std::map<std::string, layers::AnyLinear> bad;
+  bad.emplace("a,b", layers::make_linear(Matrix::Ones(4, 64), layers::parse_linear_spec("int4")));
+  CHECK_THROWS_WITH(layers::save_layers(path, bad), Catch::Contains("layer name 'a,b'"));
+}
+
+TEST_CASE("attach_peft: a real PEFT adapter on a quantized layer equals the dense oracle",
+          "[layers][io]") {
+  const auto folder = std::filesystem::path(QLR_SHARED_DATA_DIR) / "adapters" / "qwen2.5-0.5b-r8";
+  if (!std::filesystem::exists(folder)) {
+    WARN("adapter folder " << folder << " not found: real PEFT adapter test skipped");
+    return;
+  }
+  const qlr::io::PeftAdapter peft = qlr::io::load_peft_adapter(folder);
+  const qlr::io::PeftModule& module = peft.modules.front();
+  std::mt19937 rng(41);
+  const Matrix w = qlr::test::gaussian(rng, module.b.rows(), module.a.cols(), 0.02f);
+  layers::AnyLinear layer = layers::make_linear(w, layers::parse_linear_spec("int4-sym-g128"));
+  layers::attach_peft(layer, peft, module.name, "peft");
+  const Matrix x = qlr::test::gaussian(rng, 3, w.cols());
+  const qlr::MatrixD ref =
+      x.cast<double>() * (layer.dequantized_weight().cast<double>() +
+                          module.scale * module.b.cast<double>() * module.a.cast<double>())
+                             .transpose();
+  CHECK((layer.forward(x).cast<double>() - ref).norm() / ref.norm() < 1e-5);
+  CHECK_THROWS_WITH(layers::attach_peft(layer, peft, "model.nope", "x"),
+                    Catch::Contains("module 'model.nope' is not in the adapter"));
+}
