@@ -106,9 +106,13 @@ struct DenseKernel {
   static void gemm(const Matrix& w, ConstMatrixView x, MatrixView y, const Epilogue& e) {
     const ConstMatrixMap xs(x.data, x.rows, x.cols, Eigen::OuterStride<>(x.stride));
     const Matrix acc = xs * w.transpose();
-    for (index_t m = 0; m < y.rows; ++m)
-      for (index_t n = 0; n < y.cols; ++n)
-        kernels::detail::finish_outputs<1>(e, &acc(m, n), nullptr, m, n, 1, y.row(m) + n);
+    for (index_t m = 0; m < y.rows; ++m) {
+      for (index_t n = 0; n < y.cols; ++n) {
+        float side = 0.0f;
+        kernels::detail::add_low_rank<1>(e, m, n, 1, &side);
+        kernels::detail::finish_outputs(e, &acc(m, n), &side, nullptr, m, n, 1, y.row(m) + n);
+      }
+    }
   }
 
   /// Y = X̂·Ŵᵀ + epilogue, X̂ = s_x·q per token.

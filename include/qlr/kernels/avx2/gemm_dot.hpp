@@ -9,6 +9,7 @@
 #include "qlr/core/config.hpp"
 #include "qlr/core/types.hpp"
 #include "qlr/core/view.hpp"
+#include "qlr/kernels/avx2/epilogue.hpp"
 #include "qlr/kernels/detail/tiling.hpp"
 #include "qlr/kernels/packed_dot.hpp"
 

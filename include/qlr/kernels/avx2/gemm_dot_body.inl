@@ -136,7 +136,10 @@ struct Tiles {
         alignas(32) float lanes[panel_rows];
         _mm256_store_ps(lanes, acc[t][0]);
         _mm256_store_ps(lanes + 8, acc[t][1]);
-        kernels::detail::store_panel(lanes, w, a, y, e, p + pp, m + t);
+        const kernels::detail::TileRows tile = kernels::detail::tile_rows(w.rows, p + pp, panel_rows);
+        alignas(32) float side[panel_rows] = {};
+        kernels::avx2::add_low_rank<panel_rows>(e, m + t, tile.n0, tile.count, side);
+        kernels::detail::store_panel(lanes, side, w, a, y, e, p + pp, m + t);
       }
     }
   }

@@ -10,6 +10,7 @@
 #include "qlr/core/types.hpp"
 #include "qlr/core/view.hpp"
 #include "qlr/kernels/detail/epilogue.hpp"
+#include "qlr/kernels/avx2/epilogue.hpp"
 #include "qlr/kernels/detail/tiling.hpp"
 #include "qlr/kernels/packed.hpp"
 
@@ -97,7 +98,10 @@ struct Tiles {
         const __m128 pairs = _mm_add_ps(half, _mm_movehl_ps(half, half));
         sums[r] = _mm_cvtss_f32(_mm_add_ss(pairs, _mm_movehdup_ps(pairs)));
       }
-      kernels::detail::store_wq_panel(sums, w, y, e, p, m + t);
+      const kernels::detail::TileRows tile = kernels::detail::tile_rows(w.rows, p, wq_panel_rows);
+      float side[wq_panel_rows] = {};
+      avx2::add_low_rank<wq_panel_rows>(e, m + t, tile.n0, tile.count, side);
+      kernels::detail::store_wq_panel(sums, side, w, y, e, p, m + t);
     }
   }
 };

@@ -10,6 +10,7 @@
 #include "qlr/core/config.hpp"
 #include "qlr/core/types.hpp"
 #include "qlr/core/view.hpp"
+#include "qlr/kernels/avx2/epilogue.hpp"
 #include "qlr/kernels/detail/tiling.hpp"
 #include "qlr/kernels/packed_dot.hpp"
 
@@ -100,7 +101,10 @@ struct Tiles {
       for (int t = 0; t < Tokens; ++t) {
         alignas(64) float lanes[panel_rows];
         _mm512_store_ps(lanes, acc[pp][t]);
-        kernels::detail::store_panel(lanes, w, a, y, e, p + pp, m + t);
+        const kernels::detail::TileRows tile = kernels::detail::tile_rows(w.rows, p + pp, panel_rows);
+        alignas(64) float side[panel_rows] = {};
+        kernels::avx2::add_low_rank<panel_rows>(e, m + t, tile.n0, tile.count, side);
+        kernels::detail::store_panel(lanes, side, w, a, y, e, p + pp, m + t);
       }
     }
   }

@@ -10,6 +10,7 @@
 #include "qlr/core/types.hpp"
 #include "qlr/core/view.hpp"
 #include "qlr/kernels/detail/epilogue.hpp"
+#include "qlr/kernels/avx2/epilogue.hpp"
 #include "qlr/kernels/detail/tiling.hpp"
 #include "qlr/kernels/packed.hpp"
 
@@ -173,7 +174,10 @@ struct Tiles {
       for (int r = 0; r < rows; ++r)
         sums[r] = _mm512_reduce_add_ps(
             split == 2 ? _mm512_add_ps(acc[r][t][0], acc[r][t][split - 1]) : acc[r][t][0]);
-      kernels::detail::store_wq_panel(sums, w, y, e, p, m + t);
+      const kernels::detail::TileRows tile = kernels::detail::tile_rows(w.rows, p, wq_panel_rows);
+      float side[wq_panel_rows] = {};
+      avx2::add_low_rank<wq_panel_rows>(e, m + t, tile.n0, tile.count, side);
+      kernels::detail::store_wq_panel(sums, side, w, y, e, p, m + t);
     }
   }
 };

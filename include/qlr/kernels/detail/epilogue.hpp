@@ -3,7 +3,8 @@
 // drift from the others: z = acc + Σ_j bt[first + j, n]·t[m, j] (weight-only kernels) or
 // z = acc·s_x[m] + Σ_j … (integer kernels), then z·output_scale[n] and + bias[n]. Every
 // product is an explicit fma, so no compiler contracts a multiply and an add differently in
-// one path; inlined into each ISA's tile, the loop over a tile's outputs becomes vector code.
+// one path. The low-rank sum is the costly part (r fmas per output): x86 paths run it with
+// vector fmas (kernels/avx2/epilogue.hpp), one lane per output, in the same order.
 #pragma once
 
 #include <cmath>
@@ -19,39 +20,51 @@ QLR_ALWAYS_INLINE LowRankSlice slice_of(const LowRankTerm& lr, index_t m) noexce
   return lr.slices != nullptr ? lr.slices[m] : LowRankSlice{0, lr.bt.rows, nullptr};
 }
 
-/// Finishes the `count` ≤ Width consecutive outputs n0, n0 + 1, … of token `m` from their
-/// dot products `acc` into `out`. `token_scale` is the activation scale s_x of an integer
-/// kernel, or null for a weight-only one. Each output takes the same steps in the same
-/// order whatever Width and count are, so every path and tiling gives the same bits; a full
-/// tile (count == Width) keeps its lanes in one vector.
+/// side[r] += Σ_j bt[first + j, n0 + r]·t[m, j] for the `count` ≤ Width outputs n0, n0 + 1,
+/// … of token `m`, one fma per term in ascending j: the order every path's low-rank sum
+/// follows, so that a vector version (one lane per output) gives the same bits.
 template <int Width>
-QLR_ALWAYS_INLINE void finish_outputs(const Epilogue& e, const float* acc,
+QLR_ALWAYS_INLINE void add_low_rank(const Epilogue& e, index_t m, index_t n0, index_t count,
+                                    float* side) noexcept {
+  if (e.low_rank == nullptr) return;
+  const LowRankTerm& lr = *e.low_rank;
+  const LowRankSlice slice = slice_of(lr, m);
+  const float* t = lr.t.row(m);
+  for (index_t j = 0; j < slice.rank; ++j) {
+    const float* b = lr.bt.row(slice.first + j) + n0;
+    for (index_t r = 0; r < count; ++r) side[r] = std::fma(b[r], t[j], side[r]);
+  }
+}
+
+/// Finishes the `count` ≤ Width consecutive outputs n0, n0 + 1, … of token `m` from their
+/// dot products `acc` and low-rank sums `side` (add_low_rank) into `out`. `token_scale` is
+/// the activation scale s_x of an integer kernel, or null for a weight-only one. Each output
+/// takes the same steps in the same order on every path and tiling.
+QLR_ALWAYS_INLINE void finish_outputs(const Epilogue& e, const float* acc, const float* side,
                                       const float* token_scale, index_t m, index_t n0,
                                       index_t count, float* out) noexcept {
-  float side[Width] = {};
-  const float* output_scale = nullptr;
-  if (e.low_rank != nullptr) {
-    const LowRankTerm& lr = *e.low_rank;
-    const LowRankSlice slice = slice_of(lr, m);
-    const float* t = lr.t.row(m);
-    for (index_t j = 0; j < slice.rank; ++j) {
-      const float tj = t[j];
-      const float* b = lr.bt.row(slice.first + j) + n0;
-      if (count == Width) {
-        for (int r = 0; r < Width; ++r) side[r] = std::fma(b[r], tj, side[r]);
-      } else {
-        for (index_t r = 0; r < count; ++r) side[r] = std::fma(b[r], tj, side[r]);
-      }
-    }
-    output_scale = slice.output_scale;
-  }
+  const float* output_scale =
+      e.low_rank != nullptr ? slice_of(*e.low_rank, m).output_scale : nullptr;
   for (index_t r = 0; r < count; ++r) {
-    float z = token_scale != nullptr ? std::fma(acc[r], *token_scale, side[r]) : acc[r] + side[r];
+    const float z =
+        token_scale != nullptr ? std::fma(acc[r], *token_scale, side[r]) : acc[r] + side[r];
     const float bias = e.bias != nullptr ? e.bias[n0 + r] : 0.0f;
     // One rounding for z·c + bias on every path: written as an fma, so that no compiler
     // contracts it in one ISA region and not in another.
     out[r] = output_scale != nullptr ? std::fma(z, output_scale[n0 + r], bias) : z + bias;
   }
+}
+
+/// The outputs [n0, n0 + count) of a tile of `width` rows starting at n0 = p·width.
+struct TileRows {
+  index_t n0;     ///< first output
+  index_t count;  ///< outputs that exist (the last tile may be short)
+};
+
+/// The rows of tile `p` of `width` outputs, of `rows` in all.
+QLR_ALWAYS_INLINE TileRows tile_rows(index_t rows, index_t p, index_t width) noexcept {
+  const index_t n0 = p * width;
+  return {n0, rows - n0 < width ? rows - n0 : width};
 }
 
 }  // namespace qlr::kernels::detail

@@ -14,11 +14,12 @@ namespace qlr::kernels::detail {
 
 /// Writes the finished outputs of token `m`, panel `p` of a weight-only GEMM from the row
 /// sums `sums`, skipping the rows that pad the last panel.
-QLR_ALWAYS_INLINE void store_wq_panel(const float (&sums)[wq_panel_rows], const PackedView& w, MatrixView y,
-                           const Epilogue& e, index_t p, index_t m) noexcept {
-  const index_t n0 = p * wq_panel_rows;
-  const index_t count = w.rows - n0 < wq_panel_rows ? w.rows - n0 : wq_panel_rows;
-  finish_outputs<wq_panel_rows>(e, sums, nullptr, m, n0, count, y.row(m) + n0);
+QLR_ALWAYS_INLINE void store_wq_panel(const float (&sums)[wq_panel_rows],
+                                      const float (&side)[wq_panel_rows], const PackedView& w,
+                                      MatrixView y, const Epilogue& e, index_t p,
+                                      index_t m) noexcept {
+  const TileRows tile = tile_rows(w.rows, p, wq_panel_rows);
+  finish_outputs(e, sums, side, nullptr, m, tile.n0, tile.count, y.row(m) + tile.n0);
 }
 
 /// Runs Tiles::tile<Bits, T> for the largest T ≤ Tokens equal to `tokens`.
@@ -63,11 +64,10 @@ void gemm_wq_with_tiles(const PackedView& w, ConstMatrixView x, MatrixView y, co
 
 /// Writes the 16 sums `acc` of panel `p`, token `m` (Σ_l s_l·dot_l per row) as finished
 /// outputs, skipping the rows that pad the last panel.
-QLR_ALWAYS_INLINE void store_panel(const float* acc, const DotWeightView& w, const DotActivationView& a,
+QLR_ALWAYS_INLINE void store_panel(const float* acc, const float* side, const DotWeightView& w, const DotActivationView& a,
                         MatrixView y, const Epilogue& e, index_t p, index_t m) noexcept {
-  const index_t n0 = p * panel_rows;
-  const index_t count = w.rows - n0 < panel_rows ? w.rows - n0 : panel_rows;
-  finish_outputs<panel_rows>(e, acc, a.scales + m, m, n0, count, y.row(m) + n0);
+  const TileRows tile = tile_rows(w.rows, p, panel_rows);
+  finish_outputs(e, acc, side, a.scales + m, m, tile.n0, tile.count, y.row(m) + tile.n0);
 }
 
 /// Runs Tiles::dot_tile<Bits, Panels, T> for the largest T ≤ Tokens equal to `tokens`.

@@ -56,8 +56,12 @@ struct Tiles {
           }
         }
       }
-      for (int t = 0; t < Tokens; ++t)
-        kernels::detail::store_panel(acc[t], w, a, y, e, p + pp, m + t);
+      const kernels::detail::TileRows tile = kernels::detail::tile_rows(w.rows, p + pp, panel_rows);
+      for (int t = 0; t < Tokens; ++t) {
+        float side[panel_rows] = {};
+        kernels::detail::add_low_rank<panel_rows>(e, m + t, tile.n0, tile.count, side);
+        kernels::detail::store_panel(acc[t], side, w, a, y, e, p + pp, m + t);
+      }
     }
   }
 

@@ -58,7 +58,12 @@ struct Tiles {
         sums[t][r] = sum;
       }
     }
-    for (int t = 0; t < Tokens; ++t) kernels::detail::store_wq_panel(sums[t], w, y, e, p, m + t);
+    const kernels::detail::TileRows tile = kernels::detail::tile_rows(w.rows, p, wq_panel_rows);
+    for (int t = 0; t < Tokens; ++t) {
+      float side[wq_panel_rows] = {};
+      kernels::detail::add_low_rank<wq_panel_rows>(e, m + t, tile.n0, tile.count, side);
+      kernels::detail::store_wq_panel(sums[t], side, w, y, e, p, m + t);
+    }
   }
 };
 

@@ -46,7 +46,9 @@ inline void gemm_dot(const DotWeightView& w, const DotActivationView& a, MatrixV
           acc = std::fma(-w.zero_fractions[at], static_cast<float>(a.group_sums[m * a.groups + l]),
                          acc);
       }
-      detail::finish_outputs<1>(e, &acc, a.scales + m, m, o, 1, y.row(m) + o);
+      float side = 0.0f;
+      detail::add_low_rank<1>(e, m, o, 1, &side);
+      detail::finish_outputs(e, &acc, &side, a.scales + m, m, o, 1, y.row(m) + o);
     }
   }
 }

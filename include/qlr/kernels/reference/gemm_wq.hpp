@@ -24,7 +24,9 @@ inline void gemm_wq_f32(const PackedView& w, ConstMatrixView x, MatrixView y, co
         acc += static_cast<double>(w_hat) * static_cast<double>(x.row(m)[i]);
       }
       const float sum = static_cast<float>(acc);
-      detail::finish_outputs<1>(e, &sum, nullptr, m, n, 1, y.row(m) + n);
+      float side = 0.0f;
+      detail::add_low_rank<1>(e, m, n, 1, &side);
+      detail::finish_outputs(e, &sum, &side, nullptr, m, n, 1, y.row(m) + n);
     }
   }
 }
