@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// The layers module: where quantizers, rotations, adapters and kernels meet.
+// The layers module: where quantizers, rotations, adapters and kernels meet — QuantizedLinear,
+// its runtime twin AnyLinear, qlr's layer file and the PEFT glue.
 #pragma once
 
 #include "qlr/layers/any_linear.hpp"
