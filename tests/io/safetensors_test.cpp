@@ -199,6 +199,12 @@ TEST_CASE("SafetensorsWriter: matrices as F32, F16 and BF16 read back as to_matr
   CHECK_THROWS_WITH(w.add("short", Dtype::f32, {2, 2}, std::vector<std::byte>(12)),
                     Contains("12 bytes; expected 16"));
   CHECK_THROWS_WITH(w.add("neg", Dtype::f32, {-1}, {}), Contains("dimensions >= 0"));
+  // A zero dimension makes the tensor empty even when the other dimensions' product overflows,
+  // for the writer as for the reader (safetensors_fuzz rewrites every file it parses).
+  qlr::io::SafetensorsWriter huge_empty;
+  huge_empty.add("e", Dtype::f32, {std::int64_t{1} << 40, std::int64_t{1} << 40, 0}, {});
+  const auto huge_bytes = huge_empty.to_bytes();
+  CHECK(qlr::io::parse_safetensors(huge_bytes).at("e").numel() == 0);
   CHECK_THROWS_WITH(w.add("int", m, Dtype::i8), Contains("expected F32, F16 or BF16"));
 }
 

@@ -439,7 +439,10 @@ class SafetensorsWriter {
       overflow = overflow || !p.has_value();
       numel = p.value_or(0);
     }
-    const auto size = overflow ? std::nullopt : detail::checked_mul(numel, dtype_size(dtype));
+    // A zero dimension makes the size 0 whatever overflowed before it (as the reader says).
+    const bool empty = std::find(shape.begin(), shape.end(), 0) != shape.end();
+    const auto size = empty ? std::optional<std::uint64_t>(0)
+                            : overflow ? std::nullopt : detail::checked_mul(numel, dtype_size(dtype));
     QLR_CHECK(size.has_value() && *size == bytes.size(), invalid_argument,
               "{}: tensor \"{}\": {} bytes; expected {} for shape [{}] of {}", entity, name,
               bytes.size(), size.value_or(0), fmt::join(shape, ", "), to_string(dtype));
