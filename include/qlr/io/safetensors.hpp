@@ -89,6 +89,10 @@ struct TensorView {
 
   /// Number of elements (1 for a scalar, shape []).
   [[nodiscard]] std::int64_t numel() const noexcept {
+    // A zero dimension empties the tensor whatever the others are: the parser checked the
+    // product of the rest only when no dimension is 0, so it must not be formed then.
+    for (const std::int64_t d : shape)
+      if (d == 0) return 0;
     std::int64_t n = 1;
     for (const std::int64_t d : shape) n *= d;
     return n;
