@@ -25,14 +25,7 @@ using Catch::Contains;
 using qlr::Errc;
 using qlr::io::Dtype;
 
-/// A fresh empty folder under the system's temporary folder.
-std::filesystem::path temp_folder(const std::string& name) {
-  const auto dir = std::filesystem::temp_directory_path() /
-                   fmt::format("qlr-{}-{}", name, std::random_device{}());
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  return dir;
-}
+using qlr::test::temp_folder;
 
 /// Builds the safetensors bytes of an adapter, tensor by tensor.
 struct AdapterFile {

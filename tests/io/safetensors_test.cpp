@@ -56,14 +56,7 @@ std::vector<std::byte> random_bytes(std::mt19937& rng, std::size_t n) {
   return b;
 }
 
-/// A fresh empty folder under the system's temporary folder.
-std::filesystem::path temp_folder(const std::string& name) {
-  const auto dir = std::filesystem::temp_directory_path() /
-                   fmt::format("qlr-{}-{}", name, std::random_device{}());
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  return dir;
-}
+using qlr::test::temp_folder;
 
 std::optional<std::filesystem::path> adapters_folder_or_warn(const char* what) {
   const auto dir = std::filesystem::path(QLR_SHARED_DATA_DIR) / "adapters";

@@ -31,7 +31,7 @@ bool bitwise_equal(const Matrix& a, const Matrix& b) {
 }
 
 std::filesystem::path temp_file(const char* name) {
-  return std::filesystem::temp_directory_path() / (std::string("qlr_test_") + name);
+  return qlr::test::temp_folder("layer-file") / name;
 }
 
 }  // namespace

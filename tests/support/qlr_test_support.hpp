@@ -7,6 +7,7 @@
 #include <initializer_list>
 #include <optional>
 #include <random>
+#include <string>
 
 #include <catch2/catch.hpp>
 
@@ -29,6 +30,16 @@ inline Matrix heavy_tailed(std::mt19937& rng, index_t rows, index_t cols) {
   Matrix m(rows, cols);
   for (index_t i = 0; i < m.size(); ++i) m.data()[i] = t(rng);
   return m;
+}
+
+/// A fresh empty folder under the system's temporary folder, named after `name` and a
+/// random number so that concurrent test runs do not share it.
+inline std::filesystem::path temp_folder(const std::string& name) {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("qlr-" + name + "-" + std::to_string(std::random_device{}()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
 }
 
 /// The vendored stories260K checkpoint (data/stories260K), if this checkout has it.

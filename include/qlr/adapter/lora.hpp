@@ -30,8 +30,9 @@ inline float lora_scale(double alpha, index_t r, Scaling scaling, const char* en
   return static_cast<float>(scaling == Scaling::standard ? alpha / rank : alpha / std::sqrt(rank));
 }
 
-/// A LoRA adapter: ΔW = s·B·A, applied as y += B·(s·A·x).
-class Lora {
+/// A LoRA adapter: ΔW = s·B·A, applied as y += B·(s·A·x). The factors, the scale and the
+/// Adapter operations are detail::ScaledFactors'; LoRA adds α and how s derives from it.
+class Lora : public detail::ScaledFactors {
  public:
   /// LoRA sits beside any base format: its merge is dense (or requantizing).
   template <class Format>
@@ -40,29 +41,12 @@ class Lora {
   /// Adapter with A (r×K), B (N×r), 1 ≤ r ≤ min(N, K), and scale α/r (or α/√r). Throws for
   /// mismatched shapes, a NaN/Inf factor or a non-finite alpha.
   Lora(Matrix a, Matrix b, double alpha, Scaling scaling = Scaling::standard)
-      : factors_(make_factors(std::move(a), std::move(b), alpha, scaling)),
+      : ScaledFactors(make_factors(std::move(a), std::move(b), alpha, scaling)),
         alpha_(alpha),
         scaling_(scaling) {}
 
-  [[nodiscard]] index_t in_features() const noexcept { return factors_.in_features(); }  ///< K
-  [[nodiscard]] index_t out_features() const noexcept { return factors_.out_features(); }  ///< N
-  [[nodiscard]] index_t rank() const noexcept { return factors_.rank(); }  ///< r
-  [[nodiscard]] double alpha() const noexcept { return alpha_; }          ///< α
-  [[nodiscard]] Scaling scaling() const noexcept { return scaling_; }     ///< α/r or α/√r
-  [[nodiscard]] float scale() const noexcept { return factors_.scale(); }  ///< s
-  [[nodiscard]] const Matrix& a() const noexcept { return factors_.a(); }  ///< A (r×K)
-  [[nodiscard]] const Matrix& b() const noexcept { return factors_.b(); }  ///< B (N×r)
-  /// B, the Adapter's up-projection.
-  [[nodiscard]] const Matrix& up() const noexcept { return factors_.b(); }
-  /// Values stored when kept separate: r·(N + K).
-  [[nodiscard]] index_t parameter_count() const noexcept {
-    return rank() * (out_features() + in_features());
-  }
-
-  /// t (M×r) = s·x·Aᵀ for x (M×K). Throws for wrong shapes or a NaN/Inf in x.
-  void project(ConstMatrixRef x, MatrixRef t) const { factors_.project(x, t, entity); }
-  /// ΔW (N×K) = s·B·A in FP32.
-  [[nodiscard]] Matrix delta() const { return factors_.delta(); }
+  [[nodiscard]] double alpha() const noexcept { return alpha_; }       ///< α
+  [[nodiscard]] Scaling scaling() const noexcept { return scaling_; }  ///< α/r or α/√r
 
  private:
   static constexpr const char* entity = "adapter::Lora";
@@ -71,7 +55,6 @@ class Lora {
     const float scale = lora_scale(alpha, a.rows(), scaling, entity);
     return {std::move(a), std::move(b), scale, entity};
   }
-  detail::ScaledFactors factors_;
   double alpha_;
   Scaling scaling_;
 };

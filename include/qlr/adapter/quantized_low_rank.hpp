@@ -81,7 +81,7 @@ class QuantizedLowRank {
   }
 
   /// t (M×r) = s·x·Âᵀ for x (M×K). Throws for wrong shapes or a NaN/Inf in x.
-  void project(ConstMatrixRef x, MatrixRef t) const { factors_.project(x, t, entity); }
+  void project(ConstMatrixRef x, MatrixRef t) const { factors_.project(x, t); }
   /// ΔW (N×K) = s·B̂·Â in FP32.
   [[nodiscard]] Matrix delta() const { return factors_.delta(); }
 

@@ -68,12 +68,14 @@ inline void check_projection_finite(ConstMatrixRef x, const MatrixRef& t, const 
   }
 }
 
-/// A validated pair A (r×K), B (N×r) and the scale s of ΔW = s·B·A.
+/// A validated pair A (r×K), B (N×r) and the scale s of ΔW = s·B·A: the state and the
+/// Adapter operations LoRA and the plain low-rank term share (they derive from it).
 class ScaledFactors {
  public:
   /// Takes ownership of the factors after check_factor_pair; `scale` must be finite.
+  /// `entity` (a string literal) names the adapter in errors.
   ScaledFactors(Matrix a, Matrix b, float scale, const char* entity)
-      : a_(std::move(a)), b_(std::move(b)), scale_(scale) {
+      : a_(std::move(a)), b_(std::move(b)), scale_(scale), entity_(entity) {
     check_factor_pair(a_, b_, a_.cols(), a_.cols(), entity);
     QLR_CHECK(a_.cols() >= 1, shape_mismatch, "{}: a is {}x{}; expected K >= 1 columns", entity,
               a_.rows(), a_.cols());
@@ -87,14 +89,21 @@ class ScaledFactors {
   [[nodiscard]] float scale() const noexcept { return scale_; }              ///< s
   [[nodiscard]] const Matrix& a() const noexcept { return a_; }              ///< A (r×K)
   [[nodiscard]] const Matrix& b() const noexcept { return b_; }              ///< B (N×r)
+  /// B, the Adapter's up-projection.
+  [[nodiscard]] const Matrix& up() const noexcept { return b_; }
+  /// Values stored when kept separate: r·(N + K).
+  [[nodiscard]] index_t parameter_count() const noexcept {
+    return rank() * (out_features() + in_features());
+  }
 
-  /// t (M×r) = s·x·Aᵀ, written in place: t is never reallocated (Eigen's GEMM takes its
-  /// packing buffers from the stack below EIGEN_STACK_ALLOCATION_LIMIT, the heap above).
-  void project(ConstMatrixRef x, MatrixRef t, const char* entity) const {
-    check_projection_shapes(x, t, in_features(), rank(), entity);
+  /// t (M×r) = s·x·Aᵀ for x (M×K), written in place: t is never reallocated (Eigen's GEMM
+  /// takes its packing buffers from the stack below EIGEN_STACK_ALLOCATION_LIMIT, the heap
+  /// above). Throws for wrong shapes or a NaN/Inf in x.
+  void project(ConstMatrixRef x, MatrixRef t) const {
+    check_projection_shapes(x, t, in_features(), rank(), entity_);
     t.noalias() = x * a_.transpose();
     t *= scale_;
-    check_projection_finite(x, t, entity);
+    check_projection_finite(x, t, entity_);
   }
 
   /// ΔW (N×K) = s·B·A in FP32.
@@ -108,6 +117,7 @@ class ScaledFactors {
   Matrix a_;
   Matrix b_;
   float scale_;
+  const char* entity_;
 };
 
 }  // namespace qlr::adapter::detail

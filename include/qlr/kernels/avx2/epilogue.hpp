@@ -5,6 +5,8 @@
 // in the same order, so it equals the scalar detail::add_low_rank bit for bit.
 #pragma once
 
+#include <type_traits>
+
 #include "qlr/core/config.hpp"
 #include "qlr/core/types.hpp"
 #include "qlr/core/view.hpp"
@@ -17,12 +19,32 @@ QLR_ISA_BEGIN("avx2,fma,f16c")
 
 namespace qlr::kernels::avx2 {
 
+namespace detail_epilogue {
+/// 8 floats in a ymm register.
+struct Ymm {
+  static constexpr int lanes = 8;
+  QLR_ALWAYS_INLINE static __m256 load(const float* p) noexcept { return _mm256_loadu_ps(p); }
+  QLR_ALWAYS_INLINE static void store(float* p, __m256 v) noexcept { _mm256_storeu_ps(p, v); }
+  QLR_ALWAYS_INLINE static __m256 broadcast(float x) noexcept { return _mm256_set1_ps(x); }
+  QLR_ALWAYS_INLINE static __m256 fma(__m256 a, __m256 b, __m256 c) noexcept { return _mm256_fmadd_ps(a, b, c); }
+};
+/// 4 floats in an xmm register (the weight-only kernels' 4-row panels).
+struct Xmm {
+  static constexpr int lanes = 4;
+  QLR_ALWAYS_INLINE static __m128 load(const float* p) noexcept { return _mm_loadu_ps(p); }
+  QLR_ALWAYS_INLINE static void store(float* p, __m128 v) noexcept { _mm_storeu_ps(p, v); }
+  QLR_ALWAYS_INLINE static __m128 broadcast(float x) noexcept { return _mm_set1_ps(x); }
+  QLR_ALWAYS_INLINE static __m128 fma(__m128 a, __m128 b, __m128 c) noexcept { return _mm_fmadd_ps(a, b, c); }
+};
+}  // namespace detail_epilogue
+
 /// side[r] += Σ_j bt[first + j, n0 + r]·t[m, j] for the `count` ≤ Width outputs of a tile
 /// (Width a multiple of 4); a short last tile takes the scalar loop.
 template <int Width>
 QLR_ALWAYS_INLINE void add_low_rank(const Epilogue& e, index_t m, index_t n0, index_t count,
                                     float* side) noexcept {
   static_assert(Width % 4 == 0, "tiles of whole 128-bit vectors");
+  using V = std::conditional_t<Width % 8 == 0, detail_epilogue::Ymm, detail_epilogue::Xmm>;
   if (e.low_rank == nullptr) return;
   if (count != Width) {
     kernels::detail::add_low_rank<Width>(e, m, n0, count, side);
@@ -31,33 +53,18 @@ QLR_ALWAYS_INLINE void add_low_rank(const Epilogue& e, index_t m, index_t n0, in
   const LowRankTerm& lr = *e.low_rank;
   const LowRankSlice slice = kernels::detail::slice_of(lr, m);
   const float* t = lr.t.row(m);
-  if constexpr (Width % 8 == 0) {
-    constexpr int vectors = Width / 8;
-    __m256 acc[vectors];
+  constexpr int vectors = Width / V::lanes;
+  decltype(V::load(side)) acc[vectors];
+  QLR_UNROLL
+  for (int v = 0; v < vectors; ++v) acc[v] = V::load(side + V::lanes * v);
+  for (index_t j = 0; j < slice.rank; ++j) {
+    const float* b = lr.bt.row(slice.first + j) + n0;
+    const auto tj = V::broadcast(t[j]);
     QLR_UNROLL
-    for (int v = 0; v < vectors; ++v) acc[v] = _mm256_loadu_ps(side + 8 * v);
-    for (index_t j = 0; j < slice.rank; ++j) {
-      const float* b = lr.bt.row(slice.first + j) + n0;
-      const __m256 tj = _mm256_set1_ps(t[j]);
-      QLR_UNROLL
-      for (int v = 0; v < vectors; ++v) acc[v] = _mm256_fmadd_ps(_mm256_loadu_ps(b + 8 * v), tj, acc[v]);
-    }
-    QLR_UNROLL
-    for (int v = 0; v < vectors; ++v) _mm256_storeu_ps(side + 8 * v, acc[v]);
-  } else {
-    constexpr int vectors = Width / 4;
-    __m128 acc[vectors];
-    QLR_UNROLL
-    for (int v = 0; v < vectors; ++v) acc[v] = _mm_loadu_ps(side + 4 * v);
-    for (index_t j = 0; j < slice.rank; ++j) {
-      const float* b = lr.bt.row(slice.first + j) + n0;
-      const __m128 tj = _mm_set1_ps(t[j]);
-      QLR_UNROLL
-      for (int v = 0; v < vectors; ++v) acc[v] = _mm_fmadd_ps(_mm_loadu_ps(b + 4 * v), tj, acc[v]);
-    }
-    QLR_UNROLL
-    for (int v = 0; v < vectors; ++v) _mm_storeu_ps(side + 4 * v, acc[v]);
+    for (int v = 0; v < vectors; ++v) acc[v] = V::fma(V::load(b + V::lanes * v), tj, acc[v]);
   }
+  QLR_UNROLL
+  for (int v = 0; v < vectors; ++v) V::store(side + V::lanes * v, acc[v]);
 }
 
 }  // namespace qlr::kernels::avx2
