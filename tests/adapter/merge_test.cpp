@@ -33,14 +33,14 @@ using qlr::test::to_double;
 
 namespace {
 
-constexpr index_t n = 64, k = 160, r = 8;
+constexpr index_t layer_rows = 64, layer_cols = 160, adapter_rank = 8;
 
 /// The report recomputed from its definitions, with plain loops in double.
 void check_report(const MergeReport& report, const Matrix& exact, const Matrix& merged,
                   const Matrix& w_hat, const Matrix* x, double stored_values, double tolerance) {
   double err2 = 0, ref2 = 0, max_abs = 0;
-  for (index_t o = 0; o < n; ++o) {
-    for (index_t i = 0; i < k; ++i) {
+  for (index_t o = 0; o < layer_rows; ++o) {
+    for (index_t i = 0; i < layer_cols; ++i) {
       const double e = static_cast<double>(exact(o, i)) - merged(o, i);
       err2 += e * e;
       ref2 += static_cast<double>(exact(o, i)) * exact(o, i);
@@ -55,9 +55,9 @@ void check_report(const MergeReport& report, const Matrix& exact, const Matrix& 
     REQUIRE(report.relative_output_error.has_value());
     double out_err2 = 0, out_ref2 = 0, out_upd2 = 0;
     for (index_t m = 0; m < x->rows(); ++m) {
-      for (index_t o = 0; o < n; ++o) {
+      for (index_t o = 0; o < layer_rows; ++o) {
         double ye = 0, yr = 0, yu = 0;
-        for (index_t i = 0; i < k; ++i) {
+        for (index_t i = 0; i < layer_cols; ++i) {
           ye += e(o, i) * (*x)(m, i);
           yr += static_cast<double>(exact(o, i)) * (*x)(m, i);
           yu += u(o, i) * (*x)(m, i);
@@ -74,7 +74,7 @@ void check_report(const MergeReport& report, const Matrix& exact, const Matrix& 
     CHECK(report.error_to_update == Approx(e.norm() / u.norm()).epsilon(1e-10));
   }
   CHECK(report.separate_extra_bits_per_parameter ==
-        Approx(16.0 * stored_values / (static_cast<double>(n) * k)).epsilon(1e-14));
+        Approx(16.0 * stored_values / (static_cast<double>(layer_rows) * layer_cols)).epsilon(1e-14));
   CHECK(report.tolerance == tolerance);
   CHECK(report.keep_separate_recommended == (report.error_to_update > tolerance));
 }
@@ -84,9 +84,9 @@ void check_report(const MergeReport& report, const Matrix& exact, const Matrix& 
 TEST_CASE("requantizing_merge of a LoRA: the report equals its definitions",
           "[adapter][merge][requantize]") {
   std::mt19937 rng(41);
-  const auto base = qlr::quant::IntAsym<4>({.group_size = 32}).quantize(gaussian(rng, n, k));
-  const Lora lora(gaussian(rng, r, k, 0.2f), gaussian(rng, n, r, 0.2f), 16.0);
-  const Matrix x = gaussian(rng, 12, k);
+  const auto base = qlr::quant::IntAsym<4>({.group_size = 32}).quantize(gaussian(rng, layer_rows, layer_cols));
+  const Lora lora(gaussian(rng, adapter_rank, layer_cols, 0.2f), gaussian(rng, layer_rows, adapter_rank, 0.2f), 16.0);
+  const Matrix x = gaussian(rng, 12, layer_cols);
   const Matrix w_hat = qlr::quant::dequantize(base);
   const Matrix exact = w_hat + lora.delta();
   const qlr::quant::IntAsym<8> int8({.group_size = 32});
@@ -96,11 +96,11 @@ TEST_CASE("requantizing_merge of a LoRA: the report equals its definitions",
   CHECK(same_bytes(with_x.weight.codes(), expected_weight.codes()));
   CHECK(same_bytes(with_x.weight.scales(), expected_weight.scales()));
   check_report(with_x.report, exact, qlr::quant::dequantize(with_x.weight), w_hat, &x,
-               static_cast<double>(r * (n + k)), qlr::adapter::default_keep_separate_tolerance);
+               static_cast<double>(adapter_rank * (layer_rows + layer_cols)), qlr::adapter::default_keep_separate_tolerance);
 
   const auto weights_only = requantizing_merge(base, lora, int8, std::nullopt, 0.3);
   check_report(weights_only.report, exact, qlr::quant::dequantize(weights_only.weight), w_hat,
-               nullptr, static_cast<double>(r * (n + k)), 0.3);
+               nullptr, static_cast<double>(adapter_rank * (layer_rows + layer_cols)), 0.3);
   // The summary states the figures and the decision.
   const std::string text = with_x.report.summary();
   CHECK_THAT(text, Catch::Contains("relative error") && Catch::Contains("on outputs") &&
@@ -114,9 +114,9 @@ TEST_CASE("requantizing_merge: INT8 far more accurate than INT2; the decision fo
           "tolerance",
           "[adapter][merge][requantize]") {
   std::mt19937 rng(42);
-  const auto base = qlr::quant::IntAsym<4>({.group_size = 32}).quantize(gaussian(rng, n, k));
-  const Lora lora(gaussian(rng, r, k, 0.2f), gaussian(rng, n, r, 0.2f), 16.0);
-  const Matrix x = gaussian(rng, 12, k);
+  const auto base = qlr::quant::IntAsym<4>({.group_size = 32}).quantize(gaussian(rng, layer_rows, layer_cols));
+  const Lora lora(gaussian(rng, adapter_rank, layer_cols, 0.2f), gaussian(rng, layer_rows, adapter_rank, 0.2f), 16.0);
+  const Matrix x = gaussian(rng, 12, layer_cols);
   const auto int8 = requantizing_merge(base, lora, qlr::quant::IntAsym<8>({.group_size = 32}), x);
   const auto int2 = requantizing_merge(base, lora, qlr::quant::IntAsym<2>({.group_size = 32}), x);
   CHECK(int8.report.relative_frobenius < int2.report.relative_frobenius / 20);
@@ -132,35 +132,35 @@ TEST_CASE("requantizing_merge: INT8 far more accurate than INT2; the decision fo
 
 TEST_CASE("requantizing_merge of DoRA and QA-LoRA adapters", "[adapter][merge][requantize]") {
   std::mt19937 rng(43);
-  const auto base = qlr::quant::IntAsym<4>({.group_size = 32}).quantize(gaussian(rng, n, k));
+  const auto base = qlr::quant::IntAsym<4>({.group_size = 32}).quantize(gaussian(rng, layer_rows, layer_cols));
   const Matrix w_hat = qlr::quant::dequantize(base);
   const qlr::quant::IntAsym<8> int8({.group_size = 32});
 
   Vector m = Dora::initial_magnitude(w_hat);
   m *= 1.05f;
-  const Dora dora(gaussian(rng, r, k, 0.2f), gaussian(rng, n, r, 0.2f), m, 16.0);
+  const Dora dora(gaussian(rng, adapter_rank, layer_cols, 0.2f), gaussian(rng, layer_rows, adapter_rank, 0.2f), m, 16.0);
   const Matrix dora_exact = qlr::adapter::merge(w_hat, dora).weight;
   const auto dora_merge = requantizing_merge(base, dora, int8);
   check_report(dora_merge.report, dora_exact, qlr::quant::dequantize(dora_merge.weight), w_hat,
-               nullptr, static_cast<double>(r * (n + k) + n),
+               nullptr, static_cast<double>(adapter_rank * (layer_rows + layer_cols) + layer_rows),
                qlr::adapter::default_keep_separate_tolerance);
 
-  const QaLora qa(gaussian(rng, r, 5), gaussian(rng, n, r, 0.2f), 16.0, k, 32);
+  const QaLora qa(gaussian(rng, adapter_rank, 5), gaussian(rng, layer_rows, adapter_rank, 0.2f), 16.0, layer_cols, 32);
   const auto qa_merge = requantizing_merge(base, qa, int8);
   check_report(qa_merge.report, w_hat + qa.delta(), qlr::quant::dequantize(qa_merge.weight),
-               w_hat, nullptr, static_cast<double>(r * (n + 5)),
+               w_hat, nullptr, static_cast<double>(adapter_rank * (layer_rows + 5)),
                qlr::adapter::default_keep_separate_tolerance);
 }
 
 TEST_CASE("requantizing_merge rejects bad shapes, NaN/Inf in x and a bad tolerance (T1.4)",
           "[adapter][merge][requantize][errors]") {
   std::mt19937 rng(44);
-  const auto base = qlr::quant::IntAsym<4>({.group_size = 32}).quantize(gaussian(rng, n, k));
+  const auto base = qlr::quant::IntAsym<4>({.group_size = 32}).quantize(gaussian(rng, layer_rows, layer_cols));
   const qlr::quant::IntAsym<8> int8({.group_size = 32});
-  const Lora narrow(gaussian(rng, r, k - 1), gaussian(rng, n, r), 16.0);
+  const Lora narrow(gaussian(rng, adapter_rank, layer_cols - 1), gaussian(rng, layer_rows, adapter_rank), 16.0);
   CHECK_QLR_ERROR(requantizing_merge(base, narrow, int8), "base is 64x160; expected 64x159");
-  const Lora lora(gaussian(rng, r, k), gaussian(rng, n, r), 16.0);
-  CHECK_QLR_ERROR(requantizing_merge(base, lora, int8, gaussian(rng, 3, k + 1)),
+  const Lora lora(gaussian(rng, adapter_rank, layer_cols), gaussian(rng, layer_rows, adapter_rank), 16.0);
+  CHECK_QLR_ERROR(requantizing_merge(base, lora, int8, gaussian(rng, 3, layer_cols + 1)),
                   "x is 3x161; expected M x 160");
   CHECK_QLR_ERROR(requantizing_merge(base, lora, int8, std::nullopt, -0.5), "tolerance = -0.5");
   CHECK_QLR_ERROR(requantizing_merge(base, lora, int8, std::nullopt, std::nan("")),
@@ -168,7 +168,7 @@ TEST_CASE("requantizing_merge rejects bad shapes, NaN/Inf in x and a bad toleran
   for (const float bad : {std::nanf(""), std::numeric_limits<float>::infinity(),
                           -std::numeric_limits<float>::infinity()}) {
     CAPTURE(bad);
-    Matrix x = gaussian(rng, 3, k);
+    Matrix x = gaussian(rng, 3, layer_cols);
     x(2, 100) = bad;
     CHECK_QLR_ERROR(requantizing_merge(base, lora, int8, x),
                     "requantizing_merge: x: element (2, 100)");

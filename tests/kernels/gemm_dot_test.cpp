@@ -28,12 +28,8 @@ namespace quant = qlr::quant;
 
 namespace {
 
-qlr::ConstMatrixView input(const Matrix& m) {
-  return {m.data(), m.rows(), m.cols(), m.cols()};
-}
-qlr::MatrixView output(Matrix& m) {
-  return {m.data(), m.rows(), m.cols(), m.cols()};
-}
+using qlr::test::input;
+using qlr::test::output;
 
 qlr::ActivationCodes codes_of(const quant::QuantizedActivations& a) {
   return a.view();

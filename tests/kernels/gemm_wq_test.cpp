@@ -26,12 +26,8 @@ namespace kernels = qlr::kernels;
 
 namespace {
 
-qlr::ConstMatrixView input(const Matrix& m) {
-  return {m.data(), m.rows(), m.cols(), m.cols()};
-}
-qlr::MatrixView output(Matrix& m) {
-  return {m.data(), m.rows(), m.cols(), m.cols()};
-}
+using qlr::test::input;
+using qlr::test::output;
 
 /// Y = X·Ŵᵀ in double from the dequantized weight: the oracle, independent of any kernel.
 MatrixD oracle(const Matrix& x, const Matrix& w_hat) {

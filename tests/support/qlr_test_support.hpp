@@ -12,8 +12,14 @@
 #include <catch2/catch.hpp>
 
 #include "qlr/core/matrix.hpp"
+#include "qlr/core/view.hpp"
 
 namespace qlr::test {
+
+/// A kernel's read-only view of `m` (row-major, packed rows).
+inline ConstMatrixView input(const Matrix& m) { return {m.data(), m.rows(), m.cols(), m.cols()}; }
+/// A kernel's writable view of `m`.
+inline MatrixView output(Matrix& m) { return {m.data(), m.rows(), m.cols(), m.cols()}; }
 
 /// N(0, sigma²) entries.
 inline Matrix gaussian(std::mt19937& rng, index_t rows, index_t cols, float sigma = 1.0f) {

@@ -4,6 +4,12 @@
 // and the kernel, and make_linear maps it onto a closed list of compiled compositions
 // (STYLE.md §3.6). Formats the SIMD kernels take (INT4/INT8) run there with FP32, INT8 or
 // INT4 activations; the others (INT2/INT3, NF4) run on the dense kernel, weight-only.
+//
+// Compiling the 21 compositions costs about a minute per translation unit that calls
+// make_linear (or load_layers). A project with several such units may compile them once:
+// define QLR_SEPARATE_MAKE_LINEAR in all of them and, in exactly one unit, also
+// QLR_MAKE_LINEAR_IMPLEMENTATION before including this header; the others then see only
+// make_linear's declarations. Without the macros everything stays inline (header-only).
 #pragma once
 
 #include <charconv>
@@ -260,6 +266,22 @@ class AnyLinear {
   std::unique_ptr<Interface> impl_;
 };
 
+#if defined(QLR_SEPARATE_MAKE_LINEAR) && !defined(QLR_MAKE_LINEAR_IMPLEMENTATION)
+
+/// Rotates, quantizes and packs `w` (N×K) as `spec` says (defined in the unit that defines
+/// QLR_MAKE_LINEAR_IMPLEMENTATION).
+AnyLinear make_linear(ConstMatrixRef w, const LinearSpec& spec);
+/// A layer over `base`, a quantized weight already in the spec's rotated basis.
+AnyLinear make_linear(const quant::AnyQuantizedMatrix& base, const LinearSpec& spec);
+
+#else
+
+#  if defined(QLR_SEPARATE_MAKE_LINEAR)
+#    define QLR_MAKE_LINEAR_LINKAGE  // the one out-of-line definition
+#  else
+#    define QLR_MAKE_LINEAR_LINKAGE inline
+#  endif
+
 namespace detail {
 
 /// The adapters a base of `Format` can hold: QA-LoRA only beside asymmetric zero points.
@@ -340,7 +362,7 @@ using quantizer_of = std::conditional_t<
 
 /// Rotates, quantizes and packs `w` (N×K) as `spec` says. Throws for a composition that is
 /// not compiled (e.g. INT3 weights with INT8 activations), naming it.
-inline AnyLinear make_linear(ConstMatrixRef w, const LinearSpec& spec) {
+QLR_MAKE_LINEAR_LINKAGE AnyLinear make_linear(ConstMatrixRef w, const LinearSpec& spec) {
   if (spec.weights.encoding == Encoding::codebook) {
     QLR_CHECK(spec.weights.bits == 4, unsupported,
               "layers::make_linear: bits = {} with a codebook; expected 4 (NF4)", spec.weights.bits);
@@ -360,7 +382,8 @@ inline AnyLinear make_linear(ConstMatrixRef w, const LinearSpec& spec) {
 /// A layer over `base`, a quantized weight already in the spec's rotated basis (as
 /// AnyLinear::base() returns it): how a saved layer comes back bit for bit. The spec's
 /// weight format must be base's; its quantizer options are not used.
-inline AnyLinear make_linear(const quant::AnyQuantizedMatrix& base, const LinearSpec& spec) {
+QLR_MAKE_LINEAR_LINKAGE AnyLinear make_linear(const quant::AnyQuantizedMatrix& base,
+                                             const LinearSpec& spec) {
   return std::visit(
       [&]<class F>(const QuantizedMatrix<F>& q) {
         QLR_CHECK(F::bits == spec.weights.bits && F::encoding == spec.weights.encoding, invalid_argument,
@@ -370,5 +393,8 @@ inline AnyLinear make_linear(const quant::AnyQuantizedMatrix& base, const Linear
       },
       base);
 }
+
+#  undef QLR_MAKE_LINEAR_LINKAGE
+#endif  // QLR_SEPARATE_MAKE_LINEAR && !QLR_MAKE_LINEAR_IMPLEMENTATION
 
 }  // namespace qlr::layers
