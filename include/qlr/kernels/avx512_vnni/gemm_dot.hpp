@@ -40,9 +40,10 @@ struct Tiles {
   template <int Bits, int Panels, int Tokens>
   static void dot_tile(const DotWeightView& w, const DotActivationView& a, MatrixView y,
                        const Epilogue& e, index_t p, index_t m) noexcept {
-    // A single panel and token would leave one chain of dependent vpdpbusd: give the two
-    // halves of each step pair their own. Integer sums are exact, so the split is free.
-    constexpr int Split = Panels * Tokens == 1 ? 2 : 1;
+    // A single panel and token would leave one chain of dependent vpdpbusd, which at its
+    // 4-5 cycle latency cannot catch up after a late line: give it four, two steps of two
+    // halves each. Integer sums are exact, so the split is free.
+    constexpr int Chains = Panels * Tokens == 1 ? 4 : 1;
     constexpr index_t step_cols = Bits == 8 ? 4 : 8;
     const __m512i low_nibbles = _mm512_set1_epi8(0x0f);
     const std::int8_t* x[Tokens];
@@ -51,44 +52,51 @@ struct Tiles {
     for (int pp = 0; pp < Panels; ++pp)
       for (int t = 0; t < Tokens; ++t) acc[pp][t] = _mm512_setzero_ps();
     for (index_t l = 0; l < w.groups; ++l) {
-      __m512i dot[Panels][Tokens][Split];
+      __m512i dot[Panels][Tokens][Chains];
       for (int pp = 0; pp < Panels; ++pp)
         for (int t = 0; t < Tokens; ++t)
-          for (int h = 0; h < Split; ++h) dot[pp][t][h] = _mm512_setzero_si512();
-      const index_t end = w.group_end(l);
-      // INT8 steps come in pairs: every group spans a multiple of 8 padded columns.
-      for (index_t i = w.group_begin(l); i < end; i += 8) {
+          for (int h = 0; h < Chains; ++h) dot[pp][t][h] = _mm512_setzero_si512();
+      // Columns [i, i + 8) of every panel and token into chains H and H + 1 (or chain 0).
+      const auto step = [&]<int H>(index_t i) {
+        constexpr int first_chain = Chains == 1 ? 0 : H;
+        constexpr int second_chain = Chains == 1 ? 0 : H + 1;
         for (int pp = 0; pp < Panels; ++pp) {
           const std::uint8_t* src = w.panel(p + pp) + (i / step_cols) * 64;
           _mm_prefetch(reinterpret_cast<const char*>(src) + prefetch_bytes, _MM_HINT_T0);
+          __m512i first, second;
           if constexpr (Bits == 8) {
-            const __m512i first = _mm512_loadu_si512(src);
-            const __m512i second = _mm512_loadu_si512(src + 64);
-            for (int t = 0; t < Tokens; ++t) {
-              dot[pp][t][0] = _mm512_dpbusd_epi32(dot[pp][t][0], first, broadcast4(x[t] + i));
-              dot[pp][t][Split - 1] =
-                  _mm512_dpbusd_epi32(dot[pp][t][Split - 1], second, broadcast4(x[t] + i + 4));
-            }
+            first = _mm512_loadu_si512(src);
+            second = _mm512_loadu_si512(src + 64);
           } else {
             const __m512i codes = _mm512_loadu_si512(src);
-            const __m512i low = _mm512_and_si512(codes, low_nibbles);
-            const __m512i high = _mm512_and_si512(_mm512_srli_epi16(codes, 4), low_nibbles);
-            for (int t = 0; t < Tokens; ++t) {
-              dot[pp][t][0] = _mm512_dpbusd_epi32(dot[pp][t][0], low, broadcast4(x[t] + i));
-              dot[pp][t][Split - 1] =
-                  _mm512_dpbusd_epi32(dot[pp][t][Split - 1], high, broadcast4(x[t] + i + 4));
-            }
+            first = _mm512_and_si512(codes, low_nibbles);
+            second = _mm512_and_si512(_mm512_srli_epi16(codes, 4), low_nibbles);
+          }
+          for (int t = 0; t < Tokens; ++t) {
+            dot[pp][t][first_chain] =
+                _mm512_dpbusd_epi32(dot[pp][t][first_chain], first, broadcast4(x[t] + i));
+            dot[pp][t][second_chain] =
+                _mm512_dpbusd_epi32(dot[pp][t][second_chain], second, broadcast4(x[t] + i + 4));
           }
         }
-      }
+      };
+      // Every group spans a multiple of 8 padded columns (INT8 steps come in pairs).
+      const index_t end = w.group_end(l);
+      index_t i = w.group_begin(l);
+      if constexpr (Chains == 4)
+        for (; i + 16 <= end; i += 16) {
+          step.template operator()<0>(i);
+          step.template operator()<2>(i + 8);
+        }
+      for (; i < end; i += 8) step.template operator()<0>(i);
       for (int pp = 0; pp < Panels; ++pp) {
         const index_t at = w.params(p + pp, l);
         const __m512 scale = _mm512_loadu_ps(w.scales + at);
         const __m512i zero = _mm512_loadu_si512(w.zeros + at);
         for (int t = 0; t < Tokens; ++t) {
           const __m512i group_sum = _mm512_set1_epi32(a.group_sums[(m + t) * a.groups + l]);
-          const __m512i sum =
-              Split == 2 ? _mm512_add_epi32(dot[pp][t][0], dot[pp][t][Split - 1]) : dot[pp][t][0];
+          __m512i sum = dot[pp][t][0];
+          for (int h = 1; h < Chains; ++h) sum = _mm512_add_epi32(sum, dot[pp][t][h]);
           const __m512i exact = _mm512_sub_epi32(sum, _mm512_mullo_epi32(zero, group_sum));
           acc[pp][t] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(exact), acc[pp][t]);
           if (w.zero_fractions != nullptr)

@@ -51,6 +51,8 @@ void gemm_wq_with_tiles(const PackedView& w, ConstMatrixView x, MatrixView y, co
       for (index_t p = p_begin; p < p_end; ++p) {
         for (index_t m = m0; m < m_end; m += MaxTokens) {
           const auto tokens = static_cast<int>(m_end - m < MaxTokens ? m_end - m : MaxTokens);
+          const TileRows tile = tile_rows(w.rows, p, wq_panel_rows);
+          for (int t = 0; t < tokens; ++t) prefetch_low_rank(e, m + t, tile.n0, tile.count);
           wq_tile_of<Tiles, Bits, MaxTokens>(tokens, w, x, y, e, p, m);
         }
       }
@@ -91,6 +93,9 @@ void cover_panels(const DotWeightView& w, const DotActivationView& a, MatrixView
   const auto panels_of = [&]<int P>(index_t p) {
     for (index_t m = 0; m < a.rows; m += MaxTokens) {
       const auto tokens = static_cast<int>(a.rows - m < MaxTokens ? a.rows - m : MaxTokens);
+      const index_t n0 = p * panel_rows;
+      const index_t count = w.rows - n0 < P * panel_rows ? w.rows - n0 : P * panel_rows;
+      for (int t = 0; t < tokens; ++t) prefetch_low_rank(e, m + t, n0, count);
       dot_tile_of<Tiles, Bits, P, MaxTokens>(tokens, w, a, y, e, p, m);
     }
   };
