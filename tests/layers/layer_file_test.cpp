@@ -1,21 +1,25 @@
 // SPDX-License-Identifier: Apache-2.0
 // qlr's layer file read back bit for bit (bases, biases, adapters and their state, forward
 // outputs); a damaged file is a qlr::Error; real PEFT adapters attached to quantized layers.
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "qlr/adapter/dora.hpp"
 #include "qlr/adapter/lora.hpp"
 #include "qlr/adapter/low_rank.hpp"
 #include "qlr/adapter/qa_lora.hpp"
+#include "qlr/adapter/quantized_low_rank.hpp"
 #include "qlr/io/peft.hpp"
 #include "qlr/io/safetensors.hpp"
 #include "qlr/layers/layer_file.hpp"
 #include "qlr/layers/peft.hpp"
+#include "qlr/quant/spec.hpp"
 #include "qlr_test_support.hpp"
 
 namespace {
@@ -59,6 +63,16 @@ TEST_CASE("save_layers / load_layers: bases, adapters and outputs come back bit 
              layers::Basis::rotated);
     l.attach("off", adapter::LowRank(qlr::test::gaussian(rng, 2, k), qlr::test::gaussian(rng, n, 2)));
     l.set_enabled("off", false);
+    // Quantized factors in two blocks of different formats (LoRAQuant's shape): the file
+    // keeps their codes, not their dequantization.
+    const adapter::LowRank term(qlr::test::gaussian(rng, 6, k, 0.1f), qlr::test::gaussian(rng, n, 6, 0.1f));
+    const Matrix bt = term.b().transpose();
+    const auto hi = qlr::quant::parse_quant_spec("int4-asym-g32");
+    const auto lo = qlr::quant::parse_quant_spec("int2-sym-g32");
+    std::vector<adapter::ComponentBlock> blocks;
+    blocks.push_back({0, 2, qlr::quant::quantize(term.a().topRows(2), hi), qlr::quant::quantize(bt.topRows(2), hi)});
+    blocks.push_back({2, 6, qlr::quant::quantize(term.a().bottomRows(4), lo), qlr::quant::quantize(bt.bottomRows(4), lo)});
+    l.attach("loraquant", adapter::QuantizedLowRank(std::move(blocks), 0.75));
     saved.emplace("model.layers.0.o_proj", std::move(l));
   }
   {
@@ -90,6 +104,25 @@ TEST_CASE("save_layers / load_layers: bases, adapters and outputs come back bit 
     CHECK(a.codebook == b.codebook);
     CHECK((a.zero_mode == b.zero_mode && a.scale_type == b.scale_type && a.group_size == b.group_size));
     CHECK(back.adapter_names() == original.adapter_names());
+    for (const layers::AttachedAdapter& held : original.adapters()) {
+      const auto* q = std::get_if<adapter::QuantizedLowRank>(&held.adapter);
+      if (q == nullptr) continue;
+      const std::vector<layers::AttachedAdapter> back_adapters = back.adapters();
+      const auto it = std::find_if(back_adapters.begin(), back_adapters.end(),
+                                   [&](const layers::AttachedAdapter& other) { return other.name == held.name; });
+      REQUIRE(it != back_adapters.end());
+      const auto copy = std::get<adapter::QuantizedLowRank>(it->adapter);
+      REQUIRE(copy.blocks().size() == q->blocks().size());
+      CHECK(copy.scale() == q->scale());
+      for (std::size_t i = 0; i < q->blocks().size(); ++i) {
+        CHECK((copy.blocks()[i].begin == q->blocks()[i].begin && copy.blocks()[i].end == q->blocks()[i].end));
+        CHECK(parts(copy.blocks()[i].a_rows).codes == parts(q->blocks()[i].a_rows).codes);
+        CHECK(parts(copy.blocks()[i].bt_rows).codes == parts(q->blocks()[i].bt_rows).codes);
+        CHECK(parts(copy.blocks()[i].bt_rows).zeros == parts(q->blocks()[i].bt_rows).zeros);
+        CHECK(copy.blocks()[i].a_rows.index() == q->blocks()[i].a_rows.index());  // same format
+      }
+      CHECK(bitwise_equal(copy.a(), q->a()));
+    }
     CHECK(bitwise_equal(back.forward(x), original.forward(x)));
   }
   std::filesystem::remove(path);
@@ -111,6 +144,35 @@ TEST_CASE("load_layers: a damaged or foreign file is a qlr::Error", "[layers][io
   std::map<std::string, layers::AnyLinear> bad;
   bad.emplace("a,b", layers::make_linear(Matrix::Ones(4, 64), layers::parse_linear_spec("int4")));
   CHECK_THROWS_WITH(layers::save_layers(path, bad), Catch::Contains("layer name 'a,b'"));
+}
+
+TEST_CASE("load_layers: damaged metadata of quantized factors is a qlr::Error", "[layers][io]") {
+  std::mt19937 rng(37);
+  const index_t n = 24, k = 64;
+  layers::AnyLinear l = layers::make_linear(qlr::test::gaussian(rng, n, k), layers::parse_linear_spec("int4-sym-g32"));
+  const adapter::Lora lora(qlr::test::gaussian(rng, 2, k), qlr::test::gaussian(rng, n, 2), 4);
+  l.attach("q", adapter::QuantizedLowRank::quantize(lora, qlr::quant::parse_quant_spec("int4-asym-g32")));
+  std::map<std::string, layers::AnyLinear> saved;
+  saved.emplace("l", std::move(l));
+  const auto path = temp_file("qlr.safetensors");
+  layers::save_layers(path, saved);
+  // The same tensors with one metadata value replaced.
+  const auto rewrite = [&](const std::string& key, const std::string& value) {
+    const auto damaged = temp_file("damaged.safetensors");
+    const qlr::io::SafetensorsFile file(path);
+    qlr::io::SafetensorsWriter out;
+    for (const qlr::io::TensorView& t : file.tensors()) out.add(t.name, t.dtype, t.shape, t.bytes);
+    for (const auto& [mk, mv] : file.metadata()) out.set_metadata(mk, mk == key ? value : mv);
+    out.write(damaged);
+    return damaged;
+  };
+  CHECK_THROWS_WITH(layers::load_layers(rewrite("qlr.adapter.l/q.block0.A.encoding", "int5")),
+                    Catch::Contains("metadata \"qlr.adapter.l/q.block0.A.encoding\" = 'int5'; expected"));
+  CHECK_THROWS_WITH(layers::load_layers(rewrite("qlr.adapter.l/q.blocks", "0")),
+                    Catch::Contains("metadata \"qlr.adapter.l/q.blocks\" = 0; expected 1 to 64"));
+  CHECK_THROWS_WITH(layers::load_layers(rewrite("qlr.adapter.l/q.block0.end", "3")),
+                    Catch::Contains("blocks[0].a_rows is 2x64; expected 3x64"));
+  CHECK(layers::load_layers(path).at("l").adapter_names() == std::vector<std::string>{"q"});
 }
 
 TEST_CASE("attach_peft: a real PEFT adapter on a quantized layer equals the dense oracle",

@@ -3,7 +3,7 @@
 // back bit for bit. Each layer stores its packed codes (U8, the canonical row streams of
 // ALGORITHMS.md §1.5), scales, zero points, codebook and bias as tensors named
 // "<layer>.codes", "<layer>.scales", …; each adapter its factors as "<layer>.adapters.<name>.A",
-// ".B", ".magnitude". The metadata carries what is not a tensor: the layer's LinearSpec
+// ".B", ".magnitude", or, quantized, as blocks ".block<i>.A.codes", ".block<i>.Bt.codes", …. The metadata carries what is not a tensor: the layer's LinearSpec
 // (format, activations, rotation seed), group size and storage modes, and each adapter's kind,
 // alpha, scaling, pooling, basis and run-time state. Nothing is recomputed on load except
 // the kernels' packing, so a loaded layer computes what the saved one did.
@@ -22,6 +22,7 @@
 #include "qlr/adapter/lora.hpp"
 #include "qlr/adapter/low_rank.hpp"
 #include "qlr/adapter/qa_lora.hpp"
+#include "qlr/adapter/quantized_low_rank.hpp"
 #include "qlr/core/error.hpp"
 #include "qlr/core/format.hpp"
 #include "qlr/io/safetensors.hpp"
@@ -113,11 +114,84 @@ inline quant::AnyQuantizedMatrix base_of(int bits, Encoding encoding, QuantizedP
                     bits, to_string(encoding));
 }
 
+/// Writes quantized matrix `q` as tensors "<tensor>.codes", ".scales", ".zeros", ".codebook"
+/// and metadata "<key>.group_size", ".cols", ".zero_mode", ".scale_type" (and, with
+/// `with_format`, ".bits" and ".encoding": a base takes them from its spec).
+inline void add_quantized(io::SafetensorsWriter& out, const std::string& tensor,
+                          const std::string& key, const quant::AnyQuantizedMatrix& any,
+                          bool with_format) {
+  std::visit(
+      [&]<class F>(const QuantizedMatrix<F>& q) {
+        const QuantizedParts& p = q.parts();
+        if (with_format) {
+          out.set_metadata(key + ".bits", std::to_string(F::bits));
+          out.set_metadata(key + ".encoding", to_string(F::encoding));
+        }
+        out.set_metadata(key + ".group_size", std::to_string(p.group_size));
+        out.set_metadata(key + ".cols", std::to_string(p.cols));
+        out.set_metadata(key + ".zero_mode", p.zero_mode == ZeroMode::floating ? "floating" : "integer");
+        out.set_metadata(key + ".scale_type", p.scale_type == ScaleType::f16 ? "f16" : "f32");
+        out.add(tensor + ".codes", io::Dtype::u8, {p.rows, q.row_stride()},
+                bytes_of(std::span<const std::uint8_t>(p.codes)));
+        out.add(tensor + ".scales", io::Dtype::f32, {p.rows, q.groups()},
+                bytes_of(std::span<const float>(p.scales)));
+        if (!p.zeros.empty())
+          out.add(tensor + ".zeros", io::Dtype::f32, {p.rows, q.groups()},
+                  bytes_of(std::span<const float>(p.zeros)));
+        if (!p.codebook.empty())
+          out.add(tensor + ".codebook", io::Dtype::f32, {static_cast<std::int64_t>(p.codebook.size())},
+                  bytes_of(std::span<const float>(p.codebook)));
+      },
+      any);
+}
+
+/// The encoding whose to_string is `text`, or a corrupt_file error naming `key`.
+inline Encoding encoding_named(const std::string& text, const std::string& key) {
+  for (const Encoding e : {Encoding::int_sym, Encoding::int_asym, Encoding::codebook})
+    if (text == to_string(e)) return e;
+  qlr::detail::fail(Errc::corrupt_file, "layers::load_layers: metadata \"{}\" = '{}'; expected {}, {} or {}",
+                    key, text, to_string(Encoding::int_sym), to_string(Encoding::int_asym),
+                    to_string(Encoding::codebook));
+}
+
+/// Reads back what add_quantized wrote; `bits` and `encoding` from the spec, or (0, …) to
+/// read them from "<key>.bits" and ".encoding". The QuantizedMatrix constructor validates
+/// the parts against each other.
+inline quant::AnyQuantizedMatrix read_quantized(const io::SafetensorsFile& file,
+                                                const std::map<std::string, std::string>& m,
+                                                const std::string& tensor, const std::string& key,
+                                                int bits = 0, Encoding encoding = Encoding::int_sym) {
+  if (bits == 0) {
+    bits = meta_number<int>(m, key + ".bits");
+    encoding = encoding_named(meta(m, key + ".encoding"), key + ".encoding");
+  }
+  const io::TensorView& codes = file.at(tensor + ".codes");
+  QLR_CHECK(codes.dtype == io::Dtype::u8 && codes.shape.size() == 2, corrupt_file,
+            "layers::load_layers: tensor \"{}\" is {} of rank {}; expected U8 (N, row bytes)",
+            codes.name, io::to_string(codes.dtype), codes.shape.size());
+  const io::TensorView& scales = file.at(tensor + ".scales");
+  QLR_CHECK(scales.shape.size() == 2, corrupt_file,
+            "layers::load_layers: tensor \"{}\" has rank {}; expected (N, groups)", scales.name,
+            scales.shape.size());
+  QuantizedParts parts;
+  parts.rows = codes.shape[0];
+  parts.group_size = meta_number<index_t>(m, key + ".group_size");
+  parts.cols = meta_number<index_t>(m, key + ".cols");
+  parts.codes.resize(codes.bytes.size());
+  std::memcpy(parts.codes.data(), codes.bytes.data(), codes.bytes.size());
+  parts.scales = floats_of(scales);
+  if (const io::TensorView* z = file.find(tensor + ".zeros")) parts.zeros = floats_of(*z);
+  if (const io::TensorView* c = file.find(tensor + ".codebook")) parts.codebook = floats_of(*c);
+  parts.zero_mode = meta(m, key + ".zero_mode") == "floating" ? ZeroMode::floating : ZeroMode::integer;
+  parts.scale_type = meta(m, key + ".scale_type") == "f16" ? ScaleType::f16 : ScaleType::f32;
+  return base_of(bits, encoding, std::move(parts));
+}
+
 }  // namespace detail
 
 /// Saves `layers` (name → layer) with their adapters to `path` as one safetensors file
-/// (written atomically). Throws for a name with ',' or '/', or an adapter kind the file
-/// does not store yet (QuantizedLowRank).
+/// (written atomically); adapters with quantized factors keep their codes. Throws for a name
+/// with ',' or '/'.
 inline void save_layers(const std::filesystem::path& path, const std::map<std::string, AnyLinear>& layers) {
   io::SafetensorsWriter out;
   out.set_metadata("qlr.format", std::string(detail::layer_file_format));
@@ -127,25 +201,7 @@ inline void save_layers(const std::filesystem::path& path, const std::map<std::s
     layer_names += (layer_names.empty() ? "" : ",") + name;
     const std::string key = "qlr.layer." + name;
     out.set_metadata(key + ".spec", to_string(layer.spec()));
-    std::visit(
-        [&](const auto& q) {
-          const QuantizedParts& p = q.parts();
-          out.set_metadata(key + ".group_size", std::to_string(p.group_size));
-          out.set_metadata(key + ".cols", std::to_string(p.cols));
-          out.set_metadata(key + ".zero_mode", p.zero_mode == ZeroMode::floating ? "floating" : "integer");
-          out.set_metadata(key + ".scale_type", p.scale_type == ScaleType::f16 ? "f16" : "f32");
-          out.add(name + ".codes", io::Dtype::u8, {p.rows, q.row_stride()},
-                  detail::bytes_of(std::span<const std::uint8_t>(p.codes)));
-          out.add(name + ".scales", io::Dtype::f32, {p.rows, q.groups()},
-                  detail::bytes_of(std::span<const float>(p.scales)));
-          if (!p.zeros.empty())
-            out.add(name + ".zeros", io::Dtype::f32, {p.rows, q.groups()},
-                    detail::bytes_of(std::span<const float>(p.zeros)));
-          if (!p.codebook.empty())
-            out.add(name + ".codebook", io::Dtype::f32, {static_cast<std::int64_t>(p.codebook.size())},
-                    detail::bytes_of(std::span<const float>(p.codebook)));
-        },
-        layer.base());
+    detail::add_quantized(out, name, key, layer.base(), false);
     if (const Vector bias = layer.bias(); bias.size() != 0) out.add_vector(name + ".bias", bias);
     std::string adapter_names;
     for (const AttachedAdapter& a : layer.adapters()) {
@@ -159,11 +215,19 @@ inline void save_layers(const std::filesystem::path& path, const std::map<std::s
       std::visit(
           [&]<class A>(const A& held) {
             if constexpr (std::is_same_v<A, adapter::QuantizedLowRank>) {
-              qlr::detail::fail(Errc::unsupported,
-                                "layers::save_layers: adapter '{}' of layer '{}' has quantized "
-                                "factors; expected LoRA, DoRA, QA-LoRA or a plain low-rank term "
-                                "(quantized factors are not stored yet)",
-                                a.name, name);
+              // The blocks as quantized, not their dequantization: the file keeps the bits.
+              out.set_metadata(akey + ".kind", "quantized_low_rank");
+              out.set_metadata(akey + ".factor_scale", detail::exact_text(held.scale()));
+              out.set_metadata(akey + ".blocks", std::to_string(held.blocks().size()));
+              for (std::size_t i = 0; i < held.blocks().size(); ++i) {
+                const adapter::ComponentBlock& block = held.blocks()[i];
+                const std::string bkey = akey + ".block" + std::to_string(i);
+                const std::string btensor = tensor + ".block" + std::to_string(i);
+                out.set_metadata(bkey + ".begin", std::to_string(block.begin));
+                out.set_metadata(bkey + ".end", std::to_string(block.end));
+                detail::add_quantized(out, btensor + ".A", bkey + ".A", block.a_rows, true);
+                detail::add_quantized(out, btensor + ".Bt", bkey + ".Bt", block.bt_rows, true);
+              }
             } else {
               out.add(tensor + ".A", held.a());
               out.add(tensor + ".B", held.b());
@@ -207,33 +271,14 @@ inline std::map<std::string, AnyLinear> load_layers(const std::filesystem::path&
   for (const std::string& name : detail::split_names(detail::meta(m, "qlr.layers"))) {
     const std::string key = "qlr.layer." + name;
     const LinearSpec spec = parse_linear_spec(detail::meta(m, key + ".spec"));
-    const io::TensorView& codes = file.at(name + ".codes");
-    QLR_CHECK(codes.dtype == io::Dtype::u8 && codes.shape.size() == 2, corrupt_file,
-              "layers::load_layers: tensor \"{}\" is {} of rank {}; expected U8 (N, row bytes)",
-              codes.name, io::to_string(codes.dtype), codes.shape.size());
-    const io::TensorView& scales = file.at(name + ".scales");
-    QLR_CHECK(scales.shape.size() == 2, corrupt_file,
-              "layers::load_layers: tensor \"{}\" has rank {}; expected (N, groups)", scales.name,
-              scales.shape.size());
-    QuantizedParts parts;
-    parts.rows = codes.shape[0];
-    parts.group_size = detail::meta_number<index_t>(m, key + ".group_size");
-    parts.cols = detail::meta_number<index_t>(m, key + ".cols");
-    parts.codes.resize(codes.bytes.size());
-    std::memcpy(parts.codes.data(), codes.bytes.data(), codes.bytes.size());
-    parts.scales = detail::floats_of(scales);
-    if (const io::TensorView* z = file.find(name + ".zeros")) parts.zeros = detail::floats_of(*z);
-    if (const io::TensorView* c = file.find(name + ".codebook")) parts.codebook = detail::floats_of(*c);
-    parts.zero_mode = detail::meta(m, key + ".zero_mode") == "floating" ? ZeroMode::floating : ZeroMode::integer;
-    parts.scale_type = detail::meta(m, key + ".scale_type") == "f16" ? ScaleType::f16 : ScaleType::f32;
-    AnyLinear layer = make_linear(detail::base_of(spec.weights.bits, spec.weights.encoding, std::move(parts)), spec);
+    AnyLinear layer = make_linear(
+        detail::read_quantized(file, m, name, key, spec.weights.bits, spec.weights.encoding), spec);
     if (const io::TensorView* b = file.find(name + ".bias")) layer.set_bias(io::to_vector(*b));
     for (const std::string& a : detail::split_names(detail::meta(m, key + ".adapters"))) {
       const std::string tensor = name + ".adapters." + a;
       const std::string akey = "qlr.adapter." + name + "/" + a;
       const std::string& kind = detail::meta(m, akey + ".kind");
-      Matrix fa = io::to_matrix(file.at(tensor + ".A"));
-      Matrix fb = io::to_matrix(file.at(tensor + ".B"));
+      const auto factor = [&](const char* which) { return io::to_matrix(file.at(tensor + which)); };
       const auto alpha = [&] { return detail::meta_number<double>(m, akey + ".alpha"); };
       const auto scaling = [&] {
         return detail::meta(m, akey + ".scaling") == "rank_stabilized" ? adapter::Scaling::rank_stabilized
@@ -241,20 +286,38 @@ inline std::map<std::string, AnyLinear> load_layers(const std::filesystem::path&
       };
       const Basis basis = detail::meta(m, akey + ".basis") == "rotated" ? Basis::rotated : Basis::original;
       if (kind == "lora") {
-        layer.attach(a, adapter::Lora(std::move(fa), std::move(fb), alpha(), scaling()), basis);
+        layer.attach(a, adapter::Lora(factor(".A"), factor(".B"), alpha(), scaling()), basis);
       } else if (kind == "dora") {
-        layer.attach(a, adapter::Dora(std::move(fa), std::move(fb), io::to_vector(file.at(tensor + ".magnitude")), alpha(), scaling()), basis);
+        layer.attach(a, adapter::Dora(factor(".A"), factor(".B"), io::to_vector(file.at(tensor + ".magnitude")), alpha(), scaling()), basis);
       } else if (kind == "low_rank") {
-        layer.attach(a, adapter::LowRank(std::move(fa), std::move(fb)), basis);
+        layer.attach(a, adapter::LowRank(factor(".A"), factor(".B")), basis);
       } else if (kind == "qa_lora") {
         const int pooling = detail::meta_number<int>(m, akey + ".pooling");
         QLR_CHECK(pooling >= 0 && pooling <= 2, corrupt_file,
                   "layers::load_layers: metadata \"{}.pooling\" = {}; expected 0, 1 or 2", akey, pooling);
-        layer.attach(a, adapter::QaLora(std::move(fa), std::move(fb), alpha(), layer.in_features(),
+        layer.attach(a, adapter::QaLora(factor(".A"), factor(".B"), alpha(), layer.in_features(),
                                         detail::meta_number<index_t>(m, akey + ".group_size"),
                                         static_cast<adapter::Pooling>(pooling), scaling()), basis);
+      } else if (kind == "quantized_low_rank") {
+        const auto count = detail::meta_number<std::size_t>(m, akey + ".blocks");
+        // At most one block per component, and components are at most K.
+        QLR_CHECK(count >= 1 && count <= static_cast<std::size_t>(layer.in_features()), corrupt_file,
+                  "layers::load_layers: metadata \"{}.blocks\" = {}; expected 1 to {}", akey, count,
+                  layer.in_features());
+        std::vector<adapter::ComponentBlock> blocks;
+        for (std::size_t i = 0; i < count; ++i) {
+          const std::string bkey = akey + ".block" + std::to_string(i);
+          const std::string btensor = tensor + ".block" + std::to_string(i);
+          blocks.push_back({detail::meta_number<index_t>(m, bkey + ".begin"),
+                            detail::meta_number<index_t>(m, bkey + ".end"),
+                            detail::read_quantized(file, m, btensor + ".A", bkey + ".A"),
+                            detail::read_quantized(file, m, btensor + ".Bt", bkey + ".Bt")});
+        }
+        layer.attach(a, adapter::QuantizedLowRank(std::move(blocks),
+                                                  detail::meta_number<float>(m, akey + ".factor_scale")),
+                     basis);
       } else {
-        qlr::detail::fail(Errc::corrupt_file, "layers::load_layers: adapter '{}' of layer '{}' has kind '{}'; expected lora, dora, low_rank or qa_lora", a, name, kind);
+        qlr::detail::fail(Errc::corrupt_file, "layers::load_layers: adapter '{}' of layer '{}' has kind '{}'; expected lora, dora, low_rank, qa_lora or quantized_low_rank", a, name, kind);
       }
       layer.set_scale(a, detail::meta_number<float>(m, akey + ".scale"));
       layer.set_enabled(a, detail::meta(m, akey + ".enabled") == "1");
