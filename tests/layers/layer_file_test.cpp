@@ -175,6 +175,37 @@ TEST_CASE("load_layers: damaged metadata of quantized factors is a qlr::Error", 
   CHECK(layers::load_layers(path).at("l").adapter_names() == std::vector<std::string>{"q"});
 }
 
+TEST_CASE("attach_peft: a PEFT QA-LoRA module pools the input as PEFT does", "[layers][io]") {
+  std::mt19937 rng(43);
+  const index_t n = 20, k = 96, g = 32, r = 3;
+  qlr::io::PeftAdapter peft;
+  peft.config.use_qalora = true;
+  peft.config.qalora_group_size = g;
+  qlr::io::PeftModule module;
+  module.name = "model.layers.0.mlp.up_proj";
+  module.a = qlr::test::gaussian(rng, r, k / g);
+  module.b = qlr::test::gaussian(rng, n, r, 0.1f);
+  module.rank = r;
+  module.alpha = 6;
+  module.scale = 2;
+  peft.modules.push_back(module);
+  layers::AnyLinear layer = layers::make_linear(qlr::test::gaussian(rng, n, k), layers::parse_linear_spec("int4-asym-g32"));
+  layers::attach_peft(layer, peft, module.name, "qa");
+  // PEFT: lora_B(lora_A(avg_pool1d(x, g) · K/g)) · α/r, written out in double.
+  const Matrix x = qlr::test::gaussian(rng, 4, k);
+  qlr::MatrixD pooled = qlr::MatrixD::Zero(x.rows(), k / g);
+  for (index_t i = 0; i < x.rows(); ++i)
+    for (index_t c = 0; c < k; ++c) pooled(i, c / g) += double{x(i, c)} / g * static_cast<double>(k / g);
+  const qlr::MatrixD ref = x.cast<double>() * layer.dequantized_weight().cast<double>().transpose() +
+                           2.0 * pooled * module.a.cast<double>().transpose() * module.b.cast<double>().transpose();
+  CHECK((layer.forward(x).cast<double>() - ref).norm() / ref.norm() < 1e-5);
+  layers::AnyLinear sym = layers::make_linear(qlr::test::gaussian(rng, n, k), layers::parse_linear_spec("int4-sym-g32"));
+  CHECK_THROWS_WITH(layers::attach_peft(sym, peft, module.name, "qa"), Catch::Contains("QA-LoRA on a sym base"));
+  peft.modules.front().magnitude = qlr::Vector::Ones(n);
+  CHECK_THROWS_WITH(layers::attach_peft(layer, peft, module.name, "qa2"),
+                    Catch::Contains("has a DoRA magnitude and use_qalora"));
+}
+
 TEST_CASE("attach_peft: a real PEFT adapter on a quantized layer equals the dense oracle",
           "[layers][io]") {
   const auto folder = std::filesystem::path(QLR_SHARED_DATA_DIR) / "adapters" / "qwen2.5-0.5b-r8";
