@@ -4,6 +4,8 @@
 // that are not compiled are refused by name.
 #include <random>
 #include <string>
+#include <variant>
+#include <vector>
 
 #include "qlr/adapter/lora.hpp"
 #include "qlr/adapter/qa_lora.hpp"
@@ -64,4 +66,35 @@ TEST_CASE("make_linear: compositions that are not compiled are refused by name",
   layers::AnyLinear asym = layers::make_linear(w, layers::parse_linear_spec("int4-asym-g32"));
   asym.attach("qa", qlr::adapter::QaLora(Matrix::Ones(2, 2), Matrix::Ones(8, 2), 1, 64, 32));
   CHECK(asym.adapter_names() == std::vector<std::string>{"qa"});
+}
+
+TEST_CASE("merge_into_base: a QA-LoRA folded into the zero points gives the same outputs",
+          "[layers]") {
+  const index_t m = 4, n = 24, k = 128, r = 3, g = 32;
+  std::mt19937 rng(13);
+  const Matrix w = qlr::test::gaussian(rng, n, k);
+  const Matrix x = qlr::test::gaussian(rng, m, k);
+  for (const char* name : {"int4-asym-g32", "int8-asym-g32+rht5", "int3-asym-g32"}) {
+    CAPTURE(name);
+    layers::AnyLinear layer = layers::make_linear(w, layers::parse_linear_spec(name));
+    const bool rotated = layer.spec().rotated;
+    layer.attach("qa", qlr::adapter::QaLora(qlr::test::gaussian(rng, r, k / g), qlr::test::gaussian(rng, n, r, 0.1f), 8, k, g),
+                 rotated ? layers::Basis::rotated : layers::Basis::original);
+    layer.set_scale("qa", 0.5f);
+    layer.attach("lora", qlr::adapter::Lora(qlr::test::gaussian(rng, r, k, 0.1f), qlr::test::gaussian(rng, n, r, 0.1f), 4));
+    const Matrix before = layer.forward(x);
+    CHECK_THROWS_WITH(layer.merge_into_base("lora"), Catch::Contains("adapter 'lora' is not QA-LoRA"));
+    layer.merge_into_base("qa");
+    CHECK(layer.adapter_names() == std::vector<std::string>{"lora"});
+    const Matrix after = layer.forward(x);
+    CHECK((after - before).norm() / before.norm() < 1e-5);  // FP32 rounding of Z' and the sums
+    CHECK(std::visit([](const auto& q) { return q.zero_mode(); }, layer.base()) == qlr::ZeroMode::floating);
+  }
+  layers::AnyLinear rotated = layers::make_linear(w, layers::parse_linear_spec("int4-asym-g32+rht5"));
+  rotated.attach("qa", qlr::adapter::QaLora(Matrix::Ones(2, k / g), Matrix::Ones(n, 2), 1, k, g));
+  CHECK_THROWS_WITH(rotated.merge_into_base("qa"), Catch::Contains("reads the original basis of a rotated layer"));
+  rotated.set_enabled("qa", false);
+  CHECK_THROWS_WITH(rotated.merge_into_base("qa"), Catch::Contains("adapter 'qa' is disabled"));
+  layers::AnyLinear sym = layers::make_linear(w, layers::parse_linear_spec("int4-sym-g32"));
+  CHECK_THROWS_WITH(sym.merge_into_base("qa"), Catch::Contains("adapter 'qa' is not attached"));
 }

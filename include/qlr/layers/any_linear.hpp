@@ -51,6 +51,10 @@ class AnyRotation {
   [[nodiscard]] index_t size() const noexcept {
     return std::visit([](const auto& r) { return r.size(); }, r_);
   }
+  /// Whether it is the identity (a layer built without rotation).
+  [[nodiscard]] bool is_identity() const noexcept {
+    return std::holds_alternative<rotate::Identity>(r_);
+  }
   /// Floats of scratch a row needs.
   [[nodiscard]] index_t scratch_size() const noexcept {
     return std::visit([](const auto& r) { return r.scratch_size(); }, r_);
@@ -176,6 +180,10 @@ class AnyLinear {
   void set_enabled(std::string_view name, bool enabled) { impl_->set_enabled(name, enabled); }
   /// Multiplies adapter `name`'s update by `scale`.
   void set_scale(std::string_view name, float scale) { impl_->set_scale(name, scale); }
+  /// Folds QA-LoRA adapter `name` into the base's zero points (QuantizedLinear::merge_into_base).
+  void merge_into_base(std::string_view name, ZeroMode zeros = ZeroMode::floating) {
+    impl_->merge_into_base(name, zeros);
+  }
   /// The id of adapter `name` for a multi-adapter forward.
   [[nodiscard]] index_t adapter_id(std::string_view name) const { return impl_->adapter_id(name); }
   /// The attached adapters' names, in id order.
@@ -204,6 +212,7 @@ class AnyLinear {
     virtual void detach(std::string_view name) = 0;
     virtual void set_enabled(std::string_view name, bool enabled) = 0;
     virtual void set_scale(std::string_view name, float scale) = 0;
+    virtual void merge_into_base(std::string_view name, ZeroMode zeros) = 0;
     [[nodiscard]] virtual index_t adapter_id(std::string_view name) const = 0;
     [[nodiscard]] virtual std::vector<std::string> adapter_names() const = 0;
     virtual void set_bias(const Vector& bias) = 0;
@@ -240,6 +249,17 @@ class AnyLinear {
     void detach(std::string_view name) override { layer.detach(name); }
     void set_enabled(std::string_view name, bool enabled) override { layer.set_enabled(name, enabled); }
     void set_scale(std::string_view name, float scale) override { layer.set_scale(name, scale); }
+    void merge_into_base(std::string_view name, ZeroMode zeros) override {
+      if constexpr (Layer::adapter_set::template contains<adapter::QaLora>) {
+        layer.merge_into_base(name, zeros);
+      } else {
+        (void)layer.adapter_id(name);  // an unknown name is named as such first
+        qlr::detail::fail(Errc::invalid_argument,
+                          "layers::AnyLinear::merge_into_base: adapter '{}' is on a {} base; "
+                          "expected QA-LoRA on an asymmetric integer base",
+                          name, to_string(Layer::format::encoding));
+      }
+    }
     index_t adapter_id(std::string_view name) const override { return layer.adapter_id(name); }
     std::vector<std::string> adapter_names() const override { return layer.adapter_names(); }
     void set_bias(const Vector& bias) override { layer.set_bias(bias); }

@@ -20,6 +20,7 @@
 #include "qlr/adapter/concept.hpp"
 #include "qlr/adapter/dora.hpp"
 #include "qlr/adapter/lora.hpp"
+#include "qlr/adapter/merge.hpp"
 #include "qlr/adapter/low_rank.hpp"
 #include "qlr/adapter/qa_lora.hpp"
 #include "qlr/adapter/quantized_low_rank.hpp"
@@ -160,6 +161,40 @@ class QuantizedLinear {
     e.scale = scale;
     refresh_output_scale(e);
     restack();
+  }
+
+  /// Folds QA-LoRA adapter `name`, with its run-time scale, into the base's zero points (the
+  /// exact merge of ALGORITHMS.md §3.3), repacks the base and detaches the adapter: forward
+  /// gives the same outputs within FP32 rounding without a low-rank path. ZeroMode::integer
+  /// rounds and clamps the new zero points instead (lossy; see adapter::merge_into_zeros).
+  /// Throws for an adapter that is not QA-LoRA or is disabled, or one that reads the original
+  /// basis of a rotated layer (its groups are not the base's).
+  void merge_into_base(std::string_view name, ZeroMode zeros = ZeroMode::floating)
+    requires Adapters::template contains<adapter::QaLora>
+  {
+    constexpr const char* entity = "layers::QuantizedLinear::merge_into_base";
+    const Entry& e = entries_[static_cast<std::size_t>(adapter_id(name))];
+    const auto* qa = std::get_if<adapter::QaLora>(&e.adapter);
+    QLR_CHECK(qa != nullptr, invalid_argument,
+              "{}: adapter '{}' is not QA-LoRA; expected a QA-LoRA adapter (others merge into an "
+              "FP32 weight: adapter::merge, or adapter::requantizing_merge)",
+              entity, name);
+    QLR_CHECK(e.enabled, invalid_argument, "{}: adapter '{}' is disabled; expected an enabled one",
+              entity, name);
+    QLR_CHECK(e.basis == Basis::rotated || rotation_is_identity(), invalid_argument,
+              "{}: adapter '{}' reads the original basis of a rotated layer; expected "
+              "Basis::rotated (the base's groups are in the rotated basis)",
+              entity, name);
+    const adapter::QaLora scaled =
+        e.scale == 1.0f ? *qa
+                        : adapter::QaLora(qa->a(), qa->b(), qa->alpha() * e.scale, qa->in_features(),
+                                          qa->group_size(), qa->pooling(), qa->scaling());
+    QuantizedMatrix<format> merged = adapter::merge_into_zeros(base_, scaled, zeros);
+    auto packed = K::template pack<Act>(merged);
+    base_ = std::move(merged);
+    packed_ = std::move(packed);
+    detach(name);
+    for (Entry& other : entries_) refresh_output_scale(other);  // DoRA norms read the base
   }
 
   /// The id of adapter `name` for a multi-adapter forward. Throws for an unknown name.
@@ -375,6 +410,16 @@ class QuantizedLinear {
       std::visit([&](const auto& a) { bt_.middleRows(e.first, a.rank()) = a.up().transpose(); },
                  e.adapter);
     }
+  }
+
+  // Whether Q = I: known from the type, or asked of a rotation chosen at run time.
+  [[nodiscard]] bool rotation_is_identity() const noexcept {
+    if constexpr (std::is_same_v<R, rotate::Identity>)
+      return true;
+    else if constexpr (requires { rotation_.is_identity(); })
+      return rotation_.is_identity();
+    else
+      return false;
   }
 
   // x itself for an adapter of the original basis, else Qᵀ·x (computed once per forward).
