@@ -3,9 +3,10 @@
 // back bit for bit. Each layer stores its packed codes (U8, the canonical row streams of
 // ALGORITHMS.md §1.5), scales, zero points, codebook and bias as tensors named
 // "<layer>.codes", "<layer>.scales", …; each adapter its factors as "<layer>.adapters.<name>.A",
-// ".B", ".magnitude", or, quantized, as blocks ".block<i>.A.codes", ".block<i>.Bt.codes", …. The metadata carries what is not a tensor: the layer's LinearSpec
-// (format, activations, rotation seed), group size and storage modes, and each adapter's kind,
-// alpha, scaling, pooling, basis and run-time state. Nothing is recomputed on load except
+// ".B", ".magnitude", or, quantized, as blocks ".block<i>.A.codes", ".block<i>.Bt.codes", ….
+// The metadata carries what is not a tensor: the layer's LinearSpec (format, activations,
+// rotation seed), group size and storage modes, and each adapter's kind, alpha, scaling,
+// pooling, basis and run-time state. Nothing is recomputed on load except
 // the kernels' packing, so a loaded layer computes what the saved one did.
 #pragma once
 

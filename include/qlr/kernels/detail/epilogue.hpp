@@ -22,7 +22,8 @@ QLR_ALWAYS_INLINE LowRankSlice slice_of(const LowRankTerm& lr, index_t m) noexce
 
 /// Asks L2 for the Bᵀ values the epilogue of outputs [n0, n0 + count) of token `m` reads,
 /// before the tile's K loop: otherwise the r lines come from DRAM only after it, one
-/// latency per tile (r = 16, 4096², W4A8 GEMV on Zen 5: 30–40 µs of a 250 µs layer).
+/// latency per tile. On Zen 5, a rank-16 LoRA on the 4096² W4A8 GEMV: time with ÷ without
+/// the adapter 1.22–1.34 before, 1.08–1.19 after (same-session A/B runs).
 QLR_ALWAYS_INLINE void prefetch_low_rank(const Epilogue& e, index_t m, index_t n0,
                                          index_t count) noexcept {
   if (e.low_rank == nullptr) return;
