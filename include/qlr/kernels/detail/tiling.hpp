@@ -52,7 +52,7 @@ void gemm_wq_with_tiles(const PackedView& w, ConstMatrixView x, MatrixView y, co
         for (index_t m = m0; m < m_end; m += MaxTokens) {
           const auto tokens = static_cast<int>(m_end - m < MaxTokens ? m_end - m : MaxTokens);
           const TileRows tile = tile_rows(w.rows, p, wq_panel_rows);
-          for (int t = 0; t < tokens; ++t) prefetch_low_rank(e, m + t, tile.n0, tile.count);
+          prefetch_low_rank(e, m, tokens, tile.n0, tile.count);
           wq_tile_of<Tiles, Bits, MaxTokens>(tokens, w, x, y, e, p, m);
         }
       }
@@ -95,7 +95,7 @@ void cover_panels(const DotWeightView& w, const DotActivationView& a, MatrixView
       const auto tokens = static_cast<int>(a.rows - m < MaxTokens ? a.rows - m : MaxTokens);
       const index_t n0 = p * panel_rows;
       const index_t count = w.rows - n0 < P * panel_rows ? w.rows - n0 : P * panel_rows;
-      for (int t = 0; t < tokens; ++t) prefetch_low_rank(e, m + t, n0, count);
+      prefetch_low_rank(e, m, tokens, n0, count);
       dot_tile_of<Tiles, Bits, P, MaxTokens>(tokens, w, a, y, e, p, m);
     }
   };
