@@ -70,7 +70,8 @@ struct Tiles {
         const index_t end = w.group_end(l);
         for (index_t i = w.group_begin(l); i < end; i += 8) {  // one INT4 step or two INT8 steps
           const std::uint8_t* src = panel + (i / step_cols) * 64;
-          _mm_prefetch(reinterpret_cast<const char*>(src) + 2048, _MM_HINT_T0);  // as avx512_vnni
+          kernels::detail::prefetch_weight_line(src);  // one line of INT4, two of INT8
+          if constexpr (Bits == 8) kernels::detail::prefetch_weight_line(src + 64);
           for (int h = 0; h < 2; ++h) {
             if constexpr (pairs) {
               for (int t = 0; t < Tokens; ++t) {

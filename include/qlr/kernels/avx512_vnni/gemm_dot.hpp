@@ -22,11 +22,6 @@ QLR_ISA_BEGIN("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")
 namespace qlr::kernels::avx512_vnni {
 namespace detail_dot {
 
-/// How far ahead of the step in use a panel's stream is prefetched. On Zen 5 (W4A8 GEMV,
-/// one thread, single runs within ±15 % noise): none 17–20 GB/s, 1 KB 21, 2 KB 23, 4 KB
-/// 21–26; 2 KB was the steadiest over the 4096 and 11008 shapes.
-inline constexpr int prefetch_bytes = 2048;
-
 /// The 4 activation bytes at `x`, in every 32-bit lane.
 QLR_ALWAYS_INLINE __m512i broadcast4(const std::int8_t* x) noexcept {
   std::int32_t word;
@@ -63,7 +58,9 @@ struct Tiles {
         constexpr int second_chain = Chains == 1 ? 0 : H + 1;
         for (int pp = 0; pp < Panels; ++pp) {
           const std::uint8_t* src = w.panel(p + pp) + (i / step_cols) * 64;
-          _mm_prefetch(reinterpret_cast<const char*>(src) + prefetch_bytes, _MM_HINT_T0);
+          // A step reads one 64-byte line of INT4 codes or two of INT8.
+          kernels::detail::prefetch_weight_line(src);
+          if constexpr (Bits == 8) kernels::detail::prefetch_weight_line(src + 64);
           __m512i first, second;
           if constexpr (Bits == 8) {
             first = _mm512_loadu_si512(src);

@@ -44,13 +44,10 @@ QLR_ALWAYS_INLINE void walk_chunks(const PackedView& w, index_t p, LoadChunk&& l
   begin_group(0);
   for (index_t b = 0; b < w.blocks; chunk += chunk_stride) {
     if constexpr (!BlockGroups) next_block(b);
-    // One forward stream, prefetched into L2 8 KB ahead (past DRAM's latency at this loop's
-    // pace) and into L1 1 KB ahead. On Zen 5, one thread, no software prefetch is 5–20 %
-    // slower; distances of 1–16 KB and the other hints made no difference beyond noise.
-    for (index_t line = 0; line < chunk_stride; line += 64) {
-      _mm_prefetch(reinterpret_cast<const char*>(chunk + 8192 + line), _MM_HINT_T2);
-      _mm_prefetch(reinterpret_cast<const char*>(chunk + 1024 + line), _MM_HINT_T0);
-    }
+    // One forward stream. On Zen 5, one thread, no software prefetch is 5–20 % slower;
+    // distances of 1–16 KB and the other hints made no difference beyond noise.
+    for (index_t line = 0; line < chunk_stride; line += 64)
+      kernels::detail::prefetch_weight_line(chunk + line);
     load_chunk(chunk);
     const auto step = [&]<int J>() {
       if constexpr (BlockGroups) next_block(b);

@@ -12,6 +12,17 @@
 
 namespace qlr::kernels::detail {
 
+/// Prefetches the weight stream line `line` will be followed by: into L2 8 KB ahead (past
+/// DRAM's latency at a GEMV's pace) and into L1 1 KB ahead. Call it once per 64-byte line
+/// read. On Zen 5 (4096² W8A8 GEMV from DRAM, one thread, best of 7 in each of three
+/// alternating runs) 23.3–24.3 GB/s against 21.3–22.6 for L1 alone 2 KB ahead; no software
+/// prefetch at all gave 16 GB/s.
+QLR_ALWAYS_INLINE void prefetch_weight_line(const void* line) noexcept {
+  const char* at = static_cast<const char*>(line);
+  __builtin_prefetch(at + 8192, 0, 1);  // locality 1: prefetcht2
+  __builtin_prefetch(at + 1024, 0, 3);  // locality 3: prefetcht0
+}
+
 /// Writes the finished outputs of token `m`, panel `p` of a weight-only GEMM from the row
 /// sums `sums`, skipping the rows that pad the last panel.
 QLR_ALWAYS_INLINE void store_wq_panel(const float (&sums)[wq_panel_rows],
