@@ -14,6 +14,9 @@
 
 #define QLR_ALWAYS_INLINE inline __attribute__((always_inline))
 #define QLR_NOINLINE __attribute__((noinline))
+/// A pointer that no other pointer of the function reaches: lets short loops vectorize
+/// without run-time overlap checks.
+#define QLR_RESTRICT __restrict__
 /// Fully unrolls the next loop over a tile's registers, so that arrays of vectors stay in
 /// registers instead of on the stack (GCC does not always do it alone).
 #define QLR_UNROLL _Pragma("GCC unroll 16")
