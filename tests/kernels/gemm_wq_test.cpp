@@ -34,15 +34,17 @@ MatrixD oracle(const Matrix& x, const Matrix& w_hat) {
   return x.cast<double>() * w_hat.cast<double>().transpose();
 }
 
-/// |y − y_ref| ≤ γ·Σ_i |ŵ_i·x_i| per output, γ = (K/8 + 16)·2^-24: the worst-case bound of an
-/// FP32 sum of K products split over 8 to 32 lanes and reduced by a tree (Higham §3.1).
-/// One dropped or doubled term of a K = 4096 row is 30× larger than this.
+/// |y − y_ref| ≤ γ·magnitude per output, γ = (K/8 + 16)·2^-24: the worst-case bound of an
+/// FP32 sum of K terms split over 8 to 32 lanes and reduced by a tree (Higham §3.1), where
+/// `magnitude` is the sum of the terms' absolute values.
 void check_within(const Matrix& y, const MatrixD& ref, const Matrix& x, const MatrixD& magnitude) {
   const double gamma = (static_cast<double>(x.cols()) / 8 + 16) * 0x1p-24;
   qlr::test::check_within_bound(y, ref, magnitude, gamma,
                                 "output outside the FP32 summation bound");
 }
 
+/// The bound for kernels that sum ŵ_i·x_i: magnitude Σ_i |ŵ_i·x_i|. One dropped or doubled
+/// term of a K = 4096 row is 30× larger than this.
 void check_close(const Matrix& y, const MatrixD& ref, const Matrix& x, const Matrix& w_hat) {
   check_within(y, ref, x, x.cast<double>().cwiseAbs() * w_hat.cast<double>().cwiseAbs().transpose());
 }
