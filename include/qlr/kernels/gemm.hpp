@@ -162,6 +162,25 @@ void gemm(const PackedWeights<Format>& w, ConstMatrixView x, MatrixView y, const
   parallel_for(v.panels, 16, [&](index_t begin, index_t end) { kernel(v, x, y, e, begin, end); });
 }
 
+/// Y (M×N) = X·Ŵᵀ, then the epilogue, for FP32 activations X (M×K) on the integer kernels:
+/// X is split into INT8 limbs (packed_dot.hpp), |x − x̂| ≤ 2^−22·max|x| over each weight
+/// group, and every product is summed exactly in int32. Bitwise identical on every path and
+/// for any thread count. Throws for mismatched shapes or a non-finite activation.
+template <QuantFormatType Format>
+void gemm(const DotWeights<Format>& w, ConstMatrixView x, MatrixView y, const Epilogue& e = {},
+          Isa isa = best_isa()) {
+  const DotWeightView v = w.view();
+  PackedView shape;  // the weight-only checks need only the shape
+  shape.rows = v.rows;
+  shape.cols = v.cols;
+  shape.bits = v.bits;
+  detail::check_gemm_args(shape, x, y, e);
+  const GemmDotFn kernel = table_for(isa).gemm_dot;
+  const detail::LimbActivations limbs(x, v);
+  parallel_for(v.panels, 4,
+               [&](index_t begin, index_t end) { kernel(v, limbs.view(), y, e, begin, end); });
+}
+
 /// Y (M×N) = X̂·Ŵᵀ, then the epilogue, for per-token quantized activations X̂ = s_x·q (M×K):
 /// each group's products summed exactly in int32, group scales applied in FP32. Bitwise
 /// identical on every path and for any thread count. Throws for mismatched shapes, codes

@@ -4,6 +4,9 @@
 // and the quantized activations they multiply.
 #pragma once
 
+#include <algorithm>
+#include <atomic>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -14,6 +17,7 @@
 #include "qlr/core/bit_pack.hpp"
 #include "qlr/core/error.hpp"
 #include "qlr/core/format.hpp"
+#include "qlr/core/parallel.hpp"
 #include "qlr/core/types.hpp"
 #include "qlr/core/view.hpp"
 
@@ -38,6 +42,13 @@ inline constexpr index_t panel_rows = 16;
 //
 // so the large integer zero term cancels exactly before any rounding. A row's output is
 // y = fma(acc, s_x, Σ_j B·t) + bias, with s_x the token's scale (kernels/detail/epilogue.hpp).
+//
+// FP32 activations run on the same kernels as INT8 "limbs" (detail::LimbActivations): each
+// (token, group) slice of x is written as x ≈ c·(q0 + 2^−8·q1 + 2^−16·q2) with q0, q1, q2
+// int8 and c = max|x|/127 of the slice, so that |x − x̂| ≤ 2^−22·max|x|, FP32's resolution
+// at the slice's largest value. The three limbs are three activation rows with their own
+// group scales c·2^−8j; a token's output is acc_0 + (acc_1 + acc_2). vpdpbusd then does
+// 64 multiply-adds where an FMA does 16, and a W4 GEMV stays memory-bound.
 
 /// What an integer kernel needs of its weights: plain pointers and sizes, no templates.
 struct DotWeightView {
@@ -71,17 +82,25 @@ struct DotWeightView {
 };
 
 /// The activations a kernel reads: codes padded with zeros to K8 columns, and the sums of
-/// each token's codes over each weight group. Built by gemm() from ActivationCodes.
+/// each row's codes over each weight group. Built by gemm() from ActivationCodes (one row
+/// per token, a scale per token) or from FP32 activations (`limbs` rows per token, a scale
+/// per row and group).
 struct DotActivationView {
   const std::int8_t* codes = nullptr;        ///< rows × padded_cols
-  const float* scales = nullptr;             ///< rows
+  const float* scales = nullptr;             ///< one per token; null for limbs
   const std::int32_t* group_sums = nullptr;  ///< rows × groups
-  index_t rows = 0;                          ///< M
+  const float* group_scales = nullptr;       ///< rows × groups for limbs; else null
+  index_t rows = 0;                          ///< M·limbs
   index_t padded_cols = 0;                   ///< K8
   index_t groups = 0;                        ///< the weights' groups per row
+  int limbs = 1;                             ///< rows per token: 1, or 3 for FP32 activations
 
-  /// Token `m`'s padded codes.
+  /// Row `m`'s padded codes.
   [[nodiscard]] const std::int8_t* row(index_t m) const noexcept { return codes + m * padded_cols; }
+  /// The factor row `m`'s group `l` multiplies the weight scale by (1 without group scales).
+  [[nodiscard]] float group_scale(index_t m, index_t l) const noexcept {
+    return group_scales != nullptr ? group_scales[m * groups + l] : 1.0f;
+  }
 };
 
 /// The widest group, in padded columns, whose int32 dot products cannot overflow for any
@@ -220,7 +239,7 @@ class DotActivations {
   DotActivations(const ActivationCodes& a, const DotWeightView& w)
       : codes_(static_cast<std::size_t>(a.rows * w.padded_cols), 0),
         sums_(static_cast<std::size_t>(a.rows * w.groups), 0),
-        view_{codes_.data(), a.scales, sums_.data(), a.rows, w.padded_cols, w.groups} {
+        view_{codes_.data(), a.scales, sums_.data(), nullptr, a.rows, w.padded_cols, w.groups, 1} {
     for (index_t m = 0; m < a.rows; ++m) {
       const std::int8_t* in = a.codes + m * a.stride;
       std::int8_t* out = codes_.data() + m * w.padded_cols;
@@ -239,6 +258,115 @@ class DotActivations {
  private:
   AlignedVector<std::int8_t> codes_;  // cache-line aligned, like the weights
   std::vector<std::int32_t> sums_;
+  DotActivationView view_;
+};
+
+/// FP32 activations (M×K) as the integer kernels take them: 3 INT8 limb rows per token,
+/// x ≈ c·(q0 + 2^−8·q1 + 2^−16·q2) per weight group, c = max|x|/127 over the group.
+class LimbActivations {
+ public:
+  static constexpr int limbs = 3;  ///< rows per token
+
+  LimbActivations(const LimbActivations&) = delete;  // the view points into this object
+  LimbActivations& operator=(const LimbActivations&) = delete;
+
+  /// Splits x; throws Errc::invalid_argument when it holds a NaN or an infinity.
+  LimbActivations(ConstMatrixView x, const DotWeightView& w)
+      : codes_(static_cast<std::size_t>(limbs * x.rows * w.padded_cols), 0),
+        sums_(static_cast<std::size_t>(limbs * x.rows * w.groups), 0),
+        scales_(static_cast<std::size_t>(limbs * x.rows * w.groups), 0.0f),
+        view_{codes_.data(), nullptr,    sums_.data(), scales_.data(), limbs * x.rows,
+              w.padded_cols, w.groups, limbs} {
+    std::atomic<index_t> first_bad{x.rows};  // the first token with a NaN or an infinity
+    parallel_for(x.rows, 16, [&](index_t begin, index_t end) {
+      for (index_t m = begin; m < end; ++m) {
+        bool finite = true;
+        for (index_t l = 0; l < w.groups; ++l) finite = split(x, w, m, l) && finite;
+        if (!finite) {
+          index_t seen = first_bad.load();
+          while (m < seen && !first_bad.compare_exchange_weak(seen, m)) {
+          }
+        }
+      }
+    });
+    if (const index_t m = first_bad.load(); m < x.rows) {
+      index_t i = 0;
+      while (std::isfinite(x.row(m)[i])) ++i;
+      QLR_CHECK(false, invalid_argument, "kernels::gemm: x({}, {}) = {}; expected finite activations",
+                m, i, x.row(m)[i]);
+    }
+  }
+
+  /// The view kernels take; valid while this object lives.
+  [[nodiscard]] const DotActivationView& view() const noexcept { return view_; }
+
+ private:
+  /// Rounds |v| < 2^22 to the nearest integer, ties to even, in any vector ISA: adding and
+  /// subtracting 1.5·2^23 leaves no bits below the units (the compiler may not fold it: qlr
+  /// never builds with -ffast-math).
+  static float round_to_integer(float v) noexcept {
+    constexpr float shifter = 12582912.0f;  // 1.5·2^23
+    return (v + shifter) - shifter;
+  }
+
+  /// Token m, group l: the limbs and their sums and scales. Returns false, leaving them
+  /// partly written, when the group holds a NaN or an infinity. Branch-free loops, so that
+  /// they vectorize.
+  bool split(ConstMatrixView x, const DotWeightView& w, index_t m, index_t l) noexcept {
+    const index_t begin = w.group_begin(l);
+    const index_t end = w.group_end(l) < x.cols ? w.group_end(l) : x.cols;
+    const float* in = x.row(m);
+    // max|x| on the bit patterns: for floats without their sign, integer order is value
+    // order, NaN and infinity come last, and an integer max vectorizes (a float one may not
+    // reorder NaNs).
+    std::uint32_t top_bits = 0;
+    for (index_t i = begin; i < end; ++i)
+      top_bits = std::max(top_bits, std::bit_cast<std::uint32_t>(in[i]) & 0x7fffffffu);
+    if (top_bits >= 0x7f800000u) return false;  // an infinity or a NaN
+    const float top = std::bit_cast<float>(top_bits);
+    if (top == 0.0f) return true;  // codes, sums and scales stay 0
+    // c ≥ the smallest normal float, so that the limb scales c·2^−8j lose no bits for any
+    // group with max|x| ≥ 2^−100.
+    const float c = std::max(top / 127.0f, std::numeric_limits<float>::min());
+    std::int8_t* q0 = codes_.data() + (limbs * m) * w.padded_cols;
+    std::int8_t* q1 = q0 + w.padded_cols;
+    std::int8_t* q2 = q1 + w.padded_cols;
+    std::int32_t sum0 = 0, sum1 = 0, sum2 = 0;
+    for (index_t i = begin; i < end; ++i) {
+      // r = x/c rounds once (2^−24·|r|); each step after it is exact in float: r − u0 and
+      // d − u1 are multiples of r's last bit within 0.5, and ·256 is a shift.
+      const float r = in[i] / c;  // |r| ≤ 127·(1 + 2^−23)
+      float u0 = round_to_integer(r);
+      float d = (r - u0) * 256.0f;
+      float u1 = round_to_integer(d);
+      // d ≥ 127.5 rounds to 128, past int8: carry it into u0, which then is ≤ 126 + 1.
+      const float carry = u1 > 127.0f ? 1.0f : 0.0f;
+      u0 += carry;
+      d -= 256.0f * carry;
+      u1 -= 256.0f * carry;
+      const float u2 = std::min(round_to_integer((d - u1) * 256.0f), 127.0f);  // ≥ −128
+      const auto k0 = static_cast<std::int32_t>(u0);
+      const auto k1 = static_cast<std::int32_t>(u1);
+      const auto k2 = static_cast<std::int32_t>(u2);
+      q0[i] = static_cast<std::int8_t>(k0);
+      q1[i] = static_cast<std::int8_t>(k1);
+      q2[i] = static_cast<std::int8_t>(k2);
+      sum0 += k0;
+      sum1 += k1;
+      sum2 += k2;
+    }
+    const std::int32_t sums[limbs] = {sum0, sum1, sum2};
+    for (int j = 0; j < limbs; ++j) {
+      const auto at = static_cast<std::size_t>((limbs * m + j) * w.groups + l);
+      sums_[at] = sums[j];
+      scales_[at] = std::ldexp(c, -8 * j);
+    }
+    return true;
+  }
+
+  AlignedVector<std::int8_t> codes_;  // cache-line aligned, like the weights
+  std::vector<std::int32_t> sums_;
+  std::vector<float> scales_;
   DotActivationView view_;
 };
 

@@ -120,28 +120,36 @@ struct Tiles {
               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.zeros + at + 8 * h));
           for (int t = 0; t < Tokens; ++t) {
             const __m256i group_sum = _mm256_set1_epi32(a.group_sums[(m + t) * a.groups + l]);
+            // Limb rows scale each group by their own c; others skip the multiply by 1.
+            const bool scaled = a.group_scales != nullptr;
+            const __m256 c = _mm256_set1_ps(a.group_scale(m + t, l));
             __m256i sum = dot[t][h][0];
             if constexpr (pairs)  // rows 0-3 and 4-7 as pair sums → rows 0-7 in order
               sum = _mm256_permute4x64_epi64(_mm256_hadd_epi32(dot[t][h][0], dot[t][h][1]), 0xd8);
             else if constexpr (Chains == 2)
               sum = _mm256_add_epi32(dot[t][h][0], dot[t][h][1]);
             const __m256i exact = _mm256_sub_epi32(sum, _mm256_mullo_epi32(zero, group_sum));
-            acc[t][h] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(exact), acc[t][h]);
-            if (w.zero_fractions != nullptr)
-              acc[t][h] = _mm256_fnmadd_ps(_mm256_loadu_ps(w.zero_fractions + at + 8 * h),
+            acc[t][h] = _mm256_fmadd_ps(scaled ? _mm256_mul_ps(scale, c) : scale,
+                                        _mm256_cvtepi32_ps(exact), acc[t][h]);
+            if (w.zero_fractions != nullptr) {
+              const __m256 fraction = _mm256_loadu_ps(w.zero_fractions + at + 8 * h);
+              acc[t][h] = _mm256_fnmadd_ps(scaled ? _mm256_mul_ps(fraction, c) : fraction,
                                            _mm256_cvtepi32_ps(group_sum), acc[t][h]);
+            }
           }
         }
       }
+      alignas(32) float lanes[Tokens][panel_rows];
       for (int t = 0; t < Tokens; ++t) {
-        alignas(32) float lanes[panel_rows];
-        _mm256_store_ps(lanes, acc[t][0]);
-        _mm256_store_ps(lanes + 8, acc[t][1]);
-        const kernels::detail::TileRows tile = kernels::detail::tile_rows(w.rows, p + pp, panel_rows);
-        alignas(32) float side[panel_rows] = {};
-        kernels::avx2::add_low_rank<panel_rows>(e, m + t, tile.n0, tile.count, side);
-        kernels::detail::store_panel(lanes, side, w, a, y, e, p + pp, m + t);
+        _mm256_store_ps(lanes[t], acc[t][0]);
+        _mm256_store_ps(lanes[t] + 8, acc[t][1]);
       }
+      kernels::detail::store_panel_rows(
+          lanes,
+          [&](index_t token, index_t n0, index_t count, float* side) {
+            kernels::avx2::add_low_rank<panel_rows>(e, token, n0, count, side);
+          },
+          w, a, y, e, p + pp, m);
     }
   }
 

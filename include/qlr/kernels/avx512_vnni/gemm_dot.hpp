@@ -93,38 +93,49 @@ QLR_ALWAYS_INLINE void tile_dots(const TileOperands& in, index_t begin, index_t 
     for (int t = 0; t < Tokens; ++t) _mm512_store_si512(sums[pp][t], dot[pp][t]);
 }
 
-/// A GEMV's sums over [begin, end): one panel and token, so four chains of vpdpbusd (two
-/// steps of two halves) rather than one dependent chain, so that a late line can be caught
-/// up (in-cache W8A8 GEMV on Zen 5: 28.9 -> 31.5 GB/s with two chains -> four; noisy), and
-/// every line prefetched from DRAM. Integer sums are exact, so the split is free.
+/// Prefetches the weight lines of columns [i, i + 8) of the tile's first panel.
 template <int Bits>
+QLR_ALWAYS_INLINE void prefetch_columns(const TileOperands& in, index_t i) noexcept {
+  const std::uint8_t* line = in.panel + (Bits == 8 ? i * 16 : i * 8);
+  kernels::detail::prefetch_weight_line(line);
+  if constexpr (Bits == 8) kernels::detail::prefetch_weight_line(line + 64);
+}
+
+/// A GEMV's sums over [begin, end): one panel and 1 or 3 rows (a token, or its 3 limbs),
+/// every line prefetched from DRAM. One row runs four chains of vpdpbusd (two steps of two
+/// halves) rather than one dependent chain, so that a late line can be caught up (in-cache
+/// W8A8 GEMV on Zen 5: 28.9 -> 31.5 GB/s with two chains -> four; noisy); three rows run
+/// two chains each. Integer sums are exact, so the split is free.
+template <int Bits, int Tokens>
 QLR_ALWAYS_INLINE void gemv_dots(const TileOperands& in, index_t begin, index_t end,
-                                 std::int32_t (&sums)[1][1][panel_rows]) noexcept {
-  __m512i dot[4][1][1];
+                                 std::int32_t (&sums)[1][Tokens][panel_rows]) noexcept {
+  constexpr int steps = Tokens == 1 ? 2 : 1;  // 8-column steps per iteration
+  __m512i dot[2 * steps][1][Tokens];
   QLR_UNROLL
-  for (int h = 0; h < 4; ++h) dot[h][0][0] = _mm512_setzero_si512();
-  const auto prefetch = [&](index_t i) {
-    const std::uint8_t* line = in.panel + (Bits == 8 ? i * 16 : i * 8);
-    kernels::detail::prefetch_weight_line(line);
-    if constexpr (Bits == 8) kernels::detail::prefetch_weight_line(line + 64);
-  };
+  for (int h = 0; h < 2 * steps; ++h)
+    QLR_UNROLL
+    for (int t = 0; t < Tokens; ++t) dot[h][0][t] = _mm512_setzero_si512();
   index_t i = begin;
-  for (; i + 16 <= end; i += 16) {
-    prefetch(i);
-    prefetch(i + 8);
-    add_columns<Bits, 0>(dot[0], in, i);
-    add_columns<Bits, 1>(dot[1], in, i);
-    add_columns<Bits, 0>(dot[2], in, i + 8);
-    add_columns<Bits, 1>(dot[3], in, i + 8);
+  for (; i + 8 * steps <= end; i += 8 * steps) {
+    QLR_UNROLL
+    for (int s = 0; s < steps; ++s) {
+      prefetch_columns<Bits>(in, i + 8 * s);
+      add_columns<Bits, 0>(dot[2 * s], in, i + 8 * s);
+      add_columns<Bits, 1>(dot[2 * s + 1], in, i + 8 * s);
+    }
   }
   if (i < end) {
-    prefetch(i);
+    prefetch_columns<Bits>(in, i);
     add_columns<Bits, 0>(dot[0], in, i);
     add_columns<Bits, 1>(dot[1], in, i);
   }
-  const __m512i sum = _mm512_add_epi32(_mm512_add_epi32(dot[0][0][0], dot[1][0][0]),
-                                       _mm512_add_epi32(dot[2][0][0], dot[3][0][0]));
-  _mm512_store_si512(sums[0][0], sum);
+  QLR_UNROLL
+  for (int t = 0; t < Tokens; ++t) {
+    __m512i sum = _mm512_add_epi32(dot[0][0][t], dot[1][0][t]);
+    if constexpr (steps == 2)
+      sum = _mm512_add_epi32(sum, _mm512_add_epi32(dot[2][0][t], dot[3][0][t]));
+    _mm512_store_si512(sums[0][t], sum);
+  }
 }
 
 /// This path's tiles, for the shared driver (kernels/detail/tiling.hpp).
@@ -139,7 +150,7 @@ struct Tiles {
     alignas(64) float acc[Panels][Tokens][panel_rows] = {};
     for (index_t l = 0; l < w.groups; ++l) {
       alignas(64) std::int32_t sums[Panels][Tokens][panel_rows];
-      if constexpr (Panels * Tokens == 1)
+      if constexpr (Panels == 1 && (Tokens == 1 || Tokens == 3))
         gemv_dots<Bits>(in, w.group_begin(l), w.group_end(l), sums);
       else
         tile_dots<Bits>(in, w.group_begin(l), w.group_end(l), sums);
@@ -149,26 +160,29 @@ struct Tiles {
         const __m512i zero = _mm512_loadu_si512(w.zeros + at);
         for (int t = 0; t < Tokens; ++t) {
           const __m512i group_sum = _mm512_set1_epi32(a.group_sums[(m + t) * a.groups + l]);
+          // Limb rows scale each group by their own c; others skip the multiply by 1.
+          const bool scaled = a.group_scales != nullptr;
+          const __m512 c = _mm512_set1_ps(a.group_scale(m + t, l));
           const __m512i exact =
               _mm512_sub_epi32(_mm512_load_si512(sums[pp][t]), _mm512_mullo_epi32(zero, group_sum));
-          __m512 total =
-              _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(exact), _mm512_load_ps(acc[pp][t]));
-          if (w.zero_fractions != nullptr)
-            total = _mm512_fnmadd_ps(_mm512_loadu_ps(w.zero_fractions + at),
+          __m512 total = _mm512_fmadd_ps(scaled ? _mm512_mul_ps(scale, c) : scale,
+                                         _mm512_cvtepi32_ps(exact), _mm512_load_ps(acc[pp][t]));
+          if (w.zero_fractions != nullptr) {
+            const __m512 fraction = _mm512_loadu_ps(w.zero_fractions + at);
+            total = _mm512_fnmadd_ps(scaled ? _mm512_mul_ps(fraction, c) : fraction,
                                      _mm512_cvtepi32_ps(group_sum), total);
+          }
           _mm512_store_ps(acc[pp][t], total);
         }
       }
     }
-    for (int pp = 0; pp < Panels; ++pp) {
-      for (int t = 0; t < Tokens; ++t) {
-        const kernels::detail::TileRows tile =
-            kernels::detail::tile_rows(w.rows, p + pp, panel_rows);
-        alignas(64) float side[panel_rows] = {};
-        kernels::avx2::add_low_rank<panel_rows>(e, m + t, tile.n0, tile.count, side);
-        kernels::detail::store_panel(acc[pp][t], side, w, a, y, e, p + pp, m + t);
-      }
-    }
+    for (int pp = 0; pp < Panels; ++pp)
+      kernels::detail::store_panel_rows(
+          acc[pp],
+          [&](index_t token, index_t n0, index_t count, float* side) {
+            kernels::avx2::add_low_rank<panel_rows>(e, token, n0, count, side);
+          },
+          w, a, y, e, p + pp, m);
   }
 };  // struct Tiles
 

@@ -75,12 +75,27 @@ void gemm_wq_with_tiles(const PackedView& w, ConstMatrixView x, MatrixView y, co
     cover.template operator()<8>();
 }
 
-/// Writes the 16 sums `acc` of panel `p`, token `m` (Σ_l s_l·dot_l per row) as finished
-/// outputs, skipping the rows that pad the last panel.
-QLR_ALWAYS_INLINE void store_panel(const float* acc, const float* side, const DotWeightView& w, const DotActivationView& a,
-                        MatrixView y, const Epilogue& e, index_t p, index_t m) noexcept {
+/// Writes the outputs of panel `p` for the activation rows [m, m + Rows) of a tile from
+/// their 16 sums each (Σ_l s_l·dot_l per output row), skipping the rows that pad the last
+/// panel. A token's limb rows are added first, acc_0 + (acc_1 + acc_2), the smaller ones
+/// together; `add_low_rank(token, n0, count, side)` is the path's low-rank sum.
+template <int Rows, class AddLowRank>
+QLR_ALWAYS_INLINE void store_panel_rows(const float (&acc)[Rows][panel_rows],
+                                        AddLowRank&& add_low_rank, const DotWeightView& w,
+                                        const DotActivationView& a, MatrixView y,
+                                        const Epilogue& e, index_t p, index_t m) noexcept {
   const TileRows tile = tile_rows(w.rows, p, panel_rows);
-  finish_outputs(e, acc, side, a.scales + m, m, tile.n0, tile.count, y.row(m) + tile.n0);
+  for (int t = 0; t < Rows; t += a.limbs) {
+    const index_t token = (m + t) / a.limbs;
+    alignas(64) float total[panel_rows];
+    for (index_t r = 0; r < panel_rows; ++r) total[r] = acc[t + a.limbs - 1][r];
+    for (int j = a.limbs - 2; j >= 0; --j)
+      for (index_t r = 0; r < panel_rows; ++r) total[r] = acc[t + j][r] + total[r];
+    alignas(64) float side[panel_rows] = {};
+    add_low_rank(token, tile.n0, tile.count, side);
+    finish_outputs(e, total, side, a.scales != nullptr ? a.scales + token : nullptr, token,
+                   tile.n0, tile.count, y.row(token) + tile.n0);
+  }
 }
 
 /// Runs Tiles::dot_tile<Bits, Panels, T> for the largest T ≤ Tokens equal to `tokens`.
@@ -103,11 +118,11 @@ void cover_panels(const DotWeightView& w, const DotActivationView& a, MatrixView
                   const Epilogue& e, index_t p_begin, index_t p_end) noexcept {
   const auto panels_of = [&]<int P>(index_t p) {
     for (index_t m = 0; m < a.rows; m += MaxTokens) {
-      const auto tokens = static_cast<int>(a.rows - m < MaxTokens ? a.rows - m : MaxTokens);
+      const auto rows = static_cast<int>(a.rows - m < MaxTokens ? a.rows - m : MaxTokens);
       const index_t n0 = p * panel_rows;
       const index_t count = w.rows - n0 < P * panel_rows ? w.rows - n0 : P * panel_rows;
-      prefetch_low_rank(e, m, tokens, n0, count);
-      dot_tile_of<Tiles, Bits, P, MaxTokens>(tokens, w, a, y, e, p, m);
+      prefetch_low_rank(e, m / a.limbs, rows / a.limbs, n0, count);
+      dot_tile_of<Tiles, Bits, P, MaxTokens>(rows, w, a, y, e, p, m);
     }
   };
   index_t p = p_begin;
@@ -117,20 +132,28 @@ void cover_panels(const DotWeightView& w, const DotActivationView& a, MatrixView
 }
 
 /// The integer GEMM of a path: one panel per tile for a GEMV (one forward weight stream),
-/// `Panels` × `MaxTokens` tiles otherwise; dispatches the code width once.
+/// `Panels` × `MaxTokens` tiles otherwise (rows of whole tokens for limb activations);
+/// dispatches the code width and limb count once.
 template <class Tiles, int Panels, int MaxTokens>
 void gemm_dot_with_tiles(const DotWeightView& w, const DotActivationView& a, MatrixView y,
                          const Epilogue& e, index_t p_begin, index_t p_end) noexcept {
-  if (a.rows == 1) {
-    if (w.bits == 4)
-      cover_panels<Tiles, 4, 1, 1>(w, a, y, e, p_begin, p_end);
-    else
-      cover_panels<Tiles, 8, 1, 1>(w, a, y, e, p_begin, p_end);
-  } else if (w.bits == 4) {
-    cover_panels<Tiles, 4, Panels, MaxTokens>(w, a, y, e, p_begin, p_end);
-  } else {
-    cover_panels<Tiles, 8, Panels, MaxTokens>(w, a, y, e, p_begin, p_end);
-  }
+  static_assert(MaxTokens >= 3, "a tile holds the 3 limb rows of a token");
+  const auto cover = [&]<int Bits>() {
+    if (a.limbs == 3) {
+      if (a.rows == 3)
+        cover_panels<Tiles, Bits, 1, 3>(w, a, y, e, p_begin, p_end);
+      else
+        cover_panels<Tiles, Bits, Panels, MaxTokens / 3 * 3>(w, a, y, e, p_begin, p_end);
+    } else if (a.rows == 1) {
+      cover_panels<Tiles, Bits, 1, 1>(w, a, y, e, p_begin, p_end);
+    } else {
+      cover_panels<Tiles, Bits, Panels, MaxTokens>(w, a, y, e, p_begin, p_end);
+    }
+  };
+  if (w.bits == 4)
+    cover.template operator()<4>();
+  else
+    cover.template operator()<8>();
 }
 
 }  // namespace qlr::kernels::detail

@@ -47,21 +47,22 @@ struct Tiles {
         const index_t at = w.params(p + pp, l);
         for (int t = 0; t < Tokens; ++t) {
           const std::int32_t group_sum = a.group_sums[(m + t) * a.groups + l];
+          const float c = a.group_scale(m + t, l);
           for (index_t r = 0; r < lanes; ++r) {
             const std::int32_t exact = dot[t][r] - w.zeros[at + r] * group_sum;
-            acc[t][r] = std::fma(w.scales[at + r], static_cast<float>(exact), acc[t][r]);
+            acc[t][r] = std::fma(w.scales[at + r] * c, static_cast<float>(exact), acc[t][r]);
             if (w.zero_fractions != nullptr)
-              acc[t][r] =
-                  std::fma(-w.zero_fractions[at + r], static_cast<float>(group_sum), acc[t][r]);
+              acc[t][r] = std::fma(-w.zero_fractions[at + r] * c, static_cast<float>(group_sum),
+                                   acc[t][r]);
           }
         }
       }
-      const kernels::detail::TileRows tile = kernels::detail::tile_rows(w.rows, p + pp, panel_rows);
-      for (int t = 0; t < Tokens; ++t) {
-        float side[panel_rows] = {};
-        kernels::detail::add_low_rank<panel_rows>(e, m + t, tile.n0, tile.count, side);
-        kernels::detail::store_panel(acc[t], side, w, a, y, e, p + pp, m + t);
-      }
+      kernels::detail::store_panel_rows(
+          acc,
+          [&](index_t token, index_t n0, index_t count, float* side) {
+            kernels::detail::add_low_rank<panel_rows>(e, token, n0, count, side);
+          },
+          w, a, y, e, p + pp, m);
     }
   }
 

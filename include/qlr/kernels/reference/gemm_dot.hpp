@@ -32,23 +32,35 @@ inline std::int64_t group_dot(const DotWeightView& w, const DotActivationView& a
   return dot - static_cast<std::int64_t>(w.zeros[at]) * a.group_sums[m * a.groups + l];
 }
 
+/// Σ_l fma steps of one (row o, activation row m) in group order: the sum a kernel holds
+/// in lane o of its accumulator.
+inline float row_sum(const DotWeightView& w, const DotActivationView& a, index_t o,
+                     index_t m) noexcept {
+  float acc = 0.0f;
+  for (index_t l = 0; l < w.groups; ++l) {
+    const index_t at = w.params(o / panel_rows, l) + o % panel_rows;
+    const float c = a.group_scale(m, l);
+    acc = std::fma(w.scales[at] * c, static_cast<float>(group_dot(w, a, o, m, l)), acc);
+    if (w.zero_fractions != nullptr)
+      acc = std::fma(-w.zero_fractions[at] * c,
+                     static_cast<float>(a.group_sums[m * a.groups + l]), acc);
+  }
+  return acc;
+}
+
 /// y[m, n] for all tokens m and the rows n of panels [panel_begin, panel_end).
 inline void gemm_dot(const DotWeightView& w, const DotActivationView& a, MatrixView y,
                      const Epilogue& e, index_t panel_begin, index_t panel_end) noexcept {
   const index_t row_end = panel_end * panel_rows < w.rows ? panel_end * panel_rows : w.rows;
   for (index_t o = panel_begin * panel_rows; o < row_end; ++o) {
-    for (index_t m = 0; m < a.rows; ++m) {
-      float acc = 0.0f;
-      for (index_t l = 0; l < w.groups; ++l) {
-        const index_t at = w.params(o / panel_rows, l) + o % panel_rows;
-        acc = std::fma(w.scales[at], static_cast<float>(group_dot(w, a, o, m, l)), acc);
-        if (w.zero_fractions != nullptr)
-          acc = std::fma(-w.zero_fractions[at], static_cast<float>(a.group_sums[m * a.groups + l]),
-                         acc);
-      }
+    for (index_t m = 0; m < a.rows / a.limbs; ++m) {
+      // A token's limb rows: acc_0 + (acc_1 + acc_2), as kernels/detail/tiling.hpp adds them.
+      float acc = row_sum(w, a, o, m * a.limbs + a.limbs - 1);
+      for (int j = a.limbs - 2; j >= 0; --j) acc = row_sum(w, a, o, m * a.limbs + j) + acc;
       float side = 0.0f;
       detail::add_low_rank<1>(e, m, o, 1, &side);
-      detail::finish_outputs(e, &acc, &side, a.scales + m, m, o, 1, y.row(m) + o);
+      detail::finish_outputs(e, &acc, &side, a.scales != nullptr ? a.scales + m : nullptr, m, o,
+                             1, y.row(m) + o);
     }
   }
 }
