@@ -16,7 +16,6 @@
 #include <memory>
 #include <random>
 #include <string>
-#include <type_traits>
 #include <typeinfo>
 #include <vector>
 
@@ -55,14 +54,15 @@ using qlr_bench::setup_key;
 
 constexpr std::array<std::array<index_t, 2>, 3> llm_nk{{{4096, 4096}, {11008, 4096}, {4096, 11008}}};
 
-/// qlr's GEMM on path `isa` (or Auto), rotating through packed copies. `Packed` is
-/// PackedWeights (FP32 activations) or DotWeights (activations quantized per token to
-/// `activation_bits`, once, untimed: oneDNN's figure excludes that step too).
-template <template <class> class Packed, class Policy>
+/// qlr's GEMM on path `isa` (or Auto), rotating through packed copies, with FP32
+/// activations (`activation_bits` = 0: weight-only, their split into limbs timed) or
+/// activations quantized per token to `activation_bits` (once, untimed: oneDNN's figure
+/// excludes that step too).
+template <class Policy>
 void bench_qlr(benchmark::State& state, index_t m, index_t n, index_t k, int threads,
                kernels::Isa isa, index_t group_size, int activation_bits) {
   qlr::set_num_threads(threads);
-  using Weights = Packed<typename Policy::format>;
+  using Weights = kernels::DotWeights<typename Policy::format>;
   struct Copies {
     std::deque<Weights> copies;
     double bytes;
@@ -76,23 +76,19 @@ void bench_qlr(benchmark::State& state, index_t m, index_t n, index_t k, int thr
         const Matrix x1 = random_matrix(1, k, 1.0f, 3);
         const auto a1 = qlr::quant::quantize_per_token(x1);
         Matrix y1(1, n);
-        for (const auto& w : made.copies) {  // first reads, untimed: one GEMV per copy
-          if constexpr (std::is_same_v<Weights, kernels::DotWeights<typename Policy::format>>)
-            kernels::gemm(w, a1.view(), output(y1));
-          else
-            kernels::gemm(w, input(x1), output(y1));
-        }
+        for (const auto& w : made.copies)  // first reads, untimed: one GEMV per copy
+          kernels::gemm(w, a1.view(), output(y1));
         return made;
       });
   const Matrix x = random_matrix(m, k, 1.0f, 2);
-  const auto a = qlr::quant::quantize_per_token(x, {.bits = activation_bits});
+  const auto a = qlr::quant::quantize_per_token(x, {.bits = activation_bits == 0 ? 8 : activation_bits});
   const qlr::ActivationCodes codes = a.view();
   Matrix y = Matrix::Constant(m, n, 1.0f);
-  const auto multiply = [&](const Packed<typename Policy::format>& w) {
-    if constexpr (std::is_same_v<Packed<typename Policy::format>, kernels::DotWeights<typename Policy::format>>)
-      kernels::gemm(w, codes, output(y), {}, isa);
-    else
+  const auto multiply = [&](const Weights& w) {
+    if (activation_bits == 0)
       kernels::gemm(w, input(x), output(y), {}, isa);
+    else
+      kernels::gemm(w, codes, output(y), {}, isa);
   };
   std::size_t next = 0;
   for (auto _ : state) {
@@ -234,13 +230,11 @@ void register_all() {
         for (const auto& [impl, isa] : paths) {
           if (isa == kernels::Isa::portable && m > 16) continue;  // minutes per run: not informative
           const auto name = [&](const char* format) { return shape_name(kernel(format).c_str(), impl.c_str(), m, n, k, threads); };
-          if (isa != kernels::Isa::avx_vnni) {  // FP32 kernels have no dot products: avx_vnni runs avx2's
-            add(name("w4"), bench_qlr<kernels::PackedWeights, IntAsym<4>>, m, n, k, threads, isa, index_t{128}, 8);
-            add(name("w8"), bench_qlr<kernels::PackedWeights, IntSym<8>>, m, n, k, threads, isa, index_t{0}, 8);
-          }
-          add(name("w8a8"), bench_qlr<kernels::DotWeights, IntSym<8>>, m, n, k, threads, isa, index_t{0}, 8);
-          add(name("w4a8"), bench_qlr<kernels::DotWeights, IntSym<4>>, m, n, k, threads, isa, index_t{128}, 8);
-          add(name("w4a4"), bench_qlr<kernels::DotWeights, IntSym<4>>, m, n, k, threads, isa, index_t{128}, 4);
+          add(name("w4"), bench_qlr<IntAsym<4>>, m, n, k, threads, isa, index_t{128}, 0);
+          add(name("w8"), bench_qlr<IntSym<8>>, m, n, k, threads, isa, index_t{0}, 0);
+          add(name("w8a8"), bench_qlr<IntSym<8>>, m, n, k, threads, isa, index_t{0}, 8);
+          add(name("w4a8"), bench_qlr<IntSym<4>>, m, n, k, threads, isa, index_t{128}, 8);
+          add(name("w4a4"), bench_qlr<IntSym<4>>, m, n, k, threads, isa, index_t{128}, 4);
         }
         // Peers: Eigen FP32 and oneDNN s8 do not depend on qlr's format; plot.py pairs them
         // with every kernel of their shape.

@@ -29,6 +29,7 @@ namespace quant = qlr::quant;
 namespace {
 
 using qlr::test::input;
+using qlr::test::bitwise_equal;
 using qlr::test::output;
 
 qlr::ActivationCodes codes_of(const quant::QuantizedActivations& a) {
@@ -42,11 +43,6 @@ Matrix run(const kernels::DotWeights<Format>& w, const qlr::ActivationCodes& x, 
   Matrix y = Matrix::Constant(x.rows, w.rows(), std::numeric_limits<float>::quiet_NaN());
   kernels::gemm(w, x, output(y), e, isa);
   return y;
-}
-
-bool bitwise_equal(const Matrix& a, const Matrix& b) {
-  return a.rows() == b.rows() && a.cols() == b.cols() &&
-         std::memcmp(a.data(), b.data(), sizeof(float) * static_cast<std::size_t>(a.size())) == 0;
 }
 
 /// |y − X̂·Ŵᵀ| ≤ (groups + 3)·2^-23·(Σ_i |ŵ_i·x̂_i| + Σ_i |s_l·z_l·x̂_i|) per output, in

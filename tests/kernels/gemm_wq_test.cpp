@@ -1,18 +1,21 @@
 // SPDX-License-Identifier: Apache-2.0
-// Weight-only INT4/INT8 GEMM on every ISA path this CPU has, against the reference over
-// shapes with tails in M, N and K, ragged groups, extreme codes, thread counts and bad input.
+// Weight-only INT4/INT8 GEMM (FP32 activations, split into INT8 limbs) on every ISA path this
+// CPU has: the split's error bound on adversarial values, every path bitwise equal to the
+// reference over shapes with tails in M, N and K, the reference within its bound of a double
+// oracle, extreme codes, floating zeros, the epilogue, thread counts and bad input.
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
-#include <map>
 #include <random>
+#include <span>
 #include <string>
-#include <tuple>
 #include <vector>
 
 #include <catch2/catch.hpp>
 
+#include "qlr/core/bit_pack.hpp"
 #include "qlr/core/parallel.hpp"
 #include "qlr/kernels/gemm.hpp"
 #include "qlr/quant/dequantize.hpp"
@@ -27,70 +30,84 @@ namespace kernels = qlr::kernels;
 namespace {
 
 using qlr::test::input;
+using qlr::test::bitwise_equal;
 using qlr::test::output;
 
-/// Y = X·Ŵᵀ in double from the dequantized weight: the oracle, independent of any kernel.
-MatrixD oracle(const Matrix& x, const Matrix& w_hat) {
-  return x.cast<double>() * w_hat.cast<double>().transpose();
+/// Y on path `isa`, every output first poisoned with NaN so an unwritten one shows.
+template <class Format>
+Matrix run(const kernels::DotWeights<Format>& w, const Matrix& x, kernels::Isa isa,
+           const qlr::Epilogue& e = {}) {
+  Matrix y = Matrix::Constant(x.rows(), w.rows(), std::numeric_limits<float>::quiet_NaN());
+  kernels::gemm(w, input(x), output(y), e, isa);
+  return y;
 }
 
-/// |y − y_ref| ≤ γ·magnitude per output, γ = (K/8 + 16)·2^-24: the worst-case bound of an
-/// FP32 sum of K terms split over 8 to 32 lanes and reduced by a tree (Higham §3.1), where
-/// `magnitude` is the sum of the terms' absolute values.
-void check_within(const Matrix& y, const MatrixD& ref, const Matrix& x, const MatrixD& magnitude) {
-  const double gamma = (static_cast<double>(x.cols()) / 8 + 16) * 0x1p-24;
-  qlr::test::check_within_bound(y, ref, magnitude, gamma,
-                                "output outside the FP32 summation bound");
+/// max|x| over the weight group of each element: the scale the split measures against.
+Matrix group_max(const Matrix& x, index_t group_size) {
+  Matrix top(x.rows(), x.cols());
+  for (index_t m = 0; m < x.rows(); ++m)
+    for (index_t begin = 0; begin < x.cols(); begin += group_size) {
+      const index_t width = std::min(group_size, x.cols() - begin);
+      top.row(m).segment(begin, width).setConstant(x.row(m).segment(begin, width).cwiseAbs().maxCoeff());
+    }
+  return top;
 }
 
-/// The bound for kernels that sum ŵ_i·x_i: magnitude Σ_i |ŵ_i·x_i|. One dropped or doubled
-/// term of a K = 4096 row is 30× larger than this.
-void check_close(const Matrix& y, const MatrixD& ref, const Matrix& x, const Matrix& w_hat) {
-  check_within(y, ref, x, x.cast<double>().cwiseAbs() * w_hat.cast<double>().cwiseAbs().transpose());
-}
-
-/// The AVX2 INT4 path (also AVX-VNNI's) factors each group's zero point out,
-/// y = Σ_l s_l·(Σ u·x − z_l·Σ x), so its terms are s·u·x and s·z·x, not ŵ·x: the same γ
-/// applies to Σ_i |s|·(u_i + |z|)·|x_i|, which is ≥ Σ |ŵ_i·x_i|.
-bool factors_zero_points(kernels::Isa isa, int bits) {
-  return bits == 4 && (isa == kernels::Isa::avx2 || isa == kernels::Isa::avx_vnni);
-}
-
-/// Σ_i |s|·(u_i + |z|)·|x_i| per output, from the packed codes and group parameters.
-MatrixD factored_magnitude(const kernels::PackedView& v, const Matrix& x) {
-  MatrixD terms(v.rows, v.cols);
-  for (index_t o = 0; o < v.rows; ++o) {
-    for (index_t i = 0; i < v.cols; ++i) {
-      const index_t at = v.params(o, i / (v.blocks_per_group * kernels::block_codes));
-      terms(o, i) = std::abs(double{v.scales[at]}) * (v.code(o, i) + std::abs(double{v.zeros[at]}));
+/// |y − X·Ŵᵀ| within the limb path's bound, Ŵ = dequantize(q), in double:
+///   * the split: |x − x̂| ≤ 2^−22·max|x| of x's group;
+///   * the FP32 steps: per limb and group one conversion (exact below 2^24), s·c and an
+///     fma into a running sum of 2G terms (the zero fraction's too), then two adds of the
+///     limbs: ≤ (2G + 4)·u of Σ_i |s|·(|u_i − zi| + |z − zi|)·Σ_j |c_j·q_ij|, where
+///     Σ_j |c_j·q_ij| ≤ |x_i| + max|x|/127 (Higham §3.1, u = 2^−24);
+///   * Ŵ itself is a float: s·(u − z) rounded, within u·|s|·(|u| + |z|) of the exact value.
+/// A limb scaled by the wrong power of two moves an output ~2^−9·max|x|·Σ|ŵ|, far outside.
+template <class Format>
+void check_against_oracle(const Matrix& y, const qlr::QuantizedMatrix<Format>& q, const Matrix& x) {
+  const MatrixD w_hat = qlr::quant::dequantize(q).template cast<double>();
+  const index_t groups = qlr::group_count(q.cols(), q.group_size());
+  const index_t group_size = groups == 1 ? q.cols() : q.group_size();
+  MatrixD terms(q.rows(), q.cols());  // |s|·(|u − zi| + |z − zi| + |u| + |z|)
+  std::vector<std::uint8_t> u(static_cast<std::size_t>(q.cols()));
+  for (index_t o = 0; o < q.rows(); ++o) {
+    qlr::unpack_codes(Format::bits, q.row_codes(o), std::span(u));
+    for (index_t i = 0; i < q.cols(); ++i) {
+      const auto at = static_cast<std::size_t>(o * groups + i / group_size);
+      const double s = std::abs(q.scales()[at]);
+      const double z = Format::encoding == qlr::Encoding::int_asym
+                           ? q.zeros()[at]
+                           : static_cast<double>(1 << (Format::bits - 1));
+      const double zi = std::nearbyint(z), code = u[static_cast<std::size_t>(i)];
+      terms(o, i) = s * (std::abs(code - zi) + std::abs(z - zi) + code + std::abs(z));
     }
   }
-  return x.cast<double>().cwiseAbs() * terms.transpose();
+  const MatrixD top = group_max(x, group_size).cast<double>();
+  const double gamma = (2.0 * static_cast<double>(groups) + 4) * 0x1p-24;
+  const MatrixD per_input =
+      0x1p-22 * top + gamma * (x.cast<double>().cwiseAbs() + top / 127.0);
+  const MatrixD tolerance = per_input * terms.transpose();
+  const MatrixD ref = x.cast<double>() * w_hat.transpose();
+  qlr::test::check_within_bound(y, ref, tolerance, 1.0,
+                                "weight-only GEMM outside the limb bound of the oracle");
 }
 
-/// Packs `q` and checks Y = X·Ŵᵀ on every ISA path against the oracle.
+/// The reference within the oracle's bound, and every other path bitwise equal to it.
 template <class Format>
 void check_packed_every_isa(const qlr::QuantizedMatrix<Format>& q, const Matrix& x) {
-  const kernels::PackedWeights packed(q);
-  const Matrix w_hat = qlr::quant::dequantize(q);
-  const MatrixD ref = oracle(x, w_hat);
+  const kernels::DotWeights packed(q);
+  const Matrix ref = run(packed, x, kernels::Isa::reference);
+  check_against_oracle(ref, q, x);
   for (const kernels::Isa isa : kernels::available_isas()) {
     CAPTURE(kernels::to_string(isa));
-    Matrix y = Matrix::Constant(x.rows(), q.rows(), std::numeric_limits<float>::quiet_NaN());
-    kernels::gemm(packed, input(x), output(y), {}, isa);
-    if (factors_zero_points(isa, Format::bits))
-      check_within(y, ref, x, factored_magnitude(packed.view(), x));
-    else
-      check_close(y, ref, x, w_hat);
+    CHECK(bitwise_equal(run(packed, x, isa), ref));
   }
 }
 
-/// Quantizes a heavy-tailed N×K weight with `policy` and checks M tokens on every path.
+/// Quantizes a heavy-tailed N×K weight with `policy` and checks M heavy-tailed tokens.
 template <class Policy>
 void check_every_isa(const Policy& policy, index_t m, index_t n, index_t k, std::uint32_t seed) {
   std::mt19937 rng(seed);
   const Matrix w = qlr::test::heavy_tailed(rng, n, k);
-  const Matrix x = qlr::test::gaussian(rng, m, k);
+  const Matrix x = qlr::test::heavy_tailed(rng, m, k);
   check_packed_every_isa(policy.quantize(w), x);
 }
 
@@ -102,6 +119,16 @@ void sweep(std::initializer_list<index_t> ms, std::initializer_list<index_t> ns,
         check_every_isa(Policy({.group_size = g}), m, n, k,
                         static_cast<std::uint32_t>(m * 131 + n * 17 + k + g));
       });
+}
+
+/// x̂ of token m, column i from the limb rows: Σ_j c_j·q_j, in double.
+double reconstruct(const kernels::DotActivationView& a, const kernels::DotWeightView& w,
+                   index_t m, index_t i) {
+  const index_t l = i / w.group_size < w.groups ? i / w.group_size : w.groups - 1;
+  double x = 0.0;
+  for (int j = 0; j < a.limbs; ++j)
+    x += static_cast<double>(a.group_scale(a.limbs * m + j, l)) * a.row(a.limbs * m + j)[i];
+  return x;
 }
 
 }  // namespace
@@ -118,36 +145,58 @@ TEST_CASE("kernels: the paths this CPU has", "[kernels][isa]") {
   }
 }
 
-TEST_CASE("reference gemm_wq: equals the double product of the dequantized weight",
+TEST_CASE("LimbActivations: |x − x̂| ≤ 2^-22·max|x| of the group, on adversarial values",
           "[kernels][gemm_wq]") {
-  std::mt19937 rng(1);
-  const Matrix w = qlr::test::heavy_tailed(rng, 19, 100);
-  const Matrix x = qlr::test::gaussian(rng, 3, 100);
-  const auto q = qlr::quant::IntAsym<4>({.group_size = 32}).quantize(w);
-  const kernels::PackedWeights packed(q);
-  Matrix y(3, 19);
-  kernels::gemm(packed, input(x), output(y), {}, kernels::Isa::reference);
-  const MatrixD ref = oracle(x, qlr::quant::dequantize(q));
-  CHECK((y.cast<double>() - ref).cwiseAbs().maxCoeff() <=
-        ref.cwiseAbs().maxCoeff() * 0x1p-23);  // one f32 rounding of a double sum
-}
-
-TEST_CASE("PackedWeights: unpack() returns the QuantizedMatrix byte for byte",
-          "[kernels][packed]") {
-  std::mt19937 rng(2);
-  for (const index_t k : {index_t{32}, index_t{100}, index_t{257}}) {
-    const Matrix w = qlr::test::gaussian(rng, 7, k);
-    const auto q4 = qlr::quant::IntAsym<4>({.group_size = 32}).quantize(w);
-    CHECK(kernels::PackedWeights(q4).unpack().parts().codes == q4.parts().codes);
-    const auto q8 = qlr::quant::IntSym<8>({.group_size = 0}).quantize(w);
-    CHECK(kernels::PackedWeights(q8).unpack().parts().codes == q8.parts().codes);
-    CHECK(kernels::PackedWeights(q8).unpack().parts().scales == q8.parts().scales);
+  const index_t k = 8 * 32 + 5;  // 8 groups of 32 and a ragged one
+  const kernels::DotWeights packed(
+      qlr::quant::IntSym<4>({.group_size = 32}).quantize(Matrix::Ones(3, k)));
+  const kernels::DotWeightView w = packed.view();
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
+  Matrix x(4, k);
+  for (index_t i = 0; i < x.size(); ++i) x.data()[i] = unit(rng);
+  // Values at the split's edges, group by group (max|x| = 127 makes c = 1): residuals of
+  // exactly ±0.5 and 127.5/256 (the carry into q0), ties in the last limb, max|x| itself.
+  const float edges[] = {127.0f, -127.0f, 126.5f, 0.5f, -0.5f, 1.0f + 127.5f / 256,
+                         2.0f - 127.5f / 256, 3.0f + 0.5f / 256 + 0.5f / 65536, -126.998f, 0.0f};
+  for (index_t i = 0; i < 10; ++i) x(0, i) = edges[i];
+  for (index_t i = 32; i < 64; ++i) x(0, i) = 1e-3f * unit(rng);  // one outlier over small values
+  x(0, 40) = 1e3f;
+  for (index_t i = 64; i < 96; ++i) x(0, i) = 0.0f;                      // an all-zero group
+  for (index_t i = 96; i < 128; ++i) x(0, i) = 1e-38f * unit(rng);       // subnormal range
+  for (index_t i = 128; i < 160; ++i) x(0, i) = 3e38f * unit(rng);       // near the float max
+  for (index_t i = 160; i < 192; ++i) x(0, i) = static_cast<float>(i % 3) - 1.0f;  // −1, 0, 1
+  for (index_t i = 0; i < k; ++i) x(1, i) = std::ldexp(unit(rng), static_cast<int>(i % 60) - 30);
+  const kernels::detail::LimbActivations limbs(input(x), w);
+  const kernels::DotActivationView& a = limbs.view();
+  REQUIRE(a.limbs == 3);
+  REQUIRE(a.rows == 3 * x.rows());
+  const Matrix top = group_max(x, 32);
+  for (index_t m = 0; m < x.rows(); ++m) {
+    for (index_t i = 0; i < k; ++i) {
+      CAPTURE(m, i, x(m, i));
+      const double error = std::abs(reconstruct(a, w, m, i) - static_cast<double>(x(m, i)));
+      // A group whose max|x| is below 127 times the smallest normal float has c = 2^−126:
+      // its error is bounded in absolute terms instead.
+      CHECK(error <= std::max(0x1p-22 * static_cast<double>(top(m, i)), 0x1p-142));
+    }
+    for (index_t i = k; i < w.padded_cols; ++i)
+      for (int j = 0; j < 3; ++j) CHECK(a.row(3 * m + j)[i] == 0);  // padding adds nothing
+    for (int j = 0; j < 3; ++j) {
+      for (index_t l = 0; l < w.groups; ++l) {
+        std::int32_t sum = 0;
+        for (index_t i = w.group_begin(l); i < w.group_end(l); ++i) sum += a.row(3 * m + j)[i];
+        CHECK(a.group_sums[(3 * m + j) * a.groups + l] == sum);
+      }
+    }
   }
+  // The carry: 1 + 127.5/256 must not leave q1 = 128 (wrapped to −128 in int8, off by 1).
+  CHECK(std::abs(reconstruct(a, w, 0, 5) - (1.0 + 127.5 / 256)) <= 0x1p-22 * 127);
 }
 
-TEST_CASE("gemm_wq: every ISA within the FP32 bound of the oracle, tails in M, N, K",
+TEST_CASE("gemm_wq: every ISA bitwise equal to the reference, tails in M, N, K",
           "[kernels][gemm_wq]") {
-  const std::initializer_list<index_t> ms{1, 2, 3, 7, 16, 33};
+  const std::initializer_list<index_t> ms{1, 2, 3, 7, 16};
   const std::initializer_list<index_t> ns{1, 15, 16, 17, 255};
   const std::initializer_list<index_t> ks{32, 64, 96, 257, 512};
   const std::initializer_list<index_t> gs{32, 64, 128};
@@ -162,6 +211,10 @@ TEST_CASE("gemm_wq: every ISA within the FP32 bound of the oracle, tails in M, N
   }
   SECTION("int8 symmetric") {
     sweep<qlr::quant::IntSym<8>>(ms, ns, ks, gs);
+  }
+  SECTION("per-channel (one group per row)") {
+    sweep<qlr::quant::IntSym<8>>({1, 6}, {17, 33}, {100, 4096 + 7}, {0});
+    sweep<qlr::quant::IntAsym<4>>({1, 6}, {17}, {100, 4096 + 7}, {0});
   }
 }
 
@@ -178,23 +231,25 @@ TEST_CASE("gemm_wq: the issue's full sweep of shapes", "[kernels][gemm_wq][.slow
   }
 }
 
-TEST_CASE("gemm_wq: large K and N, one group per row and extreme codes", "[kernels][gemm_wq]") {
+TEST_CASE("gemm_wq: large K and N, outliers and extreme codes", "[kernels][gemm_wq]") {
   check_every_isa(qlr::quant::IntAsym<4>({.group_size = 128}), 3, 2323, 4096, 7);
   check_every_isa(qlr::quant::IntSym<8>({.group_size = 0}), 2, 300, 4096 + 7, 8);
-  // Long rows split the tokens into blocks whose activations fit in L2 (8 to 10 tokens at
-  // this K): 45 tokens take several blocks and a partial one.
   check_every_isa(qlr::quant::IntAsym<4>({.group_size = 64}), 45, 37, 8192 + 32, 9);
-  // Every code at its extremes: a row of ±max values quantizes to codes 0 and 2^b − 1 only.
+  // Every code at its extremes: a row of ±max values quantizes to codes 0 and 2^b − 1 only,
+  // against activations at ±1e4 and an LLM-style outlier channel 1000× the rest.
   Matrix w(8, 96);
   for (index_t i = 0; i < w.size(); ++i) w.data()[i] = (i * 7919) % 3 == 0 ? -1.0f : 1.0f;
-  const Matrix x = Matrix::Constant(5, 96, 1e4f);
+  Matrix x = Matrix::Constant(5, 96, 1e4f);
+  x.row(1) *= -1.0f;
+  x.row(2).setConstant(1.0f);
+  x(2, 7) = 1000.0f;
   check_packed_every_isa(qlr::quant::IntAsym<4>({.group_size = 32}).quantize(w), x);
   check_packed_every_isa(qlr::quant::IntAsym<8>({.group_size = 64}).quantize(w), x);
 }
 
 TEST_CASE("gemm_wq: floating zero points, near and far from the codes", "[kernels][gemm_wq]") {
   // QA-LoRA's merge moves zeros off the integers, and an AWQ-style range may put them far
-  // outside the codes: ŵ = s·(u − z) must follow z anywhere.
+  // outside the codes: ŵ = s·(u − z) must follow z anywhere the int32 sums allow.
   using Floating = qlr::quant::IntAsym<4>;
   for (const index_t g : {index_t{32}, index_t{128}})
     for (const index_t k : {index_t{96}, index_t{257}, index_t{512}})
@@ -216,17 +271,19 @@ TEST_CASE("gemm_wq: bias and low-rank epilogue", "[kernels][gemm_wq]") {
   const index_t m = 5, n = 37, k = 160, r = 4;
   const auto [w, x, b, t, bias] = qlr::test::epilogue_operands(3, m, n, k, r);
   const auto q = qlr::quant::IntSym<4>({.group_size = 32}).quantize(w);
-  const kernels::PackedWeights packed(q);
+  const kernels::DotWeights packed(q);
   const Matrix w_hat = qlr::quant::dequantize(q);
   const Matrix bt = b.transpose();
   const qlr::LowRankTerm low_rank{input(bt), input(t)};
-  const MatrixD ref = oracle(x, w_hat) + t.cast<double>() * b.cast<double>().transpose() +
+  const qlr::Epilogue epilogue{.bias = bias.data(), .low_rank = &low_rank};
+  const MatrixD ref = x.cast<double>() * w_hat.cast<double>().transpose() +
+                      t.cast<double>() * b.cast<double>().transpose() +
                       MatrixD::Ones(m, 1) * bias.cast<double>();
+  const Matrix y_ref = run(packed, x, kernels::Isa::reference, epilogue);
+  CHECK((y_ref.cast<double>() - ref).cwiseAbs().maxCoeff() < 1e-4);  // |y| ~ 10: FP32 sums
   for (const auto isa : kernels::available_isas()) {
     CAPTURE(kernels::to_string(isa));
-    Matrix y(m, n);
-    kernels::gemm(packed, input(x), output(y), {.bias = bias.data(), .low_rank = &low_rank}, isa);
-    CHECK((y.cast<double>() - ref).cwiseAbs().maxCoeff() < 1e-4);  // |y| ~ 10: FP32 sums
+    CHECK(bitwise_equal(run(packed, x, isa, epilogue), y_ref));
   }
 }
 
@@ -235,25 +292,22 @@ TEST_CASE("gemm_wq: bitwise identical for 1, 2 and 3 threads", "[kernels][gemm_w
   std::mt19937 rng(4);
   const Matrix w = qlr::test::gaussian(rng, 515, 256);
   const Matrix x = qlr::test::gaussian(rng, 9, 256);
-  const kernels::PackedWeights packed(qlr::quant::IntAsym<4>({.group_size = 64}).quantize(w));
+  const kernels::DotWeights packed(qlr::quant::IntAsym<4>({.group_size = 64}).quantize(w));
   for (const auto isa : kernels::available_isas()) {
     CAPTURE(kernels::to_string(isa));
     qlr::set_num_threads(1);
-    Matrix one(9, 515);
-    kernels::gemm(packed, input(x), output(one), {}, isa);
+    const Matrix one = run(packed, x, isa);
     for (const int threads : {2, 3}) {
       qlr::set_num_threads(threads);
-      Matrix many(9, 515);
-      kernels::gemm(packed, input(x), output(many), {}, isa);
-      CHECK(std::memcmp(one.data(), many.data(), sizeof(float) * one.size()) == 0);
+      CHECK(bitwise_equal(run(packed, x, isa), one));
     }
   }
   qlr::set_num_threads(saved);
 }
 
-TEST_CASE("gemm_wq: bad shapes and layouts are qlr::Errors", "[kernels][gemm_wq]") {
+TEST_CASE("gemm_wq: bad shapes and activations are qlr::Errors", "[kernels][gemm_wq]") {
   const Matrix w = Matrix::Ones(8, 64);
-  const kernels::PackedWeights packed(qlr::quant::IntAsym<4>({.group_size = 32}).quantize(w));
+  const kernels::DotWeights packed(qlr::quant::IntAsym<4>({.group_size = 32}).quantize(w));
   Matrix x = Matrix::Ones(2, 64);
   Matrix y(2, 8);
   Matrix wrong_k = Matrix::Ones(2, 63);
@@ -273,7 +327,16 @@ TEST_CASE("gemm_wq: bad shapes and layouts are qlr::Errors", "[kernels][gemm_wq]
   const qlr::LowRankTerm bad_low_rank{input(bt), input(t)};
   CHECK_THROWS_WITH(kernels::gemm(packed, input(x), output(y), {.low_rank = &bad_low_rank}),
                     Catch::Contains("low-rank Bt is 2x8, t is 3x2"));
-  CHECK_THROWS_WITH(kernels::PackedWeights(
+  for (const float bad : {std::numeric_limits<float>::quiet_NaN(),
+                          std::numeric_limits<float>::infinity()}) {
+    Matrix poisoned = x;
+    poisoned(1, 37) = bad;
+    y.setConstant(7.0f);
+    CHECK_THROWS_WITH(kernels::gemm(packed, input(poisoned), output(y)),
+                      Catch::Contains("x(1, 37) = ") && Catch::Contains("expected finite activations"));
+    CHECK((y.array() == 7.0f).all());  // nothing written
+  }
+  CHECK_THROWS_WITH(kernels::DotWeights(
                         qlr::quant::IntAsym<4>({.group_size = 48}).quantize(Matrix::Ones(2, 96))),
                     Catch::Contains("group_size = 48; expected a multiple of 32"));
   CHECK_THROWS_WITH(kernels::parse_isa("sse9"), Catch::Contains("isa = 'sse9'"));

@@ -29,10 +29,7 @@ using qlr::Matrix;
 namespace layers = qlr::layers;
 namespace adapter = qlr::adapter;
 
-bool bitwise_equal(const Matrix& a, const Matrix& b) {
-  return a.rows() == b.rows() && a.cols() == b.cols() &&
-         std::memcmp(a.data(), b.data(), sizeof(float) * static_cast<std::size_t>(a.size())) == 0;
-}
+using qlr::test::bitwise_equal;
 
 std::filesystem::path temp_file(const char* name) {
   return qlr::test::temp_folder("layer-file") / name;

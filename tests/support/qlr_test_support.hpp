@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <initializer_list>
 #include <optional>
@@ -100,6 +101,12 @@ inline EpilogueOperands epilogue_operands(std::uint32_t seed, index_t m, index_t
   o.t = gaussian(rng, m, r);
   o.bias = gaussian(rng, 1, n);
   return o;
+}
+
+/// Whether a and b have the same shape and the same bits.
+inline bool bitwise_equal(const Matrix& a, const Matrix& b) {
+  return a.rows() == b.rows() && a.cols() == b.cols() &&
+         std::memcmp(a.data(), b.data(), sizeof(float) * static_cast<std::size_t>(a.size())) == 0;
 }
 
 /// Checks |y − ref| ≤ gamma·magnitude + 1e-30 for every element, reporting the first one

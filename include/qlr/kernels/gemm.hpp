@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// The GEMM entry points: Y = X·Ŵᵀ + epilogue, weight-only for a PackedWeights (FP32 X) and
-// integer for a DotWeights (per-token quantized X), on the path `isa` (the best this CPU
-// has by default), split over qlr's threads by output column.
+// The GEMM entry points: Y = X·Ŵᵀ + epilogue for a DotWeights, with FP32 X (weight-only,
+// X split exactly into INT8 limbs) or per-token quantized X (W8A8, W4A8, W4A4), on the path
+// `isa` (the best this CPU has by default), split over qlr's threads by output column.
 #pragma once
 
 #include <cmath>
@@ -11,24 +11,14 @@
 #include "qlr/core/parallel.hpp"
 #include "qlr/core/view.hpp"
 #include "qlr/kernels/avx2/gemm_dot.hpp"
-#include "qlr/kernels/avx2/gemm_wq.hpp"
 #include "qlr/kernels/avx512_vnni/gemm_dot.hpp"
-#include "qlr/kernels/avx512_vnni/gemm_wq.hpp"
 #include "qlr/kernels/avx_vnni/gemm_dot.hpp"
 #include "qlr/kernels/isa.hpp"
-#include "qlr/kernels/packed.hpp"
 #include "qlr/kernels/packed_dot.hpp"
 #include "qlr/kernels/portable/gemm_dot.hpp"
-#include "qlr/kernels/portable/gemm_wq.hpp"
 #include "qlr/kernels/reference/gemm_dot.hpp"
-#include "qlr/kernels/reference/gemm_wq.hpp"
 
 namespace qlr::kernels {
-
-/// A weight-only GEMM path: y[m, n] for all m and the rows n of panels [panel_begin,
-/// panel_end). Never throws: its arguments are checked once, by gemm().
-using GemmWqFn = void (*)(const PackedView& w, ConstMatrixView x, MatrixView y, const Epilogue& e,
-                          index_t panel_begin, index_t panel_end) noexcept;
 
 /// An integer GEMM path: y[m, n] for all m and the rows n of panels [panel_begin,
 /// panel_end). Never throws: its arguments are checked once, by gemm().
@@ -37,9 +27,8 @@ using GemmDotFn = void (*)(const DotWeightView& w, const DotActivationView& a, M
 
 /// The kernels of one ISA path, chosen once and called many times.
 struct KernelTable {
-  Isa isa;               ///< the path these kernels belong to
-  GemmWqFn gemm_wq_f32;  ///< W4/W8 weight-only × FP32 activations
-  GemmDotFn gemm_dot;    ///< W4/W8 × per-token INT8/INT4 activations (W8A8, W4A8, W4A4)
+  Isa isa;             ///< the path these kernels belong to
+  GemmDotFn gemm_dot;  ///< W4/W8 × INT8 limbs of FP32 activations or per-token INT8/INT4 codes
 };
 
 /// The kernels of path `isa`. Throws Errc::unsupported when this CPU cannot run it.
@@ -48,23 +37,22 @@ inline KernelTable table_for(Isa isa) {
             "kernels::table_for: isa = {}; expected a path this CPU supports", to_string(isa));
   switch (isa) {
     case Isa::reference:
-      return {isa, &reference::gemm_wq_f32, &reference::gemm_dot};
+      return {isa, &reference::gemm_dot};
     case Isa::portable:
-      return {isa, &portable::gemm_wq_f32, &portable::gemm_dot};
+      return {isa, &portable::gemm_dot};
 #if QLR_ARCH_X86
     case Isa::avx2:
-      return {isa, &avx2::gemm_wq_f32, &avx2::gemm_dot};
-    // FP32 paths have no dot products: AVX-VNNI shares AVX2's weight-only kernel.
+      return {isa, &avx2::gemm_dot};
     case Isa::avx_vnni:
-      return {isa, &avx2::gemm_wq_f32, &avx_vnni::gemm_dot};
+      return {isa, &avx_vnni::gemm_dot};
     case Isa::avx512_vnni:
-      return {isa, &avx512_vnni::gemm_wq_f32, &avx512_vnni::gemm_dot};
+      return {isa, &avx512_vnni::gemm_dot};
 #else
     default:
       break;
 #endif
   }
-  return {Isa::portable, &portable::gemm_wq_f32, &portable::gemm_dot};
+  return {Isa::portable, &portable::gemm_dot};
 }
 
 namespace detail {
@@ -95,7 +83,7 @@ inline void check_low_rank(const LowRankTerm& lr, index_t n, index_t m) {
 }
 
 /// Throws unless x (M×K) and y (M×N) fit `w` and the epilogue's operands fit both.
-inline void check_gemm_args(const PackedView& w, ConstMatrixView x, MatrixView y,
+inline void check_gemm_args(const DotWeightView& w, ConstMatrixView x, MatrixView y,
                             const Epilogue& e) {
   constexpr const char* entity = "kernels::gemm";
   QLR_CHECK(x.data != nullptr && y.data != nullptr, invalid_argument,
@@ -128,11 +116,7 @@ inline void check_gemm_dot_args(const DotWeightView& w, const ActivationCodes& a
   QLR_CHECK(a.stride >= a.cols, invalid_argument,
             "{}: x.stride = {}; expected a stride >= the row length {}", entity, a.stride, a.cols);
   // The epilogue's checks and the shape checks are the weight-only GEMM's.
-  PackedView shape;
-  shape.rows = w.rows;
-  shape.cols = w.cols;
-  shape.bits = w.bits;
-  check_gemm_args(shape, ConstMatrixView{y.data, a.rows, a.cols, a.stride}, y, e);
+  check_gemm_args(w, ConstMatrixView{y.data, a.rows, a.cols, a.stride}, y, e);
   const int code_min = a.bits == 8 ? -128 : -8;
   const int code_max = a.bits == 8 ? 127 : 7;
   for (index_t m = 0; m < a.rows; ++m) {
@@ -149,19 +133,6 @@ inline void check_gemm_dot_args(const DotWeightView& w, const ActivationCodes& a
 }
 }  // namespace detail
 
-/// Y (M×N) = X (M×K)·Ŵᵀ, then the epilogue, on path `isa`. Output columns are split over
-/// qlr's threads; every output is computed the same way whatever the split, so the result
-/// is bitwise identical for any thread count. Throws for mismatched shapes.
-template <QuantFormatType Format>
-void gemm(const PackedWeights<Format>& w, ConstMatrixView x, MatrixView y, const Epilogue& e = {},
-          Isa isa = best_isa()) {
-  const PackedView v = w.view();
-  detail::check_gemm_args(v, x, y, e);
-  const GemmWqFn kernel = table_for(isa).gemm_wq_f32;
-  // 16 panels (64 columns) per task amortize the hand-off; any split gives the same bytes.
-  parallel_for(v.panels, 16, [&](index_t begin, index_t end) { kernel(v, x, y, e, begin, end); });
-}
-
 /// Y (M×N) = X·Ŵᵀ, then the epilogue, for FP32 activations X (M×K) on the integer kernels:
 /// X is split into INT8 limbs (packed_dot.hpp), |x − x̂| ≤ 2^−22·max|x| over each weight
 /// group, and every product is summed exactly in int32. Bitwise identical on every path and
@@ -170,11 +141,7 @@ template <QuantFormatType Format>
 void gemm(const DotWeights<Format>& w, ConstMatrixView x, MatrixView y, const Epilogue& e = {},
           Isa isa = best_isa()) {
   const DotWeightView v = w.view();
-  PackedView shape;  // the weight-only checks need only the shape
-  shape.rows = v.rows;
-  shape.cols = v.cols;
-  shape.bits = v.bits;
-  detail::check_gemm_args(shape, x, y, e);
+  detail::check_gemm_args(v, x, y, e);
   const GemmDotFn kernel = table_for(isa).gemm_dot;
   const detail::LimbActivations limbs(x, v);
   parallel_for(v.panels, 4,
@@ -192,7 +159,7 @@ void gemm(const DotWeights<Format>& w, const ActivationCodes& x, MatrixView y,
   detail::check_gemm_dot_args(v, x, y, e);
   const GemmDotFn kernel = table_for(isa).gemm_dot;
   const detail::DotActivations padded(x, v);
-  // 4 panels (64 columns) per task, as for the weight-only GEMM.
+  // 4 panels (64 columns) per task amortize the hand-off; any split gives the same bytes.
   parallel_for(v.panels, 4,
                [&](index_t begin, index_t end) { kernel(v, padded.view(), y, e, begin, end); });
 }

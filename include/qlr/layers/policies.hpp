@@ -52,7 +52,7 @@ inline constexpr bool simd_packable =
     (Format::encoding == Encoding::int_sym || Format::encoding == Encoding::int_asym);
 
 /// qlr's SIMD kernels (kernels::gemm) on the best path of this CPU, or the one QLR_ISA names.
-/// Weights are packed once: PackedWeights for FP32 activations, DotWeights for codes.
+/// Weights are packed once, as DotWeights, for FP32 activations and for codes alike.
 struct SimdKernels {
   /// Formats with a SIMD path: INT4/INT8 integer codes, any activation policy.
   template <class Format, class Act>
@@ -60,8 +60,7 @@ struct SimdKernels {
 
   /// The packed weight this kernel runs.
   template <class Format, class Act>
-  using packed = std::conditional_t<Act::bits == 0, kernels::PackedWeights<Format>,
-                                    kernels::DotWeights<Format>>;
+  using packed = kernels::DotWeights<Format>;
 
   /// Packs `q` for activations `Act`.
   template <class Act, class Format>
@@ -71,7 +70,7 @@ struct SimdKernels {
 
   /// Y = X·Ŵᵀ + epilogue for FP32 activations.
   template <class Format>
-  static void gemm(const kernels::PackedWeights<Format>& w, ConstMatrixView x, MatrixView y,
+  static void gemm(const kernels::DotWeights<Format>& w, ConstMatrixView x, MatrixView y,
                    const Epilogue& e) {
     kernels::gemm(w, x, y, e);
   }

@@ -5,8 +5,6 @@
 // in the same order, so it equals the scalar detail::add_low_rank bit for bit.
 #pragma once
 
-#include <type_traits>
-
 #include "qlr/core/config.hpp"
 #include "qlr/core/types.hpp"
 #include "qlr/core/view.hpp"
@@ -28,23 +26,15 @@ struct Ymm {
   QLR_ALWAYS_INLINE static __m256 broadcast(float x) noexcept { return _mm256_set1_ps(x); }
   QLR_ALWAYS_INLINE static __m256 fma(__m256 a, __m256 b, __m256 c) noexcept { return _mm256_fmadd_ps(a, b, c); }
 };
-/// 4 floats in an xmm register (the weight-only kernels' 4-row panels).
-struct Xmm {
-  static constexpr int lanes = 4;
-  QLR_ALWAYS_INLINE static __m128 load(const float* p) noexcept { return _mm_loadu_ps(p); }
-  QLR_ALWAYS_INLINE static void store(float* p, __m128 v) noexcept { _mm_storeu_ps(p, v); }
-  QLR_ALWAYS_INLINE static __m128 broadcast(float x) noexcept { return _mm_set1_ps(x); }
-  QLR_ALWAYS_INLINE static __m128 fma(__m128 a, __m128 b, __m128 c) noexcept { return _mm_fmadd_ps(a, b, c); }
-};
 }  // namespace detail_epilogue
 
 /// side[r] += Σ_j bt[first + j, n0 + r]·t[m, j] for the `count` ≤ Width outputs of a tile
-/// (Width a multiple of 4); a short last tile takes the scalar loop.
+/// (Width a multiple of 8); a short last tile takes the scalar loop.
 template <int Width>
 QLR_ALWAYS_INLINE void add_low_rank(const Epilogue& e, index_t m, index_t n0, index_t count,
                                     float* side) noexcept {
-  static_assert(Width % 4 == 0, "tiles of whole 128-bit vectors");
-  using V = std::conditional_t<Width % 8 == 0, detail_epilogue::Ymm, detail_epilogue::Xmm>;
+  static_assert(Width % 8 == 0, "tiles of whole 256-bit vectors");
+  using V = detail_epilogue::Ymm;
   if (e.low_rank == nullptr) return;
   if (count != Width) {
     kernels::detail::add_low_rank<Width>(e, m, n0, count, side);

@@ -1,13 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
-// How the SIMD paths cover an output: tiles of one 4-row panel × up to MaxTokens tokens for
-// the weight-only kernels, panels × tokens for the integer ones. One driver for
-// every ISA; each path supplies only its tile.
+// How the SIMD paths cover an output: tiles of panels × activation rows (tokens, or the
+// limb rows of FP32 tokens). One driver for every ISA; each path supplies only its tile.
 #pragma once
 
 #include "qlr/core/types.hpp"
 #include "qlr/core/view.hpp"
 #include "qlr/kernels/detail/epilogue.hpp"
-#include "qlr/kernels/packed.hpp"
 #include "qlr/kernels/packed_dot.hpp"
 
 namespace qlr::kernels::detail {
@@ -21,58 +19,6 @@ QLR_ALWAYS_INLINE void prefetch_weight_line(const void* line) noexcept {
   const char* at = static_cast<const char*>(line);
   __builtin_prefetch(at + 8192, 0, 1);  // locality 1: prefetcht2
   __builtin_prefetch(at + 1024, 0, 3);  // locality 3: prefetcht0
-}
-
-/// Writes the finished outputs of token `m`, panel `p` of a weight-only GEMM from the row
-/// sums `sums`, skipping the rows that pad the last panel.
-QLR_ALWAYS_INLINE void store_wq_panel(const float (&sums)[wq_panel_rows],
-                                      const float (&side)[wq_panel_rows], const PackedView& w,
-                                      MatrixView y, const Epilogue& e, index_t p,
-                                      index_t m) noexcept {
-  const TileRows tile = tile_rows(w.rows, p, wq_panel_rows);
-  finish_outputs(e, sums, side, nullptr, m, tile.n0, tile.count, y.row(m) + tile.n0);
-}
-
-/// Runs Tiles::tile<Bits, T> for the largest T ≤ Tokens equal to `tokens`.
-template <class Tiles, int Bits, int Tokens>
-void wq_tile_of(int tokens, const PackedView& w, ConstMatrixView x, MatrixView y, const Epilogue& e,
-                index_t p, index_t m) noexcept {
-  if constexpr (Tokens >= 1) {
-    if (tokens == Tokens)
-      Tiles::template tile<Bits, Tokens>(w, x, y, e, p, m);
-    else
-      wq_tile_of<Tiles, Bits, Tokens - 1>(tokens, w, x, y, e, p, m);
-  }
-}
-
-/// The weight-only GEMM of a path whose tiles are `Tiles`: y for all tokens and the panels
-/// [p_begin, p_end), tiles of one panel × up to MaxTokens tokens, the code width dispatched
-/// once. A tile's sums do not depend on its neighbours, so the tiling never changes a result.
-template <class Tiles, int MaxTokens>
-void gemm_wq_with_tiles(const PackedView& w, ConstMatrixView x, MatrixView y, const Epilogue& e,
-                        index_t p_begin, index_t p_end) noexcept {
-  // Tokens in blocks whose activations L2 holds (384 KB: a quarter of Zen 3's L2 is left
-  // for the weight stream): each block is then read from L2 once per panel, not from DRAM.
-  // At M = 512, K = 11008 on Zen 5: 3.4x.
-  const index_t per_block = (index_t{384} << 10) / (w.cols * index_t{sizeof(float)});
-  const index_t block = per_block > MaxTokens ? per_block / MaxTokens * MaxTokens : MaxTokens;
-  const auto cover = [&]<int Bits>() {
-    for (index_t m0 = 0; m0 < x.rows; m0 += block) {
-      const index_t m_end = x.rows - m0 < block ? x.rows : m0 + block;
-      for (index_t p = p_begin; p < p_end; ++p) {
-        for (index_t m = m0; m < m_end; m += MaxTokens) {
-          const auto tokens = static_cast<int>(m_end - m < MaxTokens ? m_end - m : MaxTokens);
-          const TileRows tile = tile_rows(w.rows, p, wq_panel_rows);
-          prefetch_low_rank(e, m, tokens, tile.n0, tile.count);
-          wq_tile_of<Tiles, Bits, MaxTokens>(tokens, w, x, y, e, p, m);
-        }
-      }
-    }
-  };
-  if (w.bits == 4)
-    cover.template operator()<4>();
-  else
-    cover.template operator()<8>();
 }
 
 /// Writes the outputs of panel `p` for the activation rows [m, m + Rows) of a tile from
