@@ -101,11 +101,14 @@ QLR_ALWAYS_INLINE void prefetch_columns(const TileOperands& in, index_t i) noexc
   if constexpr (Bits == 8) kernels::detail::prefetch_weight_line(line + 64);
 }
 
-/// A GEMV's sums over [begin, end): one panel and 1 or 3 rows (a token, or its 3 limbs),
-/// every line prefetched from DRAM. One row runs four chains of vpdpbusd (two steps of two
-/// halves) rather than one dependent chain, so that a late line can be caught up (in-cache
-/// W8A8 GEMV on Zen 5: 28.9 -> 31.5 GB/s with two chains -> four; noisy); three rows run
-/// two chains each. Integer sums are exact, so the split is free.
+/// A GEMV's sums over [begin, end): one panel and 1 or 3 rows (a token, or its 3 limbs).
+/// One row runs four chains of vpdpbusd (two steps of two halves) rather than one dependent
+/// chain, so that a late line can be caught up; three rows run two chains each. Integer
+/// sums are exact, so the split is free. Only three rows prefetch in software: on Zen 4
+/// (4096² from DRAM, one thread, alternating binaries) W8A8 at one row read 30–33 GB/s
+/// without and 20–22 with it, while the limb rows went from 13–14 to 21–24 GB/s with it.
+/// (Until this was measured, a prefetch lambda here was dead code to GCC: a call with no
+/// side effects, removed before it was inlined.)
 template <int Bits, int Tokens>
 QLR_ALWAYS_INLINE void gemv_dots(const TileOperands& in, index_t begin, index_t end,
                                  std::int32_t (&sums)[1][Tokens][panel_rows]) noexcept {
@@ -119,13 +122,13 @@ QLR_ALWAYS_INLINE void gemv_dots(const TileOperands& in, index_t begin, index_t 
   for (; i + 8 * steps <= end; i += 8 * steps) {
     QLR_UNROLL
     for (int s = 0; s < steps; ++s) {
-      prefetch_columns<Bits>(in, i + 8 * s);
+      if constexpr (Tokens > 1) prefetch_columns<Bits>(in, i + 8 * s);
       add_columns<Bits, 0>(dot[2 * s], in, i + 8 * s);
       add_columns<Bits, 1>(dot[2 * s + 1], in, i + 8 * s);
     }
   }
   if (i < end) {
-    prefetch_columns<Bits>(in, i);
+    if constexpr (Tokens > 1) prefetch_columns<Bits>(in, i);
     add_columns<Bits, 0>(dot[0], in, i);
     add_columns<Bits, 1>(dot[1], in, i);
   }

@@ -14,7 +14,8 @@ namespace qlr::kernels::detail {
 /// DRAM's latency at a GEMV's pace) and into L1 1 KB ahead. Call it once per 64-byte line
 /// read. On Zen 5 (4096² W8A8 GEMV from DRAM, one thread, best of 7 in each of three
 /// alternating runs) 23.3–24.3 GB/s against 21.3–22.6 for L1 alone 2 KB ahead; no software
-/// prefetch at all gave 16 GB/s.
+/// prefetch at all gave 16 GB/s. On Zen 4 the AVX-512 one-row GEMV is faster without it
+/// (avx512_vnni/gemm_dot.hpp): measure per path.
 QLR_ALWAYS_INLINE void prefetch_weight_line(const void* line) noexcept {
   const char* at = static_cast<const char*>(line);
   __builtin_prefetch(at + 8192, 0, 1);  // locality 1: prefetcht2
