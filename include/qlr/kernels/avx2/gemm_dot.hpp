@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// AVX2 integer GEMM (W8A8, W4A8, W4A4), without dot-product instructions: the body shared
-// with AVX-VNNI (gemm_dot_body.inl), compiled here for AVX2 alone.
+// AVX2 integer GEMM (W8A8, W4A8, W4A4; weight-only as INT8 limbs), without dot-product
+// instructions: the body shared with AVX-VNNI (gemm_dot_body.inl), compiled here for AVX2
+// alone.
 #pragma once
 
 #include <cstdint>

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// AVX-512 VNNI integer GEMM (W8A8, W4A8, W4A4): one vpdpbusd multiplies a 64-byte step of a
-// 16-row panel (unsigned codes) by one token's 4 activation bytes (signed), broadcast, and
-// adds the 16 row sums. No horizontal sums: a zmm of int32 is a panel's 16 outputs.
+// AVX-512 VNNI integer GEMM (W8A8, W4A8, W4A4; weight-only as INT8 limbs): one vpdpbusd
+// multiplies a 64-byte step of a 16-row panel (unsigned codes) by one token's 4 activation
+// bytes (signed), broadcast, and adds the 16 row sums. No horizontal sums: a zmm of int32
+// is a panel's 16 outputs.
 #pragma once
 
 #include <cstdint>

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// AVX-VNNI integer GEMM (W8A8, W4A8, W4A4): the 256-bit body shared with AVX2
-// (avx2/gemm_dot_body.inl), compiled here with the VEX-encoded vpdpbusd.
+// AVX-VNNI integer GEMM (W8A8, W4A8, W4A4; weight-only as INT8 limbs): the 256-bit body
+// shared with AVX2 (avx2/gemm_dot_body.inl), compiled here with the VEX-encoded vpdpbusd.
 #pragma once
 
 #include <cstdint>

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// Portable integer GEMM (W8A8, W4A8, W4A4): plain C++ over the 16 lanes of a panel, which
-// the compiler vectorizes for whatever ISA the translation unit targets.
+// Portable integer GEMM (W8A8, W4A8, W4A4; weight-only as INT8 limbs): plain C++ over the
+// 16 lanes of a panel, which the compiler vectorizes for whatever ISA the translation unit
+// targets.
 #pragma once
 
 #include <cmath>

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// Reference integer GEMM (W8A8, W4A8, W4A4), the oracle of every other path: each group's
-// dot product in int64, then the FP32 steps of the layout in packed_dot.hpp, in order.
+// Reference integer GEMM (W8A8, W4A8, W4A4; weight-only as INT8 limbs), the oracle of every
+// other path: each group's dot product in int64, then the FP32 steps of the layout in
+// packed_dot.hpp, in order.
 #pragma once
 
 #include <cmath>
