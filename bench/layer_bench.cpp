@@ -2,9 +2,11 @@
 // QuantizedLinear with adapters, 4096×4096, weights read from DRAM as in decoding:
 //   lora_<w4|w4a8>/qlr/r:<r>/M:<m>/threads:<t>    r = 0 is the base layer, the LoRA overhead's
 //                                                 baseline in the same run
-//   multi_adapter/qlr/<batched|separate>/adapters:8/rows:64/threads:<t>
-//                                                 one forward of 64 rows, 8 per adapter,
-//                                                 against 8 forwards of 8 rows
+//   multi_adapter/qlr/<batched|separate>/adapters:8/rows:<8|64>/threads:<t>
+//                                                 one forward of 8·p rows, p per adapter,
+//                                                 against 8 forwards of p rows: p = 8 (the
+//                                                 issue's case) and p = 1 (decoding, one
+//                                                 token per request)
 // Counters GBps (base weight bytes per second) and GOPs (2·M·N·K per second).
 #include <benchmark/benchmark.h>
 
@@ -78,12 +80,13 @@ void bench_lora(benchmark::State& state, index_t r, index_t m, int threads) {
   qlr_bench::set_counters(state, base_bytes(copies.front()), m, n, k);
 }
 
-/// 8 adapters of rank 16, 64 rows, 8 per adapter: one batched forward, or 8 forwards of
-/// each adapter's 8 rows.
-void bench_multi_adapter(benchmark::State& state, bool batched, int threads) {
+/// 8 adapters of rank 16, `rows_per_adapter` rows each: one batched forward, or 8 forwards
+/// of each adapter's rows.
+void bench_multi_adapter(benchmark::State& state, bool batched, index_t rows_per_adapter,
+                         int threads) {
   qlr::set_num_threads(threads);
   constexpr int adapters = 8;
-  constexpr index_t rows_per_adapter = 8, m = adapters * rows_per_adapter;
+  const index_t m = adapters * rows_per_adapter;
   const auto& copies = qlr_bench::kept_setup<std::deque<W4A8Layer>>(
       qlr_bench::setup_key("multi_adapter", n, k, adapters),
       [&] { return layer_copies<W4A8Layer>(16, adapters); });
@@ -94,18 +97,20 @@ void bench_multi_adapter(benchmark::State& state, bool batched, int threads) {
   std::vector<Matrix> parts(adapters, Matrix(rows_per_adapter, n));
   std::size_t next = 0;
   for (auto _ : state) {
-    const W4A8Layer& layer = copies[next];
     if (batched) {
-      layer.forward(x, y, ids);
+      copies[next].forward(x, y, ids);
+      next = (next + 1) % copies.size();
     } else {
+      // Each forward on its own copy: an engine that runs each adapter's rows through the
+      // whole model reads every layer from DRAM once per adapter.
       for (int a = 0; a < adapters; ++a) {
         const auto rows = std::span(ids).subspan(static_cast<std::size_t>(a * rows_per_adapter),
                                                  rows_per_adapter);
-        layer.forward(x.middleRows(a * rows_per_adapter, rows_per_adapter),
-                      parts[static_cast<std::size_t>(a)], rows);
+        copies[next].forward(x.middleRows(a * rows_per_adapter, rows_per_adapter),
+                             parts[static_cast<std::size_t>(a)], rows);
+        next = (next + 1) % copies.size();
       }
     }
-    next = (next + 1) % copies.size();
     benchmark::DoNotOptimize(y.data());
     benchmark::DoNotOptimize(parts.data());
     benchmark::ClobberMemory();
@@ -127,8 +132,12 @@ void register_all() {
         add("lora_w4a8/qlr" + shape, bench_lora<W4A8Layer>, r, m, threads);
       }
     }
-    add("multi_adapter/qlr/batched/adapters:8/rows:64" + t, bench_multi_adapter, true, threads);
-    add("multi_adapter/qlr/separate/adapters:8/rows:64" + t, bench_multi_adapter, false, threads);
+    for (const index_t rows_per_adapter : {8, 1}) {
+      const std::string shape = "/adapters:8/rows:" + std::to_string(8 * rows_per_adapter) + t;
+      add("multi_adapter/qlr/batched" + shape, bench_multi_adapter, true, rows_per_adapter, threads);
+      add("multi_adapter/qlr/separate" + shape, bench_multi_adapter, false, rows_per_adapter,
+          threads);
+    }
   }
 }
 

@@ -266,7 +266,7 @@ TEST_CASE("gemm_dot: a floating zero too far for int32 sums is refused at packin
 }
 
 TEST_CASE("gemm_dot: bias and low-rank epilogue", "[kernels][gemm_dot]") {
-  const index_t m = 5, n = 37, k = 160, r = 4;
+  const index_t m = 13, n = 37, k = 160, r = 4;  // tiles of 6 tokens and a tail
   const auto [w, x, b, t, bias] = qlr::test::epilogue_operands(3, m, n, k, r);
   const auto q = quant::IntSym<4>({.group_size = 32}).quantize(w);
   const kernels::DotWeights packed(q);
@@ -279,23 +279,33 @@ TEST_CASE("gemm_dot: bias and low-rank epilogue", "[kernels][gemm_dot]") {
       t.cast<double>() * b.cast<double>().transpose() + MatrixD::Ones(m, 1) * bias.cast<double>();
   const Matrix y_ref = run(packed, codes_of(a), kernels::Isa::reference, e);
   CHECK((y_ref.cast<double>() - ref).cwiseAbs().maxCoeff() < 1e-4);  // |y| ~ 10: FP32 sums
+  // Bt rows further apart than N, as QuantizedLinear pads them: the same bits.
+  Matrix wide = Matrix::Constant(r, n + 16, std::nanf(""));
+  wide.leftCols(n) = bt;
+  const qlr::LowRankTerm padded{{wide.data(), r, n, n + 16}, input(t)};
+  const qlr::Epilogue e_padded{.bias = bias.data(), .low_rank = &padded};
   for (const auto isa : kernels::available_isas()) {
     CAPTURE(kernels::to_string(isa));
     CHECK(bitwise_equal(run(packed, codes_of(a), isa, e), y_ref));
+    CHECK(bitwise_equal(run(packed, codes_of(a), isa, e_padded), y_ref));
   }
 }
 
 TEST_CASE("gemm_dot: per-token adapter slices and output scales", "[kernels][gemm_dot]") {
   // Two adapters (ranks 3 and 5) stacked in one Bt; tokens take adapter 0, adapter 1 with a
-  // DoRA-style output scale, or none — the multi-adapter batch of a layer.
-  const index_t m = 7, n = 37, k = 160;
+  // DoRA-style output scale, or none — the multi-adapter batch of a layer. Runs of `period`
+  // tokens share a slice: a period of 1 changes slice within every tile, one of 4 lets
+  // parts of tiles share one (the paths then run those tokens' sums together).
+  const index_t period = GENERATE(1, 4);
+  const index_t m = 13, n = 37, k = 160;
+  CAPTURE(period);
   std::mt19937 rng(21);
   const Matrix w = qlr::test::gaussian(rng, n, k), x = qlr::test::gaussian(rng, m, k);
   const Matrix bt = qlr::test::gaussian(rng, 8, n), t = qlr::test::gaussian(rng, m, 5);
   const Matrix scale = qlr::test::gaussian(rng, 1, n), bias = qlr::test::gaussian(rng, 1, n);
   const qlr::LowRankSlice choices[] = {{0, 3, nullptr}, {3, 5, scale.data()}, {0, 0, nullptr}};
   std::vector<qlr::LowRankSlice> slices;
-  for (index_t i = 0; i < m; ++i) slices.push_back(choices[i % 3]);
+  for (index_t i = 0; i < m; ++i) slices.push_back(choices[(i / period) % 3]);
   const qlr::LowRankTerm low_rank{input(bt), input(t), slices.data()};
   const qlr::Epilogue e{.bias = bias.data(), .low_rank = &low_rank};
   const auto q = quant::IntAsym<4>({.group_size = 32}).quantize(w);

@@ -397,18 +397,31 @@ class QuantizedLinear {
     }
   }
 
-  // Stacks Bᵀ of the enabled adapters, in id order, into bt_ (R×N): the epilogue's operand.
+  // Floats between rows of bt_: an odd number of 64-byte lines. A tile's epilogue reads r
+  // rows at one column; at N = 4096 a stride of N put all of them in one L1 set (rows 16 KB
+  // apart), and each call refetched them from L2. Zen 4, 4096² W4A8 LoRA r = 16, M = 64, one
+  // thread: time with ÷ without the adapter 1.11–1.15 at stride N, 1.10 padded; r = 64 1.57 → 1.37.
+  static index_t low_rank_stride(index_t n) noexcept {
+    const index_t lines = (n + 15) / 16;
+    return 16 * (lines % 2 == 1 ? lines : lines + 1);
+  }
+
+  // Stacks Bᵀ of the enabled adapters, in id order, into bt_ (R×N, rows low_rank_stride
+  // apart): the epilogue's operand.
   void restack() {
     stacked_rank_ = 0;
     for (Entry& e : entries_) {
       e.first = stacked_rank_;
       if (e.enabled) stacked_rank_ += rank_of(e);
     }
-    bt_.resize(stacked_rank_, out_features());
+    bt_ = Matrix::Zero(stacked_rank_, low_rank_stride(out_features()));
     for (const Entry& e : entries_) {
       if (!e.enabled) continue;
-      std::visit([&](const auto& a) { bt_.middleRows(e.first, a.rank()) = a.up().transpose(); },
-                 e.adapter);
+      std::visit(
+          [&](const auto& a) {
+            bt_.middleRows(e.first, a.rank()).leftCols(out_features()) = a.up().transpose();
+          },
+          e.adapter);
     }
   }
 
@@ -449,7 +462,7 @@ class QuantizedLinear {
   // The base GEMM with the adapters' t (M×r) and the stacked Bᵀ in its epilogue.
   void run(ConstMatrixRef x, MatrixRef y, const Matrix& t, const std::vector<LowRankSlice>& slices,
            std::optional<Matrix>& rotated_x) const {
-    const LowRankTerm low_rank{{bt_.data(), bt_.rows(), bt_.cols(), bt_.cols()},
+    const LowRankTerm low_rank{{bt_.data(), bt_.rows(), out_features(), bt_.cols()},
                                {t.data(), t.rows(), t.cols(), t.cols()},
                                slices.empty() ? nullptr : slices.data()};
     const bool has_low_rank = t.cols() > 0 && bt_.rows() > 0;
@@ -483,7 +496,7 @@ class QuantizedLinear {
   typename K::template packed<format, Act> packed_;
   Vector bias_;
   std::vector<Entry> entries_;
-  Matrix bt_;  // R×N: Bᵀ of the enabled adapters, stacked
+  Matrix bt_;  // R×(N + padding): Bᵀ of the enabled adapters, stacked
   index_t stacked_rank_ = 0;
 };
 

@@ -2,7 +2,8 @@
 // The epilogue's low-rank sum Σ_j bt[first + j, n]·t[m, j] with vector fmas, one lane per
 // output of a tile: the AVX2, AVX-VNNI and AVX-512 paths share it (their regions include
 // avx2 and fma). vfmadd rounds each lane once, as std::fma does, and the terms are added
-// in the same order, so it equals the scalar detail::add_low_rank bit for bit.
+// in the same order, so it equals the scalar detail::add_low_rank bit for bit, whether one
+// token runs at a time or a tile's tokens run together.
 #pragma once
 
 #include "qlr/core/config.hpp"
@@ -55,6 +56,58 @@ QLR_ALWAYS_INLINE void add_low_rank(const Epilogue& e, index_t m, index_t n0, in
   }
   QLR_UNROLL
   for (int v = 0; v < vectors; ++v) V::store(side + V::lanes * v, acc[v]);
+}
+
+/// Whether tokens [m, m + tokens) read the same rows of Bᵀ (one adapter, or no slices).
+QLR_ALWAYS_INLINE bool share_slice(const LowRankTerm& lr, index_t m, int tokens) noexcept {
+  if (lr.slices == nullptr) return true;
+  for (int t = 1; t < tokens; ++t)
+    if (lr.slices[m + t].first != lr.slices[m].first || lr.slices[m + t].rank != lr.slices[m].rank)
+      return false;
+  return true;
+}
+
+/// side[t][r] += Σ_j bt[first + j, n0 + r]·t[m + t, j] for `tokens` ≤ MaxTokens tokens of a
+/// tile. Tokens of one adapter load each Bᵀ vector once for all of them and run their
+/// chains of fmas side by side (one token's chain alone waits r fma latencies); each
+/// output still adds its terms in ascending j, so the bits equal add_low_rank's.
+template <int Width, int MaxTokens>
+QLR_ALWAYS_INLINE void add_low_rank_tokens(const Epilogue& e, index_t m, int tokens, index_t n0,
+                                           index_t count, float (*side)[Width]) noexcept {
+  using V = detail_epilogue::Ymm;
+  if (e.low_rank == nullptr) return;
+  const LowRankTerm& lr = *e.low_rank;
+  if (tokens != MaxTokens) {
+    if constexpr (MaxTokens > 1) add_low_rank_tokens<Width, MaxTokens - 1>(e, m, tokens, n0, count, side);
+    return;
+  }
+  if (MaxTokens == 1 || count != Width || !share_slice(lr, m, tokens)) {
+    for (int t = 0; t < tokens; ++t) add_low_rank<Width>(e, m + t, n0, count, side[t]);
+    return;
+  }
+  const LowRankSlice slice = kernels::detail::slice_of(lr, m);
+  constexpr int vectors = Width / V::lanes;
+  decltype(V::load(side[0])) acc[MaxTokens][vectors];
+  QLR_UNROLL
+  for (int t = 0; t < MaxTokens; ++t)
+    QLR_UNROLL
+    for (int v = 0; v < vectors; ++v) acc[t][v] = V::load(side[t] + V::lanes * v);
+  for (index_t j = 0; j < slice.rank; ++j) {
+    const float* b = lr.bt.row(slice.first + j) + n0;
+    decltype(V::load(b)) bv[vectors];
+    QLR_UNROLL
+    for (int v = 0; v < vectors; ++v) bv[v] = V::load(b + V::lanes * v);
+    QLR_UNROLL
+    for (int t = 0; t < MaxTokens; ++t) {
+      const auto tj = V::broadcast(lr.t.row(m + t)[j]);
+      QLR_UNROLL
+      for (int v = 0; v < vectors; ++v) acc[t][v] = V::fma(bv[v], tj, acc[t][v]);
+    }
+  }
+  QLR_UNROLL
+  for (int t = 0; t < MaxTokens; ++t)
+    QLR_UNROLL
+    for (int v = 0; v < vectors; ++v) V::store(side[t] + V::lanes * v, acc[t][v]);
 }
 
 }  // namespace qlr::kernels::avx2

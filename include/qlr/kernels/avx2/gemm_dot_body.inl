@@ -146,8 +146,8 @@ struct Tiles {
       }
       kernels::detail::store_panel_rows(
           lanes,
-          [&](index_t token, index_t n0, index_t count, float* side) {
-            kernels::avx2::add_low_rank<panel_rows>(e, token, n0, count, side);
+          [&](index_t token, int tokens, index_t n0, index_t count, float (*side)[panel_rows]) {
+            kernels::avx2::add_low_rank_tokens<panel_rows, Tokens>(e, token, tokens, n0, count, side);
           },
           w, a, y, e, p + pp, m);
     }

@@ -105,15 +105,19 @@ QLR_ALWAYS_INLINE void prefetch_columns(const TileOperands& in, index_t i) noexc
 /// A GEMV's sums over [begin, end): one panel and 1 or 3 rows (a token, or its 3 limbs).
 /// One row runs four chains of vpdpbusd (two steps of two halves) rather than one dependent
 /// chain, so that a late line can be caught up; three rows run two chains each. Integer
-/// sums are exact, so the split is free. Only three rows prefetch in software: on Zen 4
-/// (4096² from DRAM, one thread, alternating binaries) W8A8 at one row read 30–33 GB/s
-/// without and 20–22 with it, while the limb rows went from 13–14 to 21–24 GB/s with it.
-/// (Until this was measured, a prefetch lambda here was dead code to GCC: a call with no
-/// side effects, removed before it was inlined.)
+/// sums are exact, so the split is free. One row of INT8 codes leaves prefetching to the
+/// hardware; INT4 codes and limb rows prefetch in software. On Zen 4 (4096² from DRAM, one
+/// thread, alternating binaries) one W8A8 row read 30–33 GB/s without and 20–22 with it,
+/// while the limb rows went from 13–14 to 21–24 GB/s with it. One W4A8 row gains little
+/// alone (18–21 → 20–21 GB/s) but keeps the stream going past an adapter's Bᵀ reads in the
+/// epilogue: a rank-16 LoRA's time with ÷ without it was 1.40–1.53 without and 1.08–1.10
+/// with. (Until this was measured, a prefetch lambda here was dead code to GCC: a call with
+/// no side effects, removed before it was inlined.)
 template <int Bits, int Tokens>
 QLR_ALWAYS_INLINE void gemv_dots(const TileOperands& in, index_t begin, index_t end,
                                  std::int32_t (&sums)[1][Tokens][panel_rows]) noexcept {
   constexpr int steps = Tokens == 1 ? 2 : 1;  // 8-column steps per iteration
+  constexpr bool prefetch = Bits == 4 || Tokens > 1;
   __m512i dot[2 * steps][1][Tokens];
   QLR_UNROLL
   for (int h = 0; h < 2 * steps; ++h)
@@ -123,13 +127,13 @@ QLR_ALWAYS_INLINE void gemv_dots(const TileOperands& in, index_t begin, index_t 
   for (; i + 8 * steps <= end; i += 8 * steps) {
     QLR_UNROLL
     for (int s = 0; s < steps; ++s) {
-      if constexpr (Tokens > 1) prefetch_columns<Bits>(in, i + 8 * s);
+      if constexpr (prefetch) prefetch_columns<Bits>(in, i + 8 * s);
       add_columns<Bits, 0>(dot[2 * s], in, i + 8 * s);
       add_columns<Bits, 1>(dot[2 * s + 1], in, i + 8 * s);
     }
   }
   if (i < end) {
-    if constexpr (Tokens > 1) prefetch_columns<Bits>(in, i);
+    if constexpr (prefetch) prefetch_columns<Bits>(in, i);
     add_columns<Bits, 0>(dot[0], in, i);
     add_columns<Bits, 1>(dot[1], in, i);
   }
@@ -183,8 +187,8 @@ struct Tiles {
     for (int pp = 0; pp < Panels; ++pp)
       kernels::detail::store_panel_rows(
           acc[pp],
-          [&](index_t token, index_t n0, index_t count, float* side) {
-            kernels::avx2::add_low_rank<panel_rows>(e, token, n0, count, side);
+          [&](index_t token, int tokens, index_t n0, index_t count, float (*side)[panel_rows]) {
+            kernels::avx2::add_low_rank_tokens<panel_rows, Tokens>(e, token, tokens, n0, count, side);
           },
           w, a, y, e, p + pp, m);
   }

@@ -14,7 +14,7 @@ namespace qlr::kernels::detail {
 /// DRAM's latency at a GEMV's pace) and into L1 1 KB ahead. Call it once per 64-byte line
 /// read. On Zen 5 (4096² W8A8 GEMV from DRAM, one thread, best of 7 in each of three
 /// alternating runs) 23.3–24.3 GB/s against 21.3–22.6 for L1 alone 2 KB ahead; no software
-/// prefetch at all gave 16 GB/s. On Zen 4 the AVX-512 one-row GEMV is faster without it
+/// prefetch at all gave 16 GB/s. On Zen 4 the AVX-512 one-row INT8 GEMV is faster without it
 /// (avx512_vnni/gemm_dot.hpp): measure per path.
 QLR_ALWAYS_INLINE void prefetch_weight_line(const void* line) noexcept {
   const char* at = static_cast<const char*>(line);
@@ -25,23 +25,26 @@ QLR_ALWAYS_INLINE void prefetch_weight_line(const void* line) noexcept {
 /// Writes the outputs of panel `p` for the activation rows [m, m + Rows) of a tile from
 /// their 16 sums each (Σ_l s_l·dot_l per output row), skipping the rows that pad the last
 /// panel. A token's limb rows are added first, acc_0 + (acc_1 + acc_2), the smaller ones
-/// together; `add_low_rank(token, n0, count, side)` is the path's low-rank sum.
+/// together. `add_low_rank(first_token, tokens, n0, count, side)` is the path's low-rank
+/// sum of the tile's tokens, side[t] for token first_token + t.
 template <int Rows, class AddLowRank>
 QLR_ALWAYS_INLINE void store_panel_rows(const float (&acc)[Rows][panel_rows],
                                         AddLowRank&& add_low_rank, const DotWeightView& w,
                                         const DotActivationView& a, MatrixView y,
                                         const Epilogue& e, index_t p, index_t m) noexcept {
   const TileRows tile = tile_rows(w.rows, p, panel_rows);
+  const index_t first_token = m / a.limbs;
+  alignas(64) float side[Rows][panel_rows] = {};
+  add_low_rank(first_token, Rows / a.limbs, tile.n0, tile.count, side);
   for (int t = 0; t < Rows; t += a.limbs) {
     const index_t token = (m + t) / a.limbs;
     alignas(64) float total[panel_rows];
     for (index_t r = 0; r < panel_rows; ++r) total[r] = acc[t + a.limbs - 1][r];
     for (int j = a.limbs - 2; j >= 0; --j)
       for (index_t r = 0; r < panel_rows; ++r) total[r] = acc[t + j][r] + total[r];
-    alignas(64) float side[panel_rows] = {};
-    add_low_rank(token, tile.n0, tile.count, side);
-    finish_outputs(e, total, side, a.scales != nullptr ? a.scales + token : nullptr, token,
-                   tile.n0, tile.count, y.row(token) + tile.n0);
+    finish_outputs(e, total, side[token - first_token],
+                   a.scales != nullptr ? a.scales + token : nullptr, token, tile.n0, tile.count,
+                   y.row(token) + tile.n0);
   }
 }
 

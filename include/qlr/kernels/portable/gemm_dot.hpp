@@ -60,8 +60,9 @@ struct Tiles {
       }
       kernels::detail::store_panel_rows(
           acc,
-          [&](index_t token, index_t n0, index_t count, float* side) {
-            kernels::detail::add_low_rank<panel_rows>(e, token, n0, count, side);
+          [&](index_t token, int tokens, index_t n0, index_t count, float (*side)[panel_rows]) {
+            for (int t = 0; t < tokens; ++t)
+              kernels::detail::add_low_rank<panel_rows>(e, token + t, n0, count, side[t]);
           },
           w, a, y, e, p + pp, m);
     }
