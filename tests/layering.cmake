@@ -9,6 +9,7 @@ set(allowed_rotate "core;kernels;rotate")
 set(allowed_adapter "core;quant;adapter")
 set(allowed_compensate "core;quant;adapter;compensate")
 set(allowed_io "core;io")
+set(allowed_model "core;model")
 set(allowed_layers "core;kernels;quant;rotate;adapter;compensate;io;layers")
 set(allowed_train "core;adapter;layers;train")
 

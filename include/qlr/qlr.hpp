@@ -8,6 +8,7 @@
 #include "qlr/io.hpp"
 #include "qlr/kernels.hpp"
 #include "qlr/layers.hpp"
+#include "qlr/model.hpp"
 #include "qlr/quant.hpp"
 #include "qlr/rotate.hpp"
 #include "qlr/version.hpp"
