@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // The `qlr` command-line tool. `qlr inspect FILE|FOLDER` describes a safetensors file
 // (metadata, then each tensor's dtype, shape, size and FNV-1a 64 checksum) or a PEFT adapter
-// folder (config, warnings, then each module's rank, scale, shapes and ‖s·B·A‖_F).
+// folder (config, warnings, then each module's rank, scale, shapes and ‖s·B·A‖_F);
+// `qlr generate` and `qlr perplexity` run the example engine (cli/llama_commands.cpp).
 // Bad input of any kind is one line `qlr: <what is wrong>` on stderr and exit status 1.
 #include <fmt/core.h>
 #include <fmt/ranges.h>
@@ -21,17 +22,23 @@
 #include <system_error>
 #include <vector>
 
-#include <qlr/qlr.hpp>
+#include <qlr/io.hpp>
 
+#include "cli/commands.hpp"
+#include "cli/support.hpp"
+
+namespace qlr_cli {
 namespace {
 
 constexpr std::string_view usage = R"(usage: qlr COMMAND [ARGS]
 
 commands:
   inspect FILE|FOLDER [--json]   describe a safetensors file or a PEFT adapter folder
+  generate [--prompt TEXT] ...   write a story with the llama2.c model (FP32 or quantized)
+  perplexity --text FILE ...     next-token NLL and perplexity of a text
 
 options:
-  -h, --help      show this help (`qlr inspect --help` for the command's own)
+  -h, --help      show this help (`qlr COMMAND --help` for a command's own)
 )";
 
 constexpr std::string_view inspect_usage = R"(usage: qlr inspect FILE|FOLDER [--json]
@@ -58,18 +65,6 @@ struct InspectOptions {
   std::filesystem::path path;
   bool json = false;
 };
-
-/// Prints `message` as the one-line error of a bad command line and exits with status 1.
-[[noreturn]] void usage_error(const std::string& message) {
-  std::fprintf(stderr, "qlr: %s (see qlr --help)\n", message.c_str());
-  std::exit(1);
-}
-
-/// Writes `text` to stdout and exits with status 0.
-[[noreturn]] void print_and_exit(std::string_view text) {
-  std::fwrite(text.data(), 1, text.size(), stdout);
-  std::exit(0);
-}
 
 /// Parses the arguments after `inspect` (argv[first] onwards).
 InspectOptions parse_inspect(int argc, char** argv, int first) {
@@ -247,27 +242,27 @@ void inspect(const InspectOptions& o) {
     inspect_file(o.path, o.json);
 }
 
-/// `message` on one line (newlines become spaces), so stderr holds exactly one line.
-std::string one_line(std::string message) {
-  std::replace(message.begin(), message.end(), '\n', ' ');
-  std::replace(message.begin(), message.end(), '\r', ' ');
-  return message;
-}
-
 }  // namespace
+
+void inspect(int argc, char** argv, int first) { inspect(parse_inspect(argc, argv, first)); }
+
+}  // namespace qlr_cli
 
 /// Dispatches to the subcommand; any error is one line on stderr and exit status 1.
 int main(int argc, char** argv) {
-  if (argc < 2) usage_error("missing subcommand; expected 'inspect'");
+  using namespace qlr_cli;
+  if (argc < 2) usage_error("missing subcommand; expected inspect, generate or perplexity");
   const std::string_view command = argv[1];
   if (command == "-h" || command == "--help") print_and_exit(usage);
-  if (command != "inspect") usage_error(fmt::format("unknown subcommand '{}'", command));
-  const InspectOptions options = parse_inspect(argc, argv, 2);
   try {
-    inspect(options);
-  } catch (const qlr::Error& e) {
-    std::fprintf(stderr, "qlr: %s\n", one_line(e.what()).c_str());
-    return 1;
+    if (command == "inspect")
+      inspect(argc, argv, 2);
+    else if (command == "generate")
+      generate(argc, argv, 2);
+    else if (command == "perplexity")
+      perplexity(argc, argv, 2);
+    else
+      usage_error(fmt::format("unknown subcommand '{}'", command));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "qlr: %s\n", one_line(e.what()).c_str());
     return 1;

@@ -1,0 +1,15 @@
+// SPDX-License-Identifier: Apache-2.0
+// The `qlr` subcommands; each parses argv[first] onwards, prints its result and throws
+// qlr::Error (or std::exception) for bad input, which main turns into one line on stderr.
+#pragma once
+
+namespace qlr_cli {
+
+/// `qlr inspect FILE|FOLDER [--json]`.
+void inspect(int argc, char** argv, int first);
+/// `qlr generate [options]`: a story from the llama2.c model.
+void generate(int argc, char** argv, int first);
+/// `qlr perplexity [options]`: next-token NLL and perplexity over a text file.
+void perplexity(int argc, char** argv, int first);
+
+}  // namespace qlr_cli

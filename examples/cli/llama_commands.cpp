@@ -1,0 +1,228 @@
+// SPDX-License-Identifier: Apache-2.0
+// `qlr generate` and `qlr perplexity`: the example engine (examples/llama) on a llama2.c
+// checkpoint, with every linear layer FP32 or the qlr layer a --linear spec names.
+#include <fmt/core.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "cli/commands.hpp"
+#include "cli/support.hpp"
+#include "llama/llama.hpp"
+#include "qlr/core/parallel.hpp"
+
+namespace qlr_cli {
+namespace {
+
+constexpr std::string_view common_options = R"(
+model options:
+  --model FILE          llama2.c checkpoint (default: the vendored stories260K.bin)
+  --tokenizer FILE      its tokenizer.bin (default: the vendored tok512.bin)
+  --linear SPEC         every linear layer as SPEC, e.g. int4-sym-g128, int8-sym-g32+a8,
+                        nf4-g64, int4-asym-g32-clip, int4-sym-g128+a4+rht7; fp32 (the
+                        default) keeps FP32 weights
+  --quantize-classifier the classifier as SPEC too (default: FP32)
+  --threads N           threads (default: QLR_NUM_THREADS or all cores)
+  --json                print one JSON object with the figures
+  -h, --help            show this help
+)";
+
+constexpr std::string_view generate_usage = R"(usage: qlr generate [--prompt TEXT] [--steps N] [options]
+
+Runs the model from BOS and TEXT for up to N positions (llama2.c's run.c: the prompt is fed
+token by token, then each sampled token, until BOS), printing the text as it comes.
+
+options:
+  --prompt TEXT         the start of the story (default: empty)
+  --steps N             positions to run, at most seq_len (default: 256)
+  --temperature T       0 picks the likeliest token (default: 0)
+  --top-p P             nucleus sampling mass when T > 0 (default: 0.9)
+  --seed S              the sampler's seed, not 0 (default: 42)
+)";
+
+constexpr std::string_view perplexity_usage = R"(usage: qlr perplexity --text FILE [--window N] [--max-tokens N] [options]
+
+Average next-token negative log-likelihood (nats/token) and perplexity of FILE. The text is
+split on <|endoftext|>; each piece, stripped of surrounding whitespace, is encoded with BOS
+and the pieces are concatenated (a text without the separator is one piece). The tokens are
+cut into non-overlapping windows of N; each runs from position 0 with an empty cache, and
+position t predicts token t + 1 of its window. A progress bar is drawn on stderr.
+
+options:
+  --text FILE           the text to score (required)
+  --window N            window length, at most seq_len (default: 256)
+  --max-tokens N        score the first N tokens only; 0 = all (default: 0)
+)";
+
+/// Options every engine subcommand takes.
+struct ModelFlags {
+  std::filesystem::path model = QLR_DEFAULT_MODEL;
+  std::filesystem::path tokenizer = QLR_DEFAULT_TOKENIZER;
+  std::optional<qlr::layers::LinearSpec> linear;
+  bool quantize_classifier = false;
+  bool json = false;
+};
+
+/// Takes argv[i] if it is a model flag (advancing i past its value); false otherwise.
+bool parse_model_flag(int argc, char** argv, int& i, ModelFlags& f, std::string_view usage) {
+  const std::string_view arg = argv[i];
+  if (arg == "-h" || arg == "--help") {
+    print_and_exit(std::string(usage) + std::string(common_options));
+  } else if (arg == "--model") {
+    f.model = std::string(flag_value(argc, argv, i));
+  } else if (arg == "--tokenizer") {
+    f.tokenizer = std::string(flag_value(argc, argv, i));
+  } else if (arg == "--linear") {
+    const std::string_view spec = flag_value(argc, argv, i);
+    if (spec == "fp32")
+      f.linear.reset();
+    else
+      f.linear = qlr::layers::parse_linear_spec(spec);
+  } else if (arg == "--quantize-classifier") {
+    f.quantize_classifier = true;
+  } else if (arg == "--threads") {
+    qlr::set_num_threads(parse_number<int>("--threads", flag_value(argc, argv, i)));
+  } else if (arg == "--json") {
+    f.json = true;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+/// The model and its tokenizer as the flags say.
+struct Loaded {
+  llama::Model model;
+  qlr::model::Tokenizer tokenizer;
+};
+
+Loaded load(const ModelFlags& f) {
+  const qlr::io::Llama2cModel checkpoint = qlr::io::load_llama2c(f.model);
+  llama::ModelOptions options;
+  options.linear = f.linear;
+  options.quantize_classifier = f.quantize_classifier;
+  return {llama::Model(checkpoint, options),
+          qlr::model::Tokenizer::load(f.tokenizer, checkpoint.config.vocab_size)};
+}
+
+std::string spec_name(const ModelFlags& f) {
+  return f.linear ? qlr::layers::to_string(*f.linear) : "fp32";
+}
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace
+
+void generate(int argc, char** argv, int first) {
+  ModelFlags f;
+  std::string prompt;
+  int steps = 256;
+  float temperature = 0.0f, top_p = 0.9f;
+  std::uint64_t seed = 42;
+  for (int i = first; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (parse_model_flag(argc, argv, i, f, generate_usage)) continue;
+    if (arg == "--prompt")
+      prompt = flag_value(argc, argv, i);
+    else if (arg == "--steps")
+      steps = parse_number<int>(arg, flag_value(argc, argv, i));
+    else if (arg == "--temperature")
+      temperature = parse_number<float>(arg, flag_value(argc, argv, i));
+    else if (arg == "--top-p")
+      top_p = parse_number<float>(arg, flag_value(argc, argv, i));
+    else if (arg == "--seed")
+      seed = parse_number<std::uint64_t>(arg, flag_value(argc, argv, i));
+    else
+      usage_error(fmt::format("generate: unknown argument '{}'", arg));
+  }
+  QLR_CHECK(steps >= 1, invalid_argument, "qlr generate: --steps = {}; expected >= 1", steps);
+  llama::Sampler sampler(temperature, top_p, seed);
+  const Loaded loaded = load(f);
+  std::string text;
+  const auto start = std::chrono::steady_clock::now();
+  const std::vector<int> tokens =
+      llama::generate(loaded.model, loaded.tokenizer, prompt, steps, sampler, [&](const std::string& t) {
+        text += t;
+        if (!f.json) {
+          std::fwrite(t.data(), 1, t.size(), stdout);
+          std::fflush(stdout);
+        }
+      });
+  const double seconds = seconds_since(start);
+  // Every position ran one forward: the prompt's and the generated ones.
+  const auto positions = static_cast<double>(tokens.size() - (tokens.size() > 1 ? 1 : 0));
+  if (f.json) {
+    const nlohmann::ordered_json j = {{"linear", spec_name(f)},
+                                      {"text", text},
+                                      {"tokens", tokens.size()},
+                                      {"bits_per_param", loaded.model.bits_per_parameter()},
+                                      {"seconds", seconds},
+                                      {"tokens_per_s", positions / seconds}};
+    fmt::print("{}\n", j.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+  } else {
+    fmt::print("\n[{}: {} tokens, {:.1f} tokens/s, {:.2f} bits/param]\n", spec_name(f),
+               tokens.size(), positions / seconds, loaded.model.bits_per_parameter());
+  }
+}
+
+void perplexity(int argc, char** argv, int first) {
+  ModelFlags f;
+  std::optional<std::filesystem::path> text_path;
+  int window = 256;
+  long max_tokens = 0;
+  for (int i = first; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (parse_model_flag(argc, argv, i, f, perplexity_usage)) continue;
+    if (arg == "--text")
+      text_path = std::string(flag_value(argc, argv, i));
+    else if (arg == "--window")
+      window = parse_number<int>(arg, flag_value(argc, argv, i));
+    else if (arg == "--max-tokens")
+      max_tokens = parse_number<long>(arg, flag_value(argc, argv, i));
+    else
+      usage_error(fmt::format("perplexity: unknown argument '{}'", arg));
+  }
+  if (!text_path) usage_error("perplexity needs --text FILE");
+  QLR_CHECK(max_tokens >= 0, invalid_argument, "qlr perplexity: --max-tokens = {}; expected >= 0",
+            max_tokens);
+  std::ifstream in(*text_path, std::ios::binary);
+  QLR_CHECK(in.good() && std::filesystem::is_regular_file(*text_path), io,
+            "qlr perplexity: --text '{}'; expected a readable file", text_path->string());
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const Loaded loaded = load(f);
+  std::vector<int> tokens = llama::story_tokens(loaded.tokenizer, text);
+  if (max_tokens > 0 && static_cast<std::size_t>(max_tokens) < tokens.size())
+    tokens.resize(static_cast<std::size_t>(max_tokens));
+  const ProgressBar bar("perplexity");
+  const auto start = std::chrono::steady_clock::now();
+  const llama::NllResult r = llama::score_windows(
+      loaded.model, tokens, window, [&](qlr::index_t done, qlr::index_t total) { bar.update(done, total); });
+  const double seconds = seconds_since(start);
+  if (f.json) {
+    const nlohmann::ordered_json j = {{"linear", spec_name(f)},
+                                      {"nll", r.nll},
+                                      {"ppl", r.perplexity()},
+                                      {"tokens", tokens.size()},
+                                      {"targets", r.targets},
+                                      {"bits_per_param", loaded.model.bits_per_parameter()},
+                                      {"seconds", seconds},
+                                      {"tokens_per_s", static_cast<double>(tokens.size()) / seconds}};
+    fmt::print("{}\n", j.dump(2));
+  } else {
+    fmt::print("{}: NLL {:.4f} nats/token, perplexity {:.3f} over {} targets ({:.2f} bits/param, "
+               "{:.0f} tokens/s)\n",
+               spec_name(f), r.nll, r.perplexity(), r.targets, loaded.model.bits_per_parameter(),
+               static_cast<double>(tokens.size()) / seconds);
+  }
+}
+
+}  // namespace qlr_cli
