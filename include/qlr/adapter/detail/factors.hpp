@@ -101,7 +101,15 @@ class ScaledFactors {
   /// above). Throws for wrong shapes or a NaN/Inf in x.
   void project(ConstMatrixRef x, MatrixRef t) const {
     check_projection_shapes(x, t, in_features(), rank(), entity_);
-    t.noalias() = x * a_.transpose();
+    if (x.rows() <= few_rows) {
+      // Decoding: A is read from DRAM for a handful of tokens. One row of A at a time is one
+      // sequential stream; Eigen's GEMV reads 8 rows side by side, 8 streams K floats apart
+      // (at K = 4096 all in one L1 set).
+      for (index_t j = 0; j < rank(); ++j)
+        for (index_t m = 0; m < x.rows(); ++m) t(m, j) = a_.row(j).dot(x.row(m));
+    } else {
+      t.noalias() = x * a_.transpose();
+    }
     t *= scale_;
     check_projection_finite(x, t, entity_);
   }
@@ -114,6 +122,7 @@ class ScaledFactors {
   }
 
  private:
+  static constexpr index_t few_rows = 4;  // up to here, rows of A stream one by one
   Matrix a_;
   Matrix b_;
   float scale_;
