@@ -4,6 +4,7 @@
 // `isa` (the best this CPU has by default), split over qlr's threads by output column.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 
 #include "qlr/core/error.hpp"
@@ -131,6 +132,16 @@ inline void check_gemm_dot_args(const DotWeightView& w, const ActivationCodes& a
     }
   }
 }
+
+/// Panels per parallel task: at least 4 (64 outputs), and enough that a task's
+/// 16·K·M multiply-adds (≥ 2^18, some 10 µs) outweigh handing it to another thread, which
+/// costs tens of µs. Small layers (a 64-wide model, a decode step of one) then run on the
+/// calling thread alone; any split gives the same bytes.
+inline index_t panels_per_task(index_t k, index_t m) noexcept {
+  constexpr index_t min_multiply_adds = index_t{1} << 18;
+  const index_t per_panel = std::max<index_t>(1, panel_rows * k * m);
+  return std::max<index_t>(4, (min_multiply_adds + per_panel - 1) / per_panel);
+}
 }  // namespace detail
 
 /// Y (M×N) = X·Ŵᵀ, then the epilogue, for FP32 activations X (M×K) on the integer kernels:
@@ -144,7 +155,7 @@ void gemm(const DotWeights<Format>& w, ConstMatrixView x, MatrixView y, const Ep
   detail::check_gemm_args(v, x, y, e);
   const GemmDotFn kernel = table_for(isa).gemm_dot;
   const detail::LimbActivations limbs(x, v);
-  parallel_for(v.panels, 4,
+  parallel_for(v.panels, detail::panels_per_task(v.cols, x.rows),
                [&](index_t begin, index_t end) { kernel(v, limbs.view(), y, e, begin, end); });
 }
 
@@ -159,8 +170,7 @@ void gemm(const DotWeights<Format>& w, const ActivationCodes& x, MatrixView y,
   detail::check_gemm_dot_args(v, x, y, e);
   const GemmDotFn kernel = table_for(isa).gemm_dot;
   const detail::DotActivations padded(x, v);
-  // 4 panels (64 columns) per task amortize the hand-off; any split gives the same bytes.
-  parallel_for(v.panels, 4,
+  parallel_for(v.panels, detail::panels_per_task(v.cols, x.rows),
                [&](index_t begin, index_t end) { kernel(v, padded.view(), y, e, begin, end); });
 }
 
