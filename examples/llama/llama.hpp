@@ -25,6 +25,7 @@
 #include "qlr/layers/any_linear.hpp"
 #include "qlr/model/tokenizer.hpp"
 #include "qlr/quant/spec.hpp"
+#include "llama/rotation.hpp"
 
 namespace llama {
 
@@ -69,6 +70,8 @@ class Linear {
 struct ModelOptions {
   std::optional<qlr::layers::LinearSpec> linear;  ///< q, k, v, o, gate, up, down; none: FP32
   bool quantize_classifier = false;               ///< the classifier too (else FP32)
+  RotationKind rotation = RotationKind::none;     ///< R1 and R4 (see rotation.hpp)
+  std::uint64_t rotation_seed = 0;                ///< R1's seed; R4 takes seed + 1
 };
 
 /// The keys and values of every block for the positions seen so far.
@@ -80,20 +83,18 @@ struct KvCache {
 /// A llama2.c model ready to run.
 class Model {
  public:
-  /// Builds the layers of `checkpoint` as `options` says.
-  Model(const qlr::io::Llama2cModel& checkpoint, const ModelOptions& options = {})
-      : config_(checkpoint.config),
-        embedding_(checkpoint.token_embedding),
-        final_norm_(checkpoint.final_norm) {
-    for (const auto& l : checkpoint.layers) {
-      const auto& s = options.linear;
-      blocks_.push_back(Block{l.attention_norm, l.ffn_norm, Linear(l.wq, s), Linear(l.wk, s),
-                              Linear(l.wv, s), Linear(l.wo, s), Linear(l.w1, s), Linear(l.w2, s),
-                              Linear(l.w3, s)});
+  /// Builds the layers of `checkpoint` as `options` says, rotated first if it asks.
+  Model(const qlr::io::Llama2cModel& checkpoint, const ModelOptions& options = {}) {
+    if (options.rotation == RotationKind::none) {
+      build(checkpoint, options);
+      return;
     }
-    const Matrix& classifier =
-        config_.shared_classifier ? checkpoint.token_embedding : checkpoint.classifier;
-    classifier_.emplace(classifier, options.quantize_classifier ? options.linear : std::nullopt);
+    qlr::io::Llama2cModel rotated = checkpoint;
+    const StreamRotation r1(options.rotation, checkpoint.config.dim, options.rotation_seed);
+    const StreamRotation r4(options.rotation, checkpoint.config.hidden_dim, options.rotation_seed + 1);
+    rotate_checkpoint(rotated, r1, r4);
+    hidden_rotation_.emplace(r4);
+    build(rotated, options);
   }
 
   /// The checkpoint's header.
@@ -175,6 +176,7 @@ class Model {
       b.w3.forward(xb, up);
       // SwiGLU: silu(gate) ⊙ up.
       gate = (gate.array() / (1.0f + (-gate.array()).exp())) * up.array();
+      if (hidden_rotation_) qlr::rotate::rotate_rows(*hidden_rotation_, gate);  // R4, online
       b.w2.forward(gate, proj);
       x += proj;
     }
@@ -204,6 +206,21 @@ class Model {
     Vector attention_norm, ffn_norm;
     Linear wq, wk, wv, wo, w1, w2, w3;
   };
+
+  void build(const qlr::io::Llama2cModel& checkpoint, const ModelOptions& options) {
+    config_ = checkpoint.config;
+    embedding_ = checkpoint.token_embedding;
+    final_norm_ = checkpoint.final_norm;
+    for (const auto& l : checkpoint.layers) {
+      const auto& s = options.linear;
+      blocks_.push_back(Block{l.attention_norm, l.ffn_norm, Linear(l.wq, s), Linear(l.wk, s),
+                              Linear(l.wv, s), Linear(l.wo, s), Linear(l.w1, s), Linear(l.w2, s),
+                              Linear(l.w3, s)});
+    }
+    const Matrix& classifier =
+        config_.shared_classifier ? checkpoint.token_embedding : checkpoint.classifier;
+    classifier_.emplace(classifier, options.quantize_classifier ? options.linear : std::nullopt);
+  }
 
   // out = γ ⊙ x / sqrt(mean(x²) + 1e-5), per row (llama2.c's RMSNorm).
   static void rms_norm(const Matrix& x, const Vector& gamma, Matrix& out) {
@@ -235,6 +252,7 @@ class Model {
   Vector final_norm_;
   std::vector<Block> blocks_;
   std::optional<Linear> classifier_;
+  std::optional<StreamRotation> hidden_rotation_;  // R4 when the model is rotated
 };
 
 /// Picks the next token from logits: greedy at temperature 0, else nucleus (top-p)

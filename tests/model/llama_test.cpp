@@ -204,11 +204,7 @@ TEST_CASE("llama: FP32 NLL on the TinyStories slice is SOURCE.md's 1.2685; W8 wi
           "[model][llama]") {
   const auto s = load_stories("the NLL oracle");
   if (!s) return;
-  const auto slice = std::filesystem::path(QLR_SHARED_DATA_DIR) / "text" / "tinystories_valid_head.txt";
-  if (!std::filesystem::exists(slice)) {
-    WARN(slice.string() << " not found: the NLL oracle skipped");
-    return;
-  }
+  const auto slice = std::filesystem::path(QLR_DATA_DIR) / "tinystories" / "tinystories_valid_head.txt";
   std::vector<int> tokens = llama::story_tokens(s->tokenizer, read_text(slice));
   REQUIRE(tokens.size() >= 8192);
   tokens.resize(8192);
@@ -219,4 +215,111 @@ TEST_CASE("llama: FP32 NLL on the TinyStories slice is SOURCE.md's 1.2685; W8 wi
   w8.linear = qlr::layers::parse_linear_spec("int8-sym-g32");
   const llama::NllResult quantized = llama::score_windows(llama::Model(s->checkpoint, w8), tokens, 256);
   CHECK(std::abs(quantized.nll - fp32.nll) <= 0.01 * fp32.nll);
+}
+
+namespace {
+/// A random llama2.c model: GQA, hidden_dim 172 (a Hadamard order that is not a power of
+/// two), RMSNorm gains away from 1, and a classifier of its own unless `shared`.
+qlr::io::Llama2cModel random_llama(bool shared) {
+  qlr::io::Llama2cModel m;
+  m.config = {64, 172, 2, 4, 2, 96, 32, shared};
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal;
+  const auto random = [&](qlr::index_t rows, qlr::index_t cols, float scale) {
+    qlr::Matrix w(rows, cols);
+    for (qlr::index_t i = 0; i < w.size(); ++i) w.data()[i] = scale * normal(rng);
+    return w;
+  };
+  const auto gains = [&](qlr::index_t n) -> qlr::Vector {
+    return (1.0f + 0.5f * random(n, 1, 1.0f).array().tanh()).matrix();
+  };
+  const int d = 64, h = 172, kv = m.config.kv_dim();
+  m.token_embedding = random(96, d, 1.0f);
+  for (int l = 0; l < 2; ++l)
+    m.layers.push_back({gains(d), random(d, d, 0.125f), random(kv, d, 0.125f), random(kv, d, 0.125f),
+                        random(d, d, 0.125f), gains(d), random(h, d, 0.125f), random(d, h, 0.08f),
+                        random(h, d, 0.125f)});
+  m.final_norm = gains(d);
+  if (!shared) m.classifier = random(96, d, 0.125f);
+  return m;
+}
+
+/// ‖a − b‖ / ‖b‖ over the whole block of logits.
+double relative_error(const qlr::Matrix& a, const qlr::Matrix& b) {
+  return (a - b).cast<double>().norm() / b.cast<double>().norm();
+}
+
+/// The logits of `tokens` as one block, then of one more token through the cache.
+qlr::Matrix block_then_step(const llama::Model& model, std::span<const int> tokens) {
+  llama::KvCache cache = model.make_cache();
+  const qlr::Matrix block = model.forward(tokens.first(tokens.size() - 1), 0, cache);
+  const qlr::Matrix step = model.forward(tokens.last(1), static_cast<int>(tokens.size() - 1), cache);
+  qlr::Matrix all(block.rows() + 1, block.cols());
+  all << block, step;
+  return all;
+}
+}  // namespace
+
+TEST_CASE("llama: the rotated FP32 model gives the unrotated logits (R1 + R4, norms folded)",
+          "[model][llama][rotation]") {
+  using llama::RotationKind;
+  const auto kind = GENERATE(RotationKind::hadamard, RotationKind::randomized_hadamard,
+                             RotationKind::random_orthogonal);
+  const bool shared = GENERATE(false, true);
+  CAPTURE(llama::to_string(kind), shared);
+  const qlr::io::Llama2cModel checkpoint = random_llama(shared);
+  const std::vector<int> tokens{1, 5, 17, 42, 93, 0, 64, 7, 7, 31, 88, 2};
+  const qlr::Matrix reference = block_then_step(llama::Model(checkpoint), tokens);
+  llama::ModelOptions options;
+  options.rotation = kind;
+  options.rotation_seed = 5;
+  const llama::Model rotated(checkpoint, options);
+  CHECK_FALSE(rotated.config().shared_classifier);  // untied: the head folds γ, E does not
+  CHECK(relative_error(block_then_step(rotated, tokens), reference) <= 1e-5);
+
+  // The rotation is not a no-op: the weights the layers hold differ.
+  qlr::io::Llama2cModel copy = checkpoint;
+  const llama::StreamRotation r1(kind, 64, 5), r4(kind, 172, 6);
+  llama::rotate_checkpoint(copy, r1, r4);
+  CHECK((copy.layers[0].w2 - checkpoint.layers[0].w2).norm() > 0.1f * checkpoint.layers[0].w2.norm());
+  CHECK(copy.layers[1].ffn_norm.isOnes());
+  CHECK(copy.token_embedding.row(3).norm() == Approx(checkpoint.token_embedding.row(3).norm()).epsilon(1e-5));
+}
+
+TEST_CASE("llama: stories260K rotated gives its logits; W4A4 loses less with the rotation",
+          "[model][llama][rotation]") {
+  const auto s = load_stories("the rotated model check");
+  if (!s) return;
+  const std::vector<int> tokens = s->tokenizer.encode("Once upon a time, Tom had a big dog. He");
+  const qlr::Matrix reference = block_then_step(llama::Model(s->checkpoint), tokens);
+  llama::ModelOptions options;
+  options.rotation = llama::RotationKind::randomized_hadamard;
+  options.rotation_seed = 1;
+  CHECK(relative_error(block_then_step(llama::Model(s->checkpoint, options), tokens), reference) <= 1e-4);
+
+  // W4A4 (the classifier FP32): output error against FP32 with and without R1 + R4.
+  options.linear = qlr::layers::parse_linear_spec("int4-sym-g32+a4");
+  const double rotated = relative_error(block_then_step(llama::Model(s->checkpoint, options), tokens), reference);
+  options.rotation = llama::RotationKind::none;
+  const double plain = relative_error(block_then_step(llama::Model(s->checkpoint, options), tokens), reference);
+  CAPTURE(rotated, plain);
+  CHECK(rotated < plain);
+}
+
+TEST_CASE("llama: bad rotation input is refused with what is wrong", "[model][llama][rotation]") {
+  CHECK(llama::parse_rotation_kind("randomized-hadamard") == llama::RotationKind::randomized_hadamard);
+  CHECK_THROWS_WITH(llama::parse_rotation_kind("givens"),
+                    Catch::Contains("'givens'; expected none, hadamard, randomized-hadamard"));
+  CHECK_THROWS_WITH(llama::StreamRotation(llama::RotationKind::none, 64, 0),
+                    Catch::Contains("kind = none; expected a rotation"));
+  qlr::io::Llama2cModel m = random_llama(true);
+  const qlr::io::Llama2cModel before = m;
+  const llama::StreamRotation r64(llama::RotationKind::hadamard, 64, 0);
+  CHECK_THROWS_WITH(llama::rotate_checkpoint(m, r64, r64),
+                    Catch::Contains("rotations of sizes 64 and 64; expected dim = 64 and hidden_dim = 172"));
+  CHECK(m.config.shared_classifier);
+  CHECK(m.layers[0].wq == before.layers[0].wq);
+  // 172 = 4·43 has a Hadamard matrix; 6 = 3·2 has none.
+  CHECK_THROWS_WITH(llama::StreamRotation(llama::RotationKind::hadamard, 6, 0),
+                    Catch::Contains("n = 6; expected n = K*2^k"));
 }
