@@ -35,7 +35,8 @@ constexpr std::string_view usage = R"(usage: qlr COMMAND [ARGS]
 commands:
   inspect FILE|FOLDER [--json]   describe a safetensors file or a PEFT adapter folder
   generate [--prompt TEXT] ...   write a story with the llama2.c model (FP32 or quantized)
-  perplexity --text FILE ...     next-token NLL and perplexity of a text
+  perplexity [--text FILE] ...   next-token NLL and perplexity of a text
+  demo [--linear SPEC] ...       the model quantized writes a story; perplexity next to FP32
 
 options:
   -h, --help      show this help (`qlr COMMAND --help` for a command's own)
@@ -251,7 +252,7 @@ void inspect(int argc, char** argv, int first) { inspect(parse_inspect(argc, arg
 /// Dispatches to the subcommand; any error is one line on stderr and exit status 1.
 int main(int argc, char** argv) {
   using namespace qlr_cli;
-  if (argc < 2) usage_error("missing subcommand; expected inspect, generate or perplexity");
+  if (argc < 2) usage_error("missing subcommand; expected inspect, generate, perplexity or demo");
   const std::string_view command = argv[1];
   if (command == "-h" || command == "--help") print_and_exit(usage);
   try {
@@ -261,6 +262,8 @@ int main(int argc, char** argv) {
       generate(argc, argv, 2);
     else if (command == "perplexity")
       perplexity(argc, argv, 2);
+    else if (command == "demo")
+      demo(argc, argv, 2);
     else
       usage_error(fmt::format("unknown subcommand '{}'", command));
   } catch (const std::exception& e) {

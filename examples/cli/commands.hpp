@@ -11,5 +11,7 @@ void inspect(int argc, char** argv, int first);
 void generate(int argc, char** argv, int first);
 /// `qlr perplexity [options]`: next-token NLL and perplexity over a text file.
 void perplexity(int argc, char** argv, int first);
+/// `qlr demo [options]`: a quantized model writes a story; perplexity next to FP32's.
+void demo(int argc, char** argv, int first);
 
 }  // namespace qlr_cli

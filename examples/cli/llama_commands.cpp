@@ -29,6 +29,11 @@ model options:
                         nf4-g64, int4-asym-g32-clip, int4-sym-g128+a4+rht7; fp32 (the
                         default) keeps FP32 weights
   --quantize-classifier the classifier as SPEC too (default: FP32)
+  --rotation KIND       rotate the model before quantizing it (RoLoRA/QuaRot: RMSNorm gains
+                        folded, R1 on the residual stream merged into the weights, R4 online
+                        before down_proj): none (the default), hadamard, randomized-hadamard,
+                        random-orthogonal
+  --rotation-seed S     the rotation's seed (default: 0)
   --threads N           threads (default: QLR_NUM_THREADS or all cores)
   --json                print one JSON object with the figures
   -h, --help            show this help
@@ -47,7 +52,7 @@ options:
   --seed S              the sampler's seed, not 0 (default: 42)
 )";
 
-constexpr std::string_view perplexity_usage = R"(usage: qlr perplexity --text FILE [--window N] [--max-tokens N] [options]
+constexpr std::string_view perplexity_usage = R"(usage: qlr perplexity [--text FILE] [--window N] [--max-tokens N] [options]
 
 Average next-token negative log-likelihood (nats/token) and perplexity of FILE. The text is
 split on <|endoftext|>; each piece, stripped of surrounding whitespace, is encoded with BOS
@@ -56,9 +61,23 @@ cut into non-overlapping windows of N; each runs from position 0 with an empty c
 position t predicts token t + 1 of its window. A progress bar is drawn on stderr.
 
 options:
-  --text FILE           the text to score (required)
+  --text FILE           the text to score (default: the vendored TinyStories slice)
   --window N            window length, at most seq_len (default: 256)
   --max-tokens N        score the first N tokens only; 0 = all (default: 0)
+)";
+
+constexpr std::string_view demo_usage = R"(usage: qlr demo [--linear SPEC] [--prompt TEXT] [--steps N] [options]
+
+qlr's demo on the vendored stories260K model: every linear layer quantized to SPEC writes a
+story (greedy), then the perplexity of the vendored TinyStories slice (first 8192 tokens,
+windows of 256) is printed for FP32, SPEC, SPEC with 8- and 4-bit activations, and the
+4-bit activations again on the model rotated with a randomized Hadamard (R1 + R4).
+
+options:
+  --prompt TEXT         the start of the story (default: "Once upon a time")
+  --steps N             positions to generate (default: 200)
+  --text FILE           the text to score (default: the vendored TinyStories slice)
+  --max-tokens N        tokens of it to score; 0 = all (default: 8192)
 )";
 
 /// Options every engine subcommand takes.
@@ -67,6 +86,8 @@ struct ModelFlags {
   std::filesystem::path tokenizer = QLR_DEFAULT_TOKENIZER;
   std::optional<qlr::layers::LinearSpec> linear;
   bool quantize_classifier = false;
+  llama::RotationKind rotation = llama::RotationKind::none;
+  std::uint64_t rotation_seed = 0;
   bool json = false;
 };
 
@@ -87,6 +108,10 @@ bool parse_model_flag(int argc, char** argv, int& i, ModelFlags& f, std::string_
       f.linear = qlr::layers::parse_linear_spec(spec);
   } else if (arg == "--quantize-classifier") {
     f.quantize_classifier = true;
+  } else if (arg == "--rotation") {
+    f.rotation = llama::parse_rotation_kind(flag_value(argc, argv, i));
+  } else if (arg == "--rotation-seed") {
+    f.rotation_seed = parse_number<std::uint64_t>(arg, flag_value(argc, argv, i));
   } else if (arg == "--threads") {
     qlr::set_num_threads(parse_number<int>("--threads", flag_value(argc, argv, i)));
   } else if (arg == "--json") {
@@ -108,6 +133,8 @@ Loaded load(const ModelFlags& f) {
   llama::ModelOptions options;
   options.linear = f.linear;
   options.quantize_classifier = f.quantize_classifier;
+  options.rotation = f.rotation;
+  options.rotation_seed = f.rotation_seed;
   return {llama::Model(checkpoint, options),
           qlr::model::Tokenizer::load(f.tokenizer, checkpoint.config.vocab_size)};
 }
@@ -116,8 +143,41 @@ std::string spec_name(const ModelFlags& f) {
   return f.linear ? qlr::layers::to_string(*f.linear) : "fp32";
 }
 
+/// "fp32", "int4-sym-g32+a4", "int4-sym-g32+a4, randomized-hadamard rotation", ...
+std::string setting_name(const ModelFlags& f) {
+  if (f.rotation == llama::RotationKind::none) return spec_name(f);
+  return fmt::format("{}, {} rotation", spec_name(f), llama::to_string(f.rotation));
+}
+
 double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+std::string read_text_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  QLR_CHECK(in.good() && std::filesystem::is_regular_file(path), io,
+            "qlr: --text '{}'; expected a readable file", path.string());
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+/// The NLL of a text's first `max_tokens` tokens (0: all) and how long it took.
+struct Scored {
+  llama::NllResult nll;
+  std::size_t tokens = 0;
+  double seconds = 0;
+};
+
+Scored score_text(const Loaded& loaded, const std::string& text, int window, long max_tokens,
+                  const std::string& bar_label) {
+  QLR_CHECK(max_tokens >= 0, invalid_argument, "qlr: --max-tokens = {}; expected >= 0", max_tokens);
+  std::vector<int> tokens = llama::story_tokens(loaded.tokenizer, text);
+  if (max_tokens > 0 && static_cast<std::size_t>(max_tokens) < tokens.size())
+    tokens.resize(static_cast<std::size_t>(max_tokens));
+  const ProgressBar bar(bar_label);
+  const auto start = std::chrono::steady_clock::now();
+  const llama::NllResult r = llama::score_windows(
+      loaded.model, tokens, window, [&](qlr::index_t done, qlr::index_t total) { bar.update(done, total); });
+  return {r, tokens.size(), seconds_since(start)};
 }
 
 }  // namespace
@@ -162,6 +222,7 @@ void generate(int argc, char** argv, int first) {
   const auto positions = static_cast<double>(tokens.size() - (tokens.size() > 1 ? 1 : 0));
   if (f.json) {
     const nlohmann::ordered_json j = {{"linear", spec_name(f)},
+                                      {"rotation", llama::to_string(f.rotation)},
                                       {"text", text},
                                       {"tokens", tokens.size()},
                                       {"bits_per_param", loaded.model.bits_per_parameter()},
@@ -169,14 +230,14 @@ void generate(int argc, char** argv, int first) {
                                       {"tokens_per_s", positions / seconds}};
     fmt::print("{}\n", j.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
   } else {
-    fmt::print("\n[{}: {} tokens, {:.1f} tokens/s, {:.2f} bits/param]\n", spec_name(f),
+    fmt::print("\n[{}: {} tokens, {:.1f} tokens/s, {:.2f} bits/param]\n", setting_name(f),
                tokens.size(), positions / seconds, loaded.model.bits_per_parameter());
   }
 }
 
 void perplexity(int argc, char** argv, int first) {
   ModelFlags f;
-  std::optional<std::filesystem::path> text_path;
+  std::filesystem::path text_path = QLR_DEFAULT_TEXT;
   int window = 256;
   long max_tokens = 0;
   for (int i = first; i < argc; ++i) {
@@ -191,38 +252,115 @@ void perplexity(int argc, char** argv, int first) {
     else
       usage_error(fmt::format("perplexity: unknown argument '{}'", arg));
   }
-  if (!text_path) usage_error("perplexity needs --text FILE");
-  QLR_CHECK(max_tokens >= 0, invalid_argument, "qlr perplexity: --max-tokens = {}; expected >= 0",
-            max_tokens);
-  std::ifstream in(*text_path, std::ios::binary);
-  QLR_CHECK(in.good() && std::filesystem::is_regular_file(*text_path), io,
-            "qlr perplexity: --text '{}'; expected a readable file", text_path->string());
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string text = read_text_file(text_path);
   const Loaded loaded = load(f);
-  std::vector<int> tokens = llama::story_tokens(loaded.tokenizer, text);
-  if (max_tokens > 0 && static_cast<std::size_t>(max_tokens) < tokens.size())
-    tokens.resize(static_cast<std::size_t>(max_tokens));
-  const ProgressBar bar("perplexity");
-  const auto start = std::chrono::steady_clock::now();
-  const llama::NllResult r = llama::score_windows(
-      loaded.model, tokens, window, [&](qlr::index_t done, qlr::index_t total) { bar.update(done, total); });
-  const double seconds = seconds_since(start);
+  const Scored scored = score_text(loaded, text, window, max_tokens, "perplexity");
+  const llama::NllResult& r = scored.nll;
+  const double seconds = scored.seconds;
+  const std::size_t token_count = scored.tokens;
   if (f.json) {
     const nlohmann::ordered_json j = {{"linear", spec_name(f)},
+                                      {"rotation", llama::to_string(f.rotation)},
                                       {"nll", r.nll},
                                       {"ppl", r.perplexity()},
-                                      {"tokens", tokens.size()},
+                                      {"tokens", token_count},
                                       {"targets", r.targets},
                                       {"bits_per_param", loaded.model.bits_per_parameter()},
                                       {"seconds", seconds},
-                                      {"tokens_per_s", static_cast<double>(tokens.size()) / seconds}};
+                                      {"tokens_per_s", static_cast<double>(token_count) / seconds}};
     fmt::print("{}\n", j.dump(2));
   } else {
     fmt::print("{}: NLL {:.4f} nats/token, perplexity {:.3f} over {} targets ({:.2f} bits/param, "
                "{:.0f} tokens/s)\n",
-               spec_name(f), r.nll, r.perplexity(), r.targets, loaded.model.bits_per_parameter(),
-               static_cast<double>(tokens.size()) / seconds);
+               setting_name(f), r.nll, r.perplexity(), r.targets, loaded.model.bits_per_parameter(),
+               static_cast<double>(token_count) / seconds);
   }
+}
+
+void demo(int argc, char** argv, int first) {
+  ModelFlags f;
+  f.linear = qlr::layers::parse_linear_spec("int4-asym-g32");
+  std::string prompt = "Once upon a time";
+  int steps = 200;
+  std::filesystem::path text_path = QLR_DEFAULT_TEXT;
+  long max_tokens = 8192;
+  for (int i = first; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (parse_model_flag(argc, argv, i, f, demo_usage)) continue;
+    if (arg == "--prompt")
+      prompt = flag_value(argc, argv, i);
+    else if (arg == "--steps")
+      steps = parse_number<int>(arg, flag_value(argc, argv, i));
+    else if (arg == "--text")
+      text_path = std::string(flag_value(argc, argv, i));
+    else if (arg == "--max-tokens")
+      max_tokens = parse_number<long>(arg, flag_value(argc, argv, i));
+    else
+      usage_error(fmt::format("demo: unknown argument '{}'", arg));
+  }
+  if (!f.linear) usage_error("demo: --linear fp32; expected a quantized SPEC");
+  QLR_CHECK(steps >= 1, invalid_argument, "qlr demo: --steps = {}; expected >= 1", steps);
+  const std::string text = read_text_file(text_path);
+
+  // The settings scored: FP32, SPEC, SPEC with 8- and 4-bit activations, and the last
+  // one again on the rotated model (the rotation is what makes 4-bit activations usable).
+  std::vector<ModelFlags> settings(5, f);
+  settings[0].linear.reset();
+  settings[2].linear->activation_bits = 8;
+  settings[3].linear->activation_bits = 4;
+  settings[4].linear->activation_bits = 4;
+  settings[4].rotation = llama::RotationKind::randomized_hadamard;
+
+  const Loaded quantized = load(f);
+  const auto& c = quantized.model.config();
+  nlohmann::ordered_json out = {{"model", f.model.filename().string()},
+                                {"threads", qlr::num_threads()},
+                                {"isa", std::string(qlr::kernels::to_string(qlr::kernels::best_isa()))}};
+  if (!f.json)
+    fmt::print("qlr demo: {} (dim {}, {} blocks, vocab {}), every linear layer as {}, {} thread(s), "
+               "{} kernels\n\n",
+               f.model.filename().string(), c.dim, c.n_layers, c.vocab_size, spec_name(f),
+               qlr::num_threads(), qlr::kernels::to_string(qlr::kernels::best_isa()));
+  llama::Sampler greedy(0.0f, 1.0f, 1);
+  std::string story;
+  const auto start = std::chrono::steady_clock::now();
+  const std::vector<int> tokens =
+      llama::generate(quantized.model, quantized.tokenizer, prompt, steps, greedy, [&](const std::string& t) {
+        story += t;
+        if (!f.json) {
+          std::fwrite(t.data(), 1, t.size(), stdout);
+          std::fflush(stdout);
+        }
+      });
+  const double tokens_per_s = static_cast<double>(tokens.size() - 1) / seconds_since(start);
+  out["story"] = story;
+  out["story_tokens_per_s"] = tokens_per_s;
+  if (!f.json)
+    fmt::print("\n[{} tokens, {:.0f} tokens/s]\n\nperplexity of {} (first {} tokens, windows of 256):\n"
+               "{:<46} {:>10} {:>8} {:>8} {:>9}\n",
+               tokens.size(), tokens_per_s, text_path.filename().string(), max_tokens, "setting",
+               "bits/param", "NLL", "ppl", "tokens/s");
+  out["perplexity"] = nlohmann::ordered_json::array();
+  for (const ModelFlags& s : settings) {
+    const Loaded loaded = load(s);
+    const Scored r = score_text(loaded, text, 256, max_tokens, setting_name(s));
+    const double speed = static_cast<double>(r.tokens) / r.seconds;
+    out["perplexity"].push_back({{"linear", spec_name(s)},
+                                 {"rotation", llama::to_string(s.rotation)},
+                                 {"bits_per_param", loaded.model.bits_per_parameter()},
+                                 {"nll", r.nll.nll},
+                                 {"ppl", r.nll.perplexity()},
+                                 {"targets", r.nll.targets},
+                                 {"tokens_per_s", speed}});
+    if (!f.json)
+      fmt::print("{:<46} {:>10.2f} {:>8.4f} {:>8.3f} {:>9.0f}\n", setting_name(s),
+                 loaded.model.bits_per_parameter(), r.nll.nll, r.nll.perplexity(), speed);
+  }
+  if (f.json)
+    fmt::print("{}\n", out.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+  else
+    fmt::print("\nbits/param averages the block layers and the classifier, which stays FP32 "
+               "(--quantize-classifier).\n");
 }
 
 }  // namespace qlr_cli
