@@ -1,0 +1,122 @@
+// SPDX-License-Identifier: Apache-2.0
+// Generation speed of the example engine (examples/llama): one token per forward (M = 1),
+// the decode step of an LLM, whose time is reading every weight once.
+//   decode/stories260K/<impl>/<setting>/threads:<t>   the vendored model (dim 64: per-call
+//                                                     costs decide)
+//   decode/synthetic7b/<impl>/<setting>/threads:<t>   two random blocks of a 7B-class model
+//                                                     (dim 4096, MLP 11008, 32 heads, vocab
+//                                                     512): memory bandwidth decides
+// Settings: eigen/fp32 (Eigen's GEMV, the peer), qlr/w8a8 (int8-sym-pc+a8), qlr/w4
+// (int4-sym-g128, weight-only), qlr/w4a8 (int4-sym-g128+a8). Counters: tokens/s, GBps (weight bytes read per
+// second) and weight_MB (bytes one token reads), so speedups compare with byte ratios.
+#include <benchmark/benchmark.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "bench_support.hpp"
+#include "llama/llama.hpp"
+#include "qlr/core/parallel.hpp"
+
+namespace {
+
+using qlr::index_t;
+
+/// The settings measured: name and the spec of every block layer (none: FP32).
+const std::vector<std::pair<std::string, std::optional<std::string>>> settings = {
+    {"eigen/fp32", std::nullopt},
+    {"qlr/w8a8", "int8-sym-pc+a8"},
+    {"qlr/w4", "int4-sym-g128"},
+    {"qlr/w4a8", "int4-sym-g128+a8"},
+};
+
+/// Two blocks of Llama-2-7B's shapes with N(0, 0.02²) weights and a small vocabulary.
+qlr::io::Llama2cModel synthetic_7b() {
+  qlr::io::Llama2cModel m;
+  m.config = {4096, 11008, 2, 32, 32, 512, 256, true};
+  const index_t d = 4096, h = 11008;
+  std::uint32_t seed = 1;
+  const auto random = [&](index_t rows, index_t cols) {
+    return qlr_bench::random_matrix(rows, cols, 0.02f, seed++);
+  };
+  m.token_embedding = random(512, d);
+  for (int l = 0; l < 2; ++l)
+    m.layers.push_back({qlr::Vector::Ones(d), random(d, d), random(d, d), random(d, d),
+                        random(d, d), qlr::Vector::Ones(d), random(h, d), random(d, h),
+                        random(h, d)});
+  m.final_norm = qlr::Vector::Ones(d);
+  return m;
+}
+
+/// The checkpoint a benchmark runs, loaded or built once per process.
+const qlr::io::Llama2cModel& checkpoint(bool synthetic) {
+  if (synthetic) {
+    static const qlr::io::Llama2cModel model = synthetic_7b();
+    return model;
+  }
+  static const qlr::io::Llama2cModel model =
+      qlr::io::load_llama2c(std::filesystem::path(QLR_DATA_DIR) / "stories260K" / "stories260K.bin");
+  return model;
+}
+
+/// Bytes of the block layers' storage one token reads (the classifier stays FP32).
+double weight_bytes(const qlr::io::Llama2cModel& m, const llama::Model& model) {
+  double params = 0;
+  for (const auto& [name, w] : m.linear_weights()) params += static_cast<double>(w->size());
+  const double classifier = static_cast<double>(m.config.vocab_size) * m.config.dim;
+  // bits_per_parameter averages the block layers and the FP32 classifier.
+  const double bits = model.bits_per_parameter() * (params + classifier) - 32.0 * classifier;
+  return bits / 8.0 + 4.0 * classifier;
+}
+
+void bench_decode(benchmark::State& state, bool synthetic, std::optional<std::string> spec, int threads) {
+  qlr::set_num_threads(threads);
+  const qlr::io::Llama2cModel& m = checkpoint(synthetic);
+  llama::ModelOptions options;
+  if (spec) options.linear = qlr::layers::parse_linear_spec(*spec);
+  // One model per setting: the 7B-class FP32 copy alone is 1.6 GB.
+  const llama::Model& model = qlr_bench::kept_setup<llama::Model>(
+      std::string(synthetic ? "7b/" : "260k/") + spec.value_or("fp32"),
+      [&] { return llama::Model(m, options); });
+  llama::KvCache cache = model.make_cache();
+  const int positions = std::min(m.config.seq_len, 128);
+  int pos = 0, token = 1;
+  for (auto _ : state) {
+    const qlr::Matrix logits = model.forward(std::span(&token, 1), pos, cache);
+    token = static_cast<int>(qlr::index_t{0} + (pos * 37 + 11) % m.config.vocab_size);
+    pos = (pos + 1) % positions;  // the cache is overwritten from 0: attention stays short
+    benchmark::DoNotOptimize(logits.data());
+  }
+  const double bytes = weight_bytes(m, model);
+  state.counters["tokens_per_s"] = benchmark::Counter(1, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GBps"] = benchmark::Counter(bytes, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["weight_MB"] = bytes / 1e6;
+  state.counters["bits_per_param"] = model.bits_per_parameter();
+}
+
+void register_all() {
+  for (const int threads : {1, 2})
+    for (const bool synthetic : {false, true})
+      for (const auto& [name, spec] : settings) {
+        const std::string full = std::string("decode/") + (synthetic ? "synthetic7b/" : "stories260K/") +
+                                 name + "/threads:" + std::to_string(threads);
+        benchmark::RegisterBenchmark(full.c_str(), bench_decode, synthetic, spec, threads)
+            ->UseRealTime()
+            ->Unit(synthetic ? benchmark::kMillisecond : benchmark::kMicrosecond);
+      }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  register_all();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
