@@ -24,26 +24,28 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (label, --linear spec, --rotation): the issue's list, in the order a reader compares them.
 SETTINGS = [
     ("FP32", "fp32", "none"),
-    ("W8 g32 (weight-only)", "int8-sym-g32", "none"),
-    ("W8A8 per-channel", "int8-sym-pc+a8", "none"),
-    ("W4 g32 RTN", "int4-asym-g32", "none"),
-    ("W4 g32 clip search", "int4-asym-g32-clip", "none"),
-    ("W4 g64 RTN", "int4-asym-g64", "none"),
-    ("W4 g64 clip search", "int4-asym-g64-clip", "none"),
-    ("W4 g128 RTN", "int4-asym-g128", "none"),
-    ("W4 g128 clip search", "int4-asym-g128-clip", "none"),
+    ("W8 g32 (weight-only)", "int8-sym-g32-f16", "none"),
+    ("W8A8 per-channel", "int8-sym-pc-f16+a8", "none"),
+    ("W4 g32 RTN", "int4-asym-g32-f16", "none"),
+    ("W4 g32 clip search", "int4-asym-g32-clip-f16", "none"),
+    ("W4 g64 RTN", "int4-asym-g64-f16", "none"),
+    ("W4 g64 clip search", "int4-asym-g64-clip-f16", "none"),
+    ("W4 g128 RTN", "int4-asym-g128-f16", "none"),
+    ("W4 g128 clip search", "int4-asym-g128-clip-f16", "none"),
     ("NF4 g64", "nf4-g64", "none"),
-    ("W3 g32 RTN", "int3-asym-g32", "none"),
-    ("W3 g32 clip search", "int3-asym-g32-clip", "none"),
-    ("W2 g32 RTN", "int2-asym-g32", "none"),
-    ("W2 g32 clip search", "int2-asym-g32-clip", "none"),
-    ("W4A8 g32", "int4-sym-g32+a8", "none"),
-    ("W4A8 g32, randomized Hadamard R1+R4", "int4-sym-g32+a8", "randomized-hadamard"),
-    ("W4A4 g32, no rotation", "int4-sym-g32+a4", "none"),
-    ("W4A4 g32, randomized Hadamard R1+R4", "int4-sym-g32+a4", "randomized-hadamard"),
-    ("W4A4 g32, Hadamard R1+R4", "int4-sym-g32+a4", "hadamard"),
-    ("W4A4 g32, online Hadamard at every layer input", "int4-sym-g32+a4+rht1", "none"),
-    ("W4A4 g32, R1+R4 and online at every input", "int4-sym-g32+a4+rht1", "randomized-hadamard"),
+    ("W3 g32 RTN", "int3-asym-g32-f16", "none"),
+    ("W3 g32 clip search", "int3-asym-g32-clip-f16", "none"),
+    ("W2 g32 RTN", "int2-asym-g32-f16", "none"),
+    ("W2 g32 clip search", "int2-asym-g32-clip-f16", "none"),
+    ("W4 g32 symmetric (the base of the rows below)", "int4-sym-g32-f16", "none"),
+    ("W4A8 g32", "int4-sym-g32-f16+a8", "none"),
+    ("W4A8 g32, randomized Hadamard R1+R4", "int4-sym-g32-f16+a8", "randomized-hadamard"),
+    ("W4A4 g32, no rotation", "int4-sym-g32-f16+a4", "none"),
+    ("W4A4 g32, randomized Hadamard R1+R4", "int4-sym-g32-f16+a4", "randomized-hadamard"),
+    ("W4A4 g32, Hadamard R1+R4", "int4-sym-g32-f16+a4", "hadamard"),
+    ("W4A4 g32, random orthogonal R1+R4", "int4-sym-g32-f16+a4", "random-orthogonal"),
+    ("W4A4 g32, online Hadamard at every layer input", "int4-sym-g32-f16+a4+rht1", "none"),
+    ("W4A4 g32, R1+R4 and online at every input", "int4-sym-g32-f16+a4+rht1", "randomized-hadamard"),
 ]
 
 
@@ -103,16 +105,17 @@ def main():
         "block linear layer (q, k, v, o, gate, up, down) as the spec says, the classifier FP32.",
         f"NLL in nats/token over the first {a.max_tokens} tokens of each text, in non-overlapping",
         "windows of 256 from position 0, each story with BOS (`qlr perplexity`); Δ is the change",
-        "against FP32 on the same text. bits/param counts codes, scales and zeros of the block",
-        "layers and the FP32 classifier (12.6 % of the weights). Prefill tokens/s is the",
+        "against FP32 on the same text. bits/weight is the storage (codes, scales, zeros) of the",
+        "block layers; bits/param averages it with the FP32 classifier (12.6 % of the weights,",
+        "`--quantize-classifier` quantizes it too). Prefill tokens/s is the",
         "TinyStories run (M = 256 per forward); decode tokens/s is `qlr generate --steps 256`",
         "(M = 1). R1+R4 is the model-level rotation of RoLoRA/QuaRot (RMSNorm folded, residual",
         "stream rotated in the weights, online Hadamard before down_proj); \"online at every",
         "input\" is qlr's per-layer input rotation (`+rht1`), which also covers o_proj's input.",
         "",
     ]
-    header = "| setting | `--linear` | `--rotation` | bits/param |"
-    rule = "|---|---|---|---:|"
+    header = "| setting | `--linear` | `--rotation` | bits/weight | bits/param |"
+    rule = "|---|---|---|---:|---:|"
     for name, _ in texts:
         header += f" {name} NLL | Δ | ppl |"
         rule += "---:|---:|---:|"
@@ -120,7 +123,8 @@ def main():
     rule += "---:|---:|"
     lines += [header, rule]
     for label, spec, rotation, scores, story in rows:
-        cells = f"| {label} | `{spec}` | {rotation} | {scores[0]['bits_per_param']:.2f} |"
+        cells = (f"| {label} | `{spec}` | {rotation} | {scores[0]['block_bits_per_param']:.2f} |"
+                 f" {scores[0]['bits_per_param']:.2f} |")
         for s, base in zip(scores, fp32):
             cells += f" {s['nll']:.4f} | {s['nll'] - base['nll']:+.4f} | {s['ppl']:.3f} |"
         cells += f" {scores[0]['tokens_per_s']:.0f} | {story['tokens_per_s']:.0f} |"

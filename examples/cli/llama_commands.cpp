@@ -226,6 +226,7 @@ void generate(int argc, char** argv, int first) {
                                       {"text", text},
                                       {"tokens", tokens.size()},
                                       {"bits_per_param", loaded.model.bits_per_parameter()},
+                                      {"block_bits_per_param", loaded.model.bits_per_parameter(false)},
                                       {"seconds", seconds},
                                       {"tokens_per_s", positions / seconds}};
     fmt::print("{}\n", j.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
@@ -266,6 +267,7 @@ void perplexity(int argc, char** argv, int first) {
                                       {"tokens", token_count},
                                       {"targets", r.targets},
                                       {"bits_per_param", loaded.model.bits_per_parameter()},
+                                      {"block_bits_per_param", loaded.model.bits_per_parameter(false)},
                                       {"seconds", seconds},
                                       {"tokens_per_s", static_cast<double>(token_count) / seconds}};
     fmt::print("{}\n", j.dump(2));
@@ -279,7 +281,7 @@ void perplexity(int argc, char** argv, int first) {
 
 void demo(int argc, char** argv, int first) {
   ModelFlags f;
-  f.linear = qlr::layers::parse_linear_spec("int4-asym-g32");
+  f.linear = qlr::layers::parse_linear_spec("int4-asym-g32-f16");
   std::string prompt = "Once upon a time";
   int steps = 200;
   std::filesystem::path text_path = QLR_DEFAULT_TEXT;
@@ -337,9 +339,9 @@ void demo(int argc, char** argv, int first) {
   out["story_tokens_per_s"] = tokens_per_s;
   if (!f.json)
     fmt::print("\n[{} tokens, {:.0f} tokens/s]\n\nperplexity of {} (first {} tokens, windows of 256):\n"
-               "{:<46} {:>10} {:>8} {:>8} {:>9}\n",
+               "{:<46} {:>11} {:>8} {:>8} {:>9}\n",
                tokens.size(), tokens_per_s, text_path.filename().string(), max_tokens, "setting",
-               "bits/param", "NLL", "ppl", "tokens/s");
+               "bits/weight", "NLL", "ppl", "tokens/s");
   out["perplexity"] = nlohmann::ordered_json::array();
   for (const ModelFlags& s : settings) {
     const Loaded loaded = load(s);
@@ -348,19 +350,20 @@ void demo(int argc, char** argv, int first) {
     out["perplexity"].push_back({{"linear", spec_name(s)},
                                  {"rotation", llama::to_string(s.rotation)},
                                  {"bits_per_param", loaded.model.bits_per_parameter()},
+                                 {"block_bits_per_param", loaded.model.bits_per_parameter(false)},
                                  {"nll", r.nll.nll},
                                  {"ppl", r.nll.perplexity()},
                                  {"targets", r.nll.targets},
                                  {"tokens_per_s", speed}});
     if (!f.json)
-      fmt::print("{:<46} {:>10.2f} {:>8.4f} {:>8.3f} {:>9.0f}\n", setting_name(s),
-                 loaded.model.bits_per_parameter(), r.nll.nll, r.nll.perplexity(), speed);
+      fmt::print("{:<46} {:>11.2f} {:>8.4f} {:>8.3f} {:>9.0f}\n", setting_name(s),
+                 loaded.model.bits_per_parameter(false), r.nll.nll, r.nll.perplexity(), speed);
   }
   if (f.json)
     fmt::print("{}\n", out.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
   else
-    fmt::print("\nbits/param averages the block layers and the classifier, which stays FP32 "
-               "(--quantize-classifier).\n");
+    fmt::print("\nbits/weight: storage of the block layers (codes, scales, zeros); the classifier "
+               "stays FP32 (--quantize-classifier).\n");
 }
 
 }  // namespace qlr_cli

@@ -187,8 +187,8 @@ class Model {
   }
 
   /// Storage bits per linear weight, averaged over the parameters of the seven block
-  /// layers and the classifier.
-  [[nodiscard]] double bits_per_parameter() const {
+  /// layers and, unless `with_classifier` is false, the classifier.
+  [[nodiscard]] double bits_per_parameter(bool with_classifier = true) const {
     double bits = 0, params = 0;
     const auto add = [&](const Linear& f) {
       const double n = static_cast<double>(f.out_features() * f.in_features());
@@ -197,7 +197,7 @@ class Model {
     };
     for (const Block& b : blocks_)
       for (const Linear* f : {&b.wq, &b.wk, &b.wv, &b.wo, &b.w1, &b.w2, &b.w3}) add(*f);
-    add(*classifier_);
+    if (with_classifier) add(*classifier_);
     return bits / params;
   }
 
