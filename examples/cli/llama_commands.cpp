@@ -339,7 +339,7 @@ void demo(int argc, char** argv, int first) {
   out["story_tokens_per_s"] = tokens_per_s;
   if (!f.json)
     fmt::print("\n[{} tokens, {:.0f} tokens/s]\n\nperplexity of {} (first {} tokens, windows of 256):\n"
-               "{:<46} {:>11} {:>8} {:>8} {:>9}\n",
+               "{:<52} {:>11} {:>8} {:>8} {:>9}\n",
                tokens.size(), tokens_per_s, text_path.filename().string(), max_tokens, "setting",
                "bits/weight", "NLL", "ppl", "tokens/s");
   out["perplexity"] = nlohmann::ordered_json::array();
@@ -356,7 +356,7 @@ void demo(int argc, char** argv, int first) {
                                  {"targets", r.nll.targets},
                                  {"tokens_per_s", speed}});
     if (!f.json)
-      fmt::print("{:<46} {:>11.2f} {:>8.4f} {:>8.3f} {:>9.0f}\n", setting_name(s),
+      fmt::print("{:<52} {:>11.2f} {:>8.4f} {:>8.3f} {:>9.0f}\n", setting_name(s),
                  loaded.model.bits_per_parameter(false), r.nll.nll, r.nll.perplexity(), speed);
   }
   if (f.json)
