@@ -254,7 +254,8 @@ int main(int argc, char** argv) {
   using namespace qlr_cli;
   if (argc < 2) usage_error("missing subcommand; expected inspect, generate, perplexity or demo");
   const std::string_view command = argv[1];
-  if (command == "-h" || command == "--help") print_and_exit(usage);
+  if (command == "-h" || command == "--help")
+    print_and_exit(std::string(usage) + engine_options_help());
   try {
     if (command == "inspect")
       inspect(argc, argv, 2);

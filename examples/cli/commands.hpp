@@ -11,6 +11,8 @@ void inspect(int argc, char** argv, int first);
 void generate(int argc, char** argv, int first);
 /// `qlr perplexity [options]`: next-token NLL and perplexity over a text file.
 void perplexity(int argc, char** argv, int first);
+/// The model options generate, perplexity and demo share, as `--help` prints them.
+const char* engine_options_help();
 /// `qlr demo [options]`: a quantized model writes a story; perplexity next to FP32's.
 void demo(int argc, char** argv, int first);
 

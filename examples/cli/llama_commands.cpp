@@ -22,12 +22,21 @@ namespace qlr_cli {
 namespace {
 
 constexpr std::string_view common_options = R"(
-model options:
+model options (generate, perplexity, demo):
   --model FILE          llama2.c checkpoint (default: the vendored stories260K.bin)
   --tokenizer FILE      its tokenizer.bin (default: the vendored tok512.bin)
-  --linear SPEC         every linear layer as SPEC, e.g. int4-sym-g128, int8-sym-g32+a8,
-                        nf4-g64, int4-asym-g32-clip, int4-sym-g128+a4+rht7; fp32 (the
-                        default) keeps FP32 weights
+  --linear SPEC         every linear layer as SPEC (default: fp32, the FP32 weights). SPEC
+                        is the weights' format, then options joined by '+':
+                          int2|int3|int4|int8|nf4  bits (nf4: the QLoRA codebook)
+                          -sym|-asym               symmetric, or with a zero point
+                          -g<N>|-pc                groups of N inputs, or one per row
+                          -clip                    MSE clip search (else round to nearest)
+                          -f16                     f16 scales (else f32)
+                          +a8|+a4                  8- or 4-bit per-token activations
+                                                   (else FP32 activations)
+                          +rht<seed>               an online randomized Hadamard at every
+                                                   layer's input
+                        e.g. int4-asym-g32-f16, int4-sym-g128+a8, nf4-g64, int3-sym-g32-clip
   --quantize-classifier the classifier as SPEC too (default: FP32)
   --rotation KIND       rotate the model before quantizing it (RoLoRA/QuaRot: RMSNorm gains
                         folded, R1 on the residual stream merged into the weights, R4 online
@@ -181,6 +190,8 @@ Scored score_text(const Loaded& loaded, const std::string& text, int window, lon
 }
 
 }  // namespace
+
+const char* engine_options_help() { return common_options.data(); }
 
 void generate(int argc, char** argv, int first) {
   ModelFlags f;
