@@ -13,6 +13,8 @@
 
 #include "qlr/core/matrix.hpp"
 #include "qlr/core/view.hpp"
+#include "qlr/kernels/isa.hpp"
+#include "qlr/version.hpp"
 #include "memread.hpp"
 
 namespace qlr_bench {
@@ -67,6 +69,18 @@ const Setup& kept_setup(const std::string& key, const Make& make) {
 /// A shape's key for kept_setup().
 inline std::string setup_key(const char* what, index_t n, index_t k, index_t extra = 0) {
   return std::string(what) + "/" + std::to_string(n) + "x" + std::to_string(k) + "/" + std::to_string(extra);
+}
+
+/// A benchmark program's main after its benchmarks are registered: parses the flags (an
+/// unknown one is an error), records qlr's version and ISA path in the context, runs.
+inline int run_benchmarks(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::AddCustomContext("qlr_version", qlr::version_string);
+  benchmark::AddCustomContext("qlr_isa", qlr::kernels::to_string(qlr::kernels::best_isa()));
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
 }
 
 }  // namespace qlr_bench

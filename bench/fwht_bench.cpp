@@ -12,6 +12,7 @@
 #include <random>
 #include <string>
 
+#include "bench_support.hpp"
 #include "memread.hpp"
 #include "qlr/core/aligned.hpp"
 #include "qlr/core/matrix.hpp"
@@ -19,7 +20,6 @@
 #include "qlr/kernels/isa.hpp"
 #include "qlr/kernels/reference/fwht.hpp"
 #include "qlr/rotate/hadamard_transform.hpp"
-#include "qlr/version.hpp"
 
 namespace {
 
@@ -127,11 +127,5 @@ void register_all() {
 
 int main(int argc, char** argv) {
   register_all();
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::AddCustomContext("qlr_version", qlr::version_string);
-  benchmark::AddCustomContext("qlr_isa", kernels::to_string(kernels::best_isa()));
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return qlr_bench::run_benchmarks(argc, argv);
 }
