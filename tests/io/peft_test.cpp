@@ -328,6 +328,9 @@ TEST_CASE("load_peft_adapter: inconsistent adapters are qlr::Errors naming the m
           Errc::unsupported);
     check(R"({"peft_type": "LORA", "rank_pattern": {"a{1000}": 2}})", bytes, "counted repetition",
           Errc::unsupported);
+    // Found by peft_fuzz: libstdc++ overflows a long reading a back-reference's number.
+    check(R"({"peft_type": "LORA", "rank_pattern": {"a\\1111111111111111111": 2}})", bytes,
+          "has a back-reference", Errc::unsupported);
     check(R"({"peft_type": "PREFIX_TUNING", "r": 4})", bytes,
           "\"peft_type\" = \"PREFIX_TUNING\"; expected \"LORA\"", Errc::unsupported);
     check(R"({"r": 4})", bytes, "\"peft_type\" is missing", Errc::invalid_argument);

@@ -101,7 +101,8 @@ inline constexpr std::size_t max_matched_name = 512;
 
 /// Throws Errc::invalid_argument unless `key` is a rank/alpha pattern qlr can match safely:
 /// ECMAScript syntax, at most 256 characters, and no counted or nested repetition (`{n}`,
-/// `(…)*`), whose backtracking can take exponential time on a hostile file.
+/// `(…)*`), whose backtracking can take exponential time on a hostile file, nor a
+/// back-reference (`\1`): libstdc++ reads its number into a long without an overflow check.
 inline void check_pattern_key(const std::string& key, std::string_view field) {
   constexpr std::string_view entity = "io::parse_peft_config";
   QLR_CHECK(!key.empty() && key.size() <= max_pattern_key, invalid_argument,
@@ -114,6 +115,9 @@ inline void check_pattern_key(const std::string& key, std::string_view field) {
   for (std::size_t i = 1; i < key.size(); ++i) {
     QLR_CHECK(!(key[i - 1] == ')' && (key[i] == '*' || key[i] == '+')), unsupported,
               "{}: {} key \"{}\" repeats a group; expected a module name or a simple regex",
+              entity, field, key);
+    QLR_CHECK(!(key[i - 1] == '\\' && key[i] >= '1' && key[i] <= '9'), unsupported,
+              "{}: {} key \"{}\" has a back-reference; expected a module name or a simple regex",
               entity, field, key);
   }
   try {
