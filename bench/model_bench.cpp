@@ -68,9 +68,7 @@ double weight_bytes(const qlr::io::Llama2cModel& m, const llama::Model& model) {
   double params = 0;
   for (const auto& [name, w] : m.linear_weights()) params += static_cast<double>(w->size());
   const double classifier = static_cast<double>(m.config.vocab_size) * m.config.dim;
-  // bits_per_parameter averages the block layers and the FP32 classifier.
-  const double bits = model.bits_per_parameter() * (params + classifier) - 32.0 * classifier;
-  return bits / 8.0 + 4.0 * classifier;
+  return model.bits_per_parameter(false) * params / 8.0 + 4.0 * classifier;
 }
 
 void bench_decode(benchmark::State& state, bool synthetic, std::optional<std::string> spec, int threads) {
@@ -87,7 +85,7 @@ void bench_decode(benchmark::State& state, bool synthetic, std::optional<std::st
   int pos = 0, token = 1;
   for (auto _ : state) {
     const qlr::Matrix logits = model.forward(std::span(&token, 1), pos, cache);
-    token = static_cast<int>(qlr::index_t{0} + (pos * 37 + 11) % m.config.vocab_size);
+    token = (pos * 37 + 11) % m.config.vocab_size;
     pos = (pos + 1) % positions;  // the cache is overwritten from 0: attention stays short
     benchmark::DoNotOptimize(logits.data());
   }

@@ -354,8 +354,11 @@ void demo(int argc, char** argv, int first) {
                tokens.size(), tokens_per_s, text_path.filename().string(), max_tokens, "setting",
                "bits/weight", "NLL", "ppl", "tokens/s");
   out["perplexity"] = nlohmann::ordered_json::array();
-  for (const ModelFlags& s : settings) {
-    const Loaded loaded = load(s);
+  std::optional<Loaded> other;
+  for (std::size_t i = 0; i < settings.size(); ++i) {
+    const ModelFlags& s = settings[i];
+    // settings[1] is the model that wrote the story: score it as it is.
+    const Loaded& loaded = i == 1 ? quantized : other.emplace(load(s));
     const Scored r = score_text(loaded, text, 256, max_tokens, setting_name(s));
     const double speed = static_cast<double>(r.tokens) / r.seconds;
     out["perplexity"].push_back({{"linear", spec_name(s)},
