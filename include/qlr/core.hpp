@@ -13,4 +13,5 @@
 #include "qlr/core/matrix.hpp"
 #include "qlr/core/numeric.hpp"
 #include "qlr/core/parallel.hpp"
+#include "qlr/core/random.hpp"
 #include "qlr/core/types.hpp"

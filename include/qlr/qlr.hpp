@@ -4,6 +4,7 @@
 #pragma once
 
 #include "qlr/adapter.hpp"
+#include "qlr/compensate.hpp"
 #include "qlr/core.hpp"
 #include "qlr/io.hpp"
 #include "qlr/kernels.hpp"

@@ -133,9 +133,10 @@ inline double decode(const GroupGrid& g, std::uint8_t u) noexcept {
   return static_cast<double>(g.scale) * (static_cast<double>(u) - static_cast<double>(g.zero));
 }
 
-/// Σ |decode(encode(w)) − w|^norm over one group.
-inline double group_error(const IntCoding& c, const GroupGrid& g, const float* w, index_t n,
-                          double norm) noexcept {
+/// Σ |decode(encode(w)) − w|^norm over one group (float weights, or GPTQ's double ones).
+template <class T>
+double group_error(const IntCoding& c, const GroupGrid& g, const T* w, index_t n,
+                   double norm) noexcept {
   double err = 0.0;
   for (index_t i = 0; i < n; ++i) {
     const double d = std::abs(decode(g, encode(c, g, w[i])) - static_cast<double>(w[i]));
@@ -145,11 +146,12 @@ inline double group_error(const IntCoding& c, const GroupGrid& g, const float* w
 }
 
 /// Fits one group of `n` weights, by RTN or by the clip search of §2.4.
-inline GroupGrid fit_group(const IntCoding& c, const IntOptions& opt, const float* w, index_t n,
-                           const char* entity) {
+template <class T>
+GroupGrid fit_group(const IntCoding& c, const IntOptions& opt, const T* w, index_t n,
+                    const char* entity) {
   const auto [lo_it, hi_it] = std::minmax_element(w, w + n);
-  double lo = *lo_it;
-  double hi = *hi_it;
+  double lo = static_cast<double>(*lo_it);
+  double hi = static_cast<double>(*hi_it);
   if (!c.symmetric && c.include_zero) {  // the clip scales a range that already holds 0
     lo = std::min(lo, 0.0);
     hi = std::max(hi, 0.0);
@@ -191,6 +193,13 @@ inline void validate_options(const IntCoding& c, const IntOptions& opt, const ch
             entity);
 }
 
+/// The coding of IntGroup<bits, e> with `opt`: symmetric grids ignore the zero options.
+constexpr IntCoding coding_of(int bits, Encoding e, const IntOptions& opt) noexcept {
+  const bool symmetric = e == Encoding::int_sym;
+  return {bits, symmetric, symmetric ? ZeroMode::integer : opt.zero_mode,
+          symmetric || opt.include_zero, opt.scale_type};
+}
+
 /// Quantizes every row of `w` (N×K) group-wise into the format's QuantizedMatrix.
 template <QuantFormatType Format>
 QuantizedMatrix<Format> quantize_int(ConstMatrixRef w, const IntCoding& c, const IntOptions& opt,
@@ -200,7 +209,8 @@ QuantizedMatrix<Format> quantize_int(ConstMatrixRef w, const IntCoding& c, const
   const index_t g = effective_group_size(opt.group_size, k, entity);
   return quantize_rows<Format>(
       w, {opt.group_size, c.scale_type, c.zero_mode, {}}, entity,
-      [&](const float* row, std::uint8_t* codes, float* scales, float* zeros) {
+      [&](index_t o, std::uint8_t* codes, float* scales, float* zeros) {
+        const float* row = w.row(o).data();
         for (index_t l = 0, begin = 0; begin < k; ++l, begin += g) {
           const index_t n = std::min(g, k - begin);
           const GroupGrid grid = fit_group(c, opt, row + begin, n, entity);
@@ -233,11 +243,9 @@ class IntGroup {
 
   /// Quantizes `w` (N×K). Throws for an empty w, a NaN/Inf element or invalid options.
   [[nodiscard]] QuantizedMatrix<format> quantize(ConstMatrixRef w) const {
-    constexpr bool symmetric = E == Encoding::int_sym;
-    const detail::IntCoding c{Bits, symmetric, symmetric ? ZeroMode::integer : options_.zero_mode,
-                              symmetric || options_.include_zero, options_.scale_type};
     return detail::quantize_int<format>(
-        w, c, options_, symmetric ? "quant::IntSym::quantize" : "quant::IntAsym::quantize");
+        w, detail::coding_of(Bits, E, options_), options_,
+        E == Encoding::int_sym ? "quant::IntSym::quantize" : "quant::IntAsym::quantize");
   }
 
  private:

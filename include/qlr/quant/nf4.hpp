@@ -107,8 +107,8 @@ class Nf4 {
     const index_t block = effective_group_size(options_.block_size, k, entity);
     return detail::quantize_rows<format>(
         w, {options_.block_size, options_.scale_type, ZeroMode::integer, {levels.begin(), levels.end()}},
-        entity, [&](const float* row, std::uint8_t* codes, float* scales, float*) {
-          detail::quantize_codebook_row(levels, midpoints, options_.scale_type, row, k, block,
+        entity, [&](index_t o, std::uint8_t* codes, float* scales, float*) {
+          detail::quantize_codebook_row(levels, midpoints, options_.scale_type, w.row(o).data(), k, block,
                                         codes, scales, entity);
         });
   }

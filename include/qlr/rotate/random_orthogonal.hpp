@@ -7,32 +7,13 @@
 
 #include <Eigen/QR>
 
-#include <cmath>
 #include <cstdint>
-#include <numbers>
-#include <random>
 
 #include "qlr/core/error.hpp"
 #include "qlr/core/matrix.hpp"
+#include "qlr/core/random.hpp"
 
 namespace qlr::rotate {
-
-/// G (n×n) with i.i.d. N(0, 1) entries from `seed`, the same on every platform: Box–Muller
-/// on 53-bit uniforms of std::mt19937_64, filled row by row in pairs.
-inline MatrixD gaussian_matrix(index_t n, std::uint64_t seed) {
-  std::mt19937_64 gen(seed);
-  const auto uniform = [&] { return static_cast<double>(gen() >> 11) * 0x1.0p-53; };  // [0, 1)
-  MatrixD g(n, n);
-  double* out = g.data();
-  const index_t count = n * n;
-  for (index_t i = 0; i < count; i += 2) {
-    const double radius = std::sqrt(-2.0 * std::log(1.0 - uniform()));  // 1 − u ∈ (0, 1]
-    const double angle = 2.0 * std::numbers::pi * uniform();
-    out[i] = radius * std::cos(angle);
-    if (i + 1 < count) out[i + 1] = radius * std::sin(angle);
-  }
-  return g;
-}
 
 /// Q Haar-distributed on O(n) from `seed`: Qᵀ·x is one dense product per row.
 class RandomOrthogonal {
@@ -40,7 +21,7 @@ class RandomOrthogonal {
   /// The random orthogonal rotation of size n ≥ 1 from `seed`.
   RandomOrthogonal(index_t n, std::uint64_t seed) {
     QLR_CHECK(n >= 1, invalid_argument, "rotate::RandomOrthogonal: n = {}; expected a size >= 1", n);
-    const Eigen::HouseholderQR<MatrixD> qr(gaussian_matrix(n, seed));
+    const Eigen::HouseholderQR<MatrixD> qr(gaussian_matrix(n, n, seed));
     MatrixD q = qr.householderQ();
     const MatrixD& r = qr.matrixQR();
     for (index_t j = 0; j < n; ++j)

@@ -24,9 +24,9 @@ struct RowLayout {
   std::vector<float> codebook;   ///< the table of a codebook format, else empty
 };
 
-/// Quantizes `w` (N×K) row by row: code_row(row, codes, scales, zeros) reads the K floats
-/// of one row and writes its K unpacked codes, its groups' scales and, for int_asym, its
-/// groups' zeros (nullptr otherwise). Rows are independent, so any thread count gives the
+/// Quantizes `w` (N×K) row by row: code_row(o, codes, scales, zeros) codes row o of w into
+/// its K unpacked codes, its groups' scales and, for int_asym, its groups' zeros (nullptr
+/// otherwise). Rows are independent, so any thread count gives the
 /// same bytes. Throws for an empty or non-finite w and for g < 0.
 template <QuantFormatType Format, class CodeRow>
 QuantizedMatrix<Format> quantize_rows(ConstMatrixRef w, RowLayout layout, const char* entity,
@@ -53,7 +53,7 @@ QuantizedMatrix<Format> quantize_rows(ConstMatrixRef w, RowLayout layout, const 
   parallel_for(p.rows, 8, [&](index_t row_begin, index_t row_end) {
     std::vector<std::uint8_t> codes(static_cast<std::size_t>(p.cols));
     for (index_t o = row_begin; o < row_end; ++o) {
-      code_row(w.row(o).data(), codes.data(), p.scales.data() + o * groups,
+      code_row(o, codes.data(), p.scales.data() + o * groups,
                has_zeros ? p.zeros.data() + o * groups : nullptr);
       qlr::detail::pack_codes_unchecked(Format::bits, codes.data(), p.cols,
                                         p.codes.data() + o * stride);
