@@ -6,6 +6,7 @@
 #include "qlr/adapter/concept.hpp"
 #include "qlr/adapter/dora.hpp"
 #include "qlr/adapter/lora.hpp"
+#include "qlr/adapter/lora_quant.hpp"
 #include "qlr/adapter/low_rank.hpp"
 #include "qlr/adapter/merge.hpp"
 #include "qlr/adapter/qa_lora.hpp"

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "qlr/quant/activation.hpp"
+#include "qlr/quant/binary.hpp"
 #include "qlr/quant/concept.hpp"
 #include "qlr/quant/dequantize.hpp"
 #include "qlr/quant/int_group.hpp"

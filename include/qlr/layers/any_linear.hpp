@@ -405,11 +405,16 @@ QLR_MAKE_LINEAR_LINKAGE AnyLinear make_linear(ConstMatrixRef w, const LinearSpec
 QLR_MAKE_LINEAR_LINKAGE AnyLinear make_linear(const quant::AnyQuantizedMatrix& base,
                                              const LinearSpec& spec) {
   return std::visit(
-      [&]<class F>(const QuantizedMatrix<F>& q) {
+      [&]<class F>(const QuantizedMatrix<F>& q) -> AnyLinear {
         QLR_CHECK(F::bits == spec.weights.bits && F::encoding == spec.weights.encoding, invalid_argument,
                   "layers::make_linear: base is {}-bit {}; expected the spec's {}", F::bits,
                   to_string(F::encoding), to_string(spec));
-        return detail::make_for_quantizer(detail::FromBase<detail::quantizer_of<F>>{q}, spec);
+        if constexpr (F::bits == 1) {  // binary adapter factors: no spec names them, no kernel
+          qlr::detail::fail(Errc::unsupported,
+                            "layers::make_linear: base is 1-bit binary; expected a base format");
+        } else {
+          return detail::make_for_quantizer(detail::FromBase<detail::quantizer_of<F>>{q}, spec);
+        }
       },
       base);
 }

@@ -103,6 +103,7 @@ quant::AnyQuantizedMatrix typed_base(QuantizedParts parts) {
 /// The QuantizedMatrix of `bits` and `encoding` over `parts` (validated by its constructor).
 inline quant::AnyQuantizedMatrix base_of(int bits, Encoding encoding, QuantizedParts parts) {
   if (encoding == Encoding::codebook && bits == 4) return typed_base<quant::Nf4::format>(std::move(parts));
+  if (encoding == Encoding::codebook && bits == 1) return typed_base<quant::Binary::format>(std::move(parts));
   const bool sym = encoding == Encoding::int_sym;
   switch (bits) {
     case 2: return sym ? typed_base<QuantFormat<2, Encoding::int_sym>>(std::move(parts)) : typed_base<QuantFormat<2, Encoding::int_asym>>(std::move(parts));

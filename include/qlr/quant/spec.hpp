@@ -12,6 +12,7 @@
 #include "qlr/core/error.hpp"
 #include "qlr/core/format.hpp"
 #include "qlr/core/matrix.hpp"
+#include "qlr/quant/binary.hpp"
 #include "qlr/quant/dequantize.hpp"
 #include "qlr/quant/int_group.hpp"
 #include "qlr/quant/nf4.hpp"
@@ -27,13 +28,14 @@ struct QuantSpec {
   Nf4Options nf4 = {};                     ///< NF4: absmax block size and scale type
 };
 
-/// Any quantized matrix the runtime path can produce.
+/// Any quantized matrix the runtime path can produce. Binary (1-bit) codes hold only
+/// adapter factors (LoRAQuant); a layer base of them is refused by layers::make_linear.
 using AnyQuantizedMatrix =
     std::variant<QuantizedMatrix<IntSym<2>::format>, QuantizedMatrix<IntSym<3>::format>,
                  QuantizedMatrix<IntSym<4>::format>, QuantizedMatrix<IntSym<8>::format>,
                  QuantizedMatrix<IntAsym<2>::format>, QuantizedMatrix<IntAsym<3>::format>,
                  QuantizedMatrix<IntAsym<4>::format>, QuantizedMatrix<IntAsym<8>::format>,
-                 QuantizedMatrix<Nf4::format>>;
+                 QuantizedMatrix<Nf4::format>, QuantizedMatrix<Binary::format>>;
 
 namespace detail {
 template <int Bits>
