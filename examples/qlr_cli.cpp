@@ -37,6 +37,7 @@ commands:
   generate [--prompt TEXT] ...   write a story with the llama2.c model (FP32 or quantized)
   perplexity [--text FILE] ...   next-token NLL and perplexity of a text
   demo [--linear SPEC] ...       the model quantized writes a story; perplexity next to FP32
+  loraquant ADAPTER_DIR ...      LoRAQuant of a PEFT adapter against uniform RTN (bits, errors)
 
 options:
   -h, --help      show this help (`qlr COMMAND --help` for a command's own)
@@ -252,7 +253,7 @@ void inspect(int argc, char** argv, int first) { inspect(parse_inspect(argc, arg
 /// Dispatches to the subcommand; any error is one line on stderr and exit status 1.
 int main(int argc, char** argv) {
   using namespace qlr_cli;
-  if (argc < 2) usage_error("missing subcommand; expected inspect, generate, perplexity or demo");
+  if (argc < 2) usage_error("missing subcommand; expected inspect, generate, perplexity, demo or loraquant");
   const std::string_view command = argv[1];
   if (command == "-h" || command == "--help")
     print_and_exit(std::string(usage) + engine_options_help());
@@ -265,6 +266,8 @@ int main(int argc, char** argv) {
       perplexity(argc, argv, 2);
     else if (command == "demo")
       demo(argc, argv, 2);
+    else if (command == "loraquant")
+      loraquant(argc, argv, 2);
     else
       usage_error(fmt::format("unknown subcommand '{}'", command));
   } catch (const std::exception& e) {

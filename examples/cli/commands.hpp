@@ -13,6 +13,8 @@ void generate(int argc, char** argv, int first);
 void perplexity(int argc, char** argv, int first);
 /// The model options generate, perplexity and demo share, as `--help` prints them.
 const char* engine_options_help();
+/// `qlr loraquant ADAPTER_DIR [options]`: LoRAQuant of a PEFT adapter against uniform RTN.
+void loraquant(int argc, char** argv, int first);
 /// `qlr demo [options]`: a quantized model writes a story; perplexity next to FP32's.
 void demo(int argc, char** argv, int first);
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "qlr/adapter/dora.hpp"
+#include "qlr/adapter/lora_quant.hpp"
 #include "qlr/adapter/lora.hpp"
 #include "qlr/adapter/low_rank.hpp"
 #include "qlr/adapter/qa_lora.hpp"
@@ -170,6 +171,66 @@ TEST_CASE("load_layers: damaged metadata of quantized factors is a qlr::Error", 
   CHECK_THROWS_WITH(layers::load_layers(rewrite("qlr.adapter.l/q.block0.end", "3")),
                     Catch::Contains("blocks[0].a_rows is 2x64; expected 3x64"));
   CHECK(layers::load_layers(path).at("l").adapter_names() == std::vector<std::string>{"q"});
+}
+
+TEST_CASE("save_adapters / load_adapters: adapters without a base come back bit for bit",
+          "[layers][io]") {
+  std::mt19937 rng(39);
+  const index_t n = 48, k = 160, r = 6;
+  const Matrix a = qlr::test::gaussian(rng, r, k, 0.05f), b = qlr::test::gaussian(rng, n, r, 0.05f);
+  std::map<std::string, layers::AnyAdapter> saved;
+  saved.emplace("base_model.model.h.0.attn.c_attn", adapter::Lora(a, b, 12));
+  saved.emplace("dora", adapter::Dora(a, b, qlr::test::gaussian(rng, n, 1).col(0).cwiseAbs(), 4));
+  saved.emplace("eora", adapter::LowRank(a, b));
+  saved.emplace("qa", adapter::QaLora(qlr::test::gaussian(rng, r, k / 32), b, 6, k, 32, adapter::Pooling::sum));
+  // LoRAQuant: a 3-bit block of leading components and a binary block of the rest.
+  const adapter::LoraQuantized lq =
+      adapter::lora_quant(a, b, 2.0, {.energy = 0.5, .high_bits = 3, .group_size = 32});
+  REQUIRE(lq.adapter.blocks().size() == 2);
+  saved.emplace("loraquant", lq.adapter);
+  const auto path = temp_file("adapters.safetensors");
+  layers::save_adapters(path, saved);
+  const auto loaded = layers::load_adapters(path);
+  REQUIRE(loaded.size() == saved.size());
+  for (const auto& [name, held] : saved) {
+    CAPTURE(name);
+    const layers::AnyAdapter& back = loaded.at(name);
+    REQUIRE(back.index() == held.index());
+    std::visit(
+        [&]<class A>(const A& original) {
+          const A& read = std::get<A>(back);
+          CHECK(bitwise_equal(read.a(), original.a()));
+          CHECK(bitwise_equal(read.b(), original.b()));
+          if constexpr (std::is_same_v<A, adapter::QuantizedLowRank>) {
+            CHECK(read.scale() == original.scale());
+            CHECK(read.bits_per_parameter() == original.bits_per_parameter());
+            CHECK(bitwise_equal(read.delta(), original.delta()));
+          } else if constexpr (std::is_same_v<A, adapter::LowRank>) {
+            CHECK(read.rank() == original.rank());
+          } else {
+            CHECK(read.alpha() == original.alpha());
+            CHECK(read.scale() == original.scale());
+          }
+        },
+        held);
+  }
+  // The two formats do not read each other.
+  CHECK_THROWS_WITH(layers::load_layers(path),
+                    Catch::Contains("qlr.format = 'qlr-adapters/1'; expected 'qlr-layers/1'"));
+  std::map<std::string, layers::AnyAdapter> bad;
+  bad.emplace("a/b", adapter::LowRank(a, b));
+  CHECK_THROWS_WITH(layers::save_adapters(path, bad), Catch::Contains("adapter name 'a/b'"));
+  // A file whose recorded width disagrees with its tensors.
+  const qlr::io::SafetensorsFile file(path);
+  qlr::io::SafetensorsWriter out;
+  for (const qlr::io::TensorView& t : file.tensors()) out.add(t.name, t.dtype, t.shape, t.bytes);
+  for (const auto& [mk, mv] : file.metadata())
+    out.set_metadata(mk, mk == "qlr.adapter.eora.in_features" ? "161" : mv);
+  const auto damaged = temp_file("adapters-damaged.safetensors");
+  out.write(damaged);
+  CHECK_THROWS_WITH(layers::load_adapters(damaged),
+                    Catch::Contains("adapter 'eora' reads 160 inputs; metadata "
+                                    "\"qlr.adapter.eora.in_features\" says 161"));
 }
 
 TEST_CASE("attach_peft: a PEFT QA-LoRA module pools the input as PEFT does", "[layers][io]") {

@@ -35,6 +35,7 @@ namespace qlr::layers {
 namespace detail {
 
 inline constexpr std::string_view layer_file_format = "qlr-layers/1";
+inline constexpr std::string_view adapter_file_format = "qlr-adapters/1";
 
 /// A metadata value, or a corrupt_file error naming the key.
 inline const std::string& meta(const std::map<std::string, std::string>& m, const std::string& key) {
@@ -189,6 +190,123 @@ inline quant::AnyQuantizedMatrix read_quantized(const io::SafetensorsFile& file,
   return base_of(bits, encoding, std::move(parts));
 }
 
+/// Writes adapter `any` as tensors "<tensor>.A", ".B", ".magnitude" (or, quantized, its
+/// blocks "<tensor>.block<i>.A.codes", …) and metadata "<key>.kind", ".alpha", … .
+inline void add_adapter(io::SafetensorsWriter& out, const std::string& tensor,
+                        const std::string& key, const AnyAdapter& any) {
+  std::visit(
+      [&]<class A>(const A& held) {
+        if constexpr (std::is_same_v<A, adapter::QuantizedLowRank>) {
+          // The blocks as quantized, not their dequantization: the file keeps the bits.
+          out.set_metadata(key + ".kind", "quantized_low_rank");
+          out.set_metadata(key + ".factor_scale", exact_text(held.scale()));
+          out.set_metadata(key + ".blocks", std::to_string(held.blocks().size()));
+          for (std::size_t i = 0; i < held.blocks().size(); ++i) {
+            const adapter::ComponentBlock& block = held.blocks()[i];
+            const std::string bkey = key + ".block" + std::to_string(i);
+            const std::string btensor = tensor + ".block" + std::to_string(i);
+            out.set_metadata(bkey + ".begin", std::to_string(block.begin));
+            out.set_metadata(bkey + ".end", std::to_string(block.end));
+            add_quantized(out, btensor + ".A", bkey + ".A", block.a_rows, true);
+            add_quantized(out, btensor + ".Bt", bkey + ".Bt", block.bt_rows, true);
+          }
+        } else {
+          out.add(tensor + ".A", held.a());
+          out.add(tensor + ".B", held.b());
+          if constexpr (std::is_same_v<A, adapter::LowRank>) {
+            out.set_metadata(key + ".kind", "low_rank");
+          } else {
+            out.set_metadata(key + ".alpha", exact_text(held.alpha()));
+            out.set_metadata(key + ".scaling",
+                             held.scaling() == adapter::Scaling::standard ? "standard" : "rank_stabilized");
+            if constexpr (std::is_same_v<A, adapter::Lora>) out.set_metadata(key + ".kind", "lora");
+            if constexpr (std::is_same_v<A, adapter::Dora>) {
+              out.set_metadata(key + ".kind", "dora");
+              out.add_vector(tensor + ".magnitude", held.magnitude());
+            }
+            if constexpr (std::is_same_v<A, adapter::QaLora>) {
+              out.set_metadata(key + ".kind", "qa_lora");
+              out.set_metadata(key + ".group_size", std::to_string(held.group_size()));
+              out.set_metadata(key + ".pooling", std::to_string(static_cast<int>(held.pooling())));
+            }
+          }
+        }
+      },
+      any);
+}
+
+/// Reads back what add_adapter wrote, for a layer of `in_features` inputs (QA-LoRA's groups
+/// and the block count's bound need it).
+inline AnyAdapter read_adapter(const io::SafetensorsFile& file,
+                               const std::map<std::string, std::string>& m,
+                               const std::string& tensor, const std::string& key,
+                               index_t in_features) {
+  const std::string& kind = meta(m, key + ".kind");
+  const auto factor = [&](const char* which) { return io::to_matrix(file.at(tensor + which)); };
+  const auto alpha = [&] { return meta_number<double>(m, key + ".alpha"); };
+  const auto scaling = [&] {
+    return meta(m, key + ".scaling") == "rank_stabilized" ? adapter::Scaling::rank_stabilized
+                                                           : adapter::Scaling::standard;
+  };
+  if (kind == "lora") return adapter::Lora(factor(".A"), factor(".B"), alpha(), scaling());
+  if (kind == "dora")
+    return adapter::Dora(factor(".A"), factor(".B"), io::to_vector(file.at(tensor + ".magnitude")),
+                         alpha(), scaling());
+  if (kind == "low_rank") return adapter::LowRank(factor(".A"), factor(".B"));
+  if (kind == "qa_lora") {
+    const int pooling = meta_number<int>(m, key + ".pooling");
+    QLR_CHECK(pooling >= 0 && pooling <= 2, corrupt_file,
+              "layers::load_layers: metadata \"{}.pooling\" = {}; expected 0, 1 or 2", key, pooling);
+    return adapter::QaLora(factor(".A"), factor(".B"), alpha(), in_features,
+                           meta_number<index_t>(m, key + ".group_size"),
+                           static_cast<adapter::Pooling>(pooling), scaling());
+  }
+  if (kind == "quantized_low_rank") {
+    const auto count = meta_number<std::size_t>(m, key + ".blocks");
+    // At most one block per component, and components are at most K.
+    QLR_CHECK(count >= 1 && count <= static_cast<std::size_t>(in_features), corrupt_file,
+              "layers::load_layers: metadata \"{}.blocks\" = {}; expected 1 to {}", key, count,
+              in_features);
+    std::vector<adapter::ComponentBlock> blocks;
+    for (std::size_t i = 0; i < count; ++i) {
+      const std::string bkey = key + ".block" + std::to_string(i);
+      const std::string btensor = tensor + ".block" + std::to_string(i);
+      blocks.push_back({meta_number<index_t>(m, bkey + ".begin"),
+                        meta_number<index_t>(m, bkey + ".end"),
+                        read_quantized(file, m, btensor + ".A", bkey + ".A"),
+                        read_quantized(file, m, btensor + ".Bt", bkey + ".Bt")});
+    }
+    return adapter::QuantizedLowRank(std::move(blocks), meta_number<float>(m, key + ".factor_scale"));
+  }
+  qlr::detail::fail(Errc::corrupt_file,
+                    "layers::load_layers: metadata \"{}.kind\" = '{}'; expected lora, dora, "
+                    "low_rank, qa_lora or quantized_low_rank",
+                    key, kind);
+}
+
+/// The file's metadata after checking its "qlr.format" is `expected`.
+inline const std::map<std::string, std::string>& checked_metadata(const io::SafetensorsFile& file,
+                                                                  const std::filesystem::path& path,
+                                                                  std::string_view expected) {
+  const auto& m = file.metadata();
+  const auto format = m.find("qlr.format");
+  QLR_CHECK(format != m.end() && format->second == expected, corrupt_file,
+            "layers: {}: metadata qlr.format = '{}'; expected '{}'", path.string(),
+            format == m.end() ? "" : format->second, expected);
+  return m;
+}
+
+/// The names joined by ',' after checking each one can be stored.
+template <class Map>
+std::string stored_names(const Map& items, const char* what) {
+  std::string names;
+  for (const auto& [name, item] : items) {
+    check_stored_name(name, what);
+    names += (names.empty() ? "" : ",") + name;
+  }
+  return names;
+}
+
 }  // namespace detail
 
 /// Saves `layers` (name → layer) with their adapters to `path` as one safetensors file
@@ -197,10 +315,8 @@ inline quant::AnyQuantizedMatrix read_quantized(const io::SafetensorsFile& file,
 inline void save_layers(const std::filesystem::path& path, const std::map<std::string, AnyLinear>& layers) {
   io::SafetensorsWriter out;
   out.set_metadata("qlr.format", std::string(detail::layer_file_format));
-  std::string layer_names;
+  out.set_metadata("qlr.layers", detail::stored_names(layers, "layer"));
   for (const auto& [name, layer] : layers) {
-    detail::check_stored_name(name, "layer");
-    layer_names += (layer_names.empty() ? "" : ",") + name;
     const std::string key = "qlr.layer." + name;
     out.set_metadata(key + ".spec", to_string(layer.spec()));
     detail::add_quantized(out, name, key, layer.base(), false);
@@ -209,54 +325,14 @@ inline void save_layers(const std::filesystem::path& path, const std::map<std::s
     for (const AttachedAdapter& a : layer.adapters()) {
       detail::check_stored_name(a.name, "adapter");
       adapter_names += (adapter_names.empty() ? "" : ",") + a.name;
-      const std::string tensor = name + ".adapters." + a.name;
       const std::string akey = "qlr.adapter." + name + "/" + a.name;
       out.set_metadata(akey + ".basis", a.basis == Basis::rotated ? "rotated" : "original");
       out.set_metadata(akey + ".enabled", a.enabled ? "1" : "0");
       out.set_metadata(akey + ".scale", detail::exact_text(a.scale));
-      std::visit(
-          [&]<class A>(const A& held) {
-            if constexpr (std::is_same_v<A, adapter::QuantizedLowRank>) {
-              // The blocks as quantized, not their dequantization: the file keeps the bits.
-              out.set_metadata(akey + ".kind", "quantized_low_rank");
-              out.set_metadata(akey + ".factor_scale", detail::exact_text(held.scale()));
-              out.set_metadata(akey + ".blocks", std::to_string(held.blocks().size()));
-              for (std::size_t i = 0; i < held.blocks().size(); ++i) {
-                const adapter::ComponentBlock& block = held.blocks()[i];
-                const std::string bkey = akey + ".block" + std::to_string(i);
-                const std::string btensor = tensor + ".block" + std::to_string(i);
-                out.set_metadata(bkey + ".begin", std::to_string(block.begin));
-                out.set_metadata(bkey + ".end", std::to_string(block.end));
-                detail::add_quantized(out, btensor + ".A", bkey + ".A", block.a_rows, true);
-                detail::add_quantized(out, btensor + ".Bt", bkey + ".Bt", block.bt_rows, true);
-              }
-            } else {
-              out.add(tensor + ".A", held.a());
-              out.add(tensor + ".B", held.b());
-              if constexpr (std::is_same_v<A, adapter::LowRank>) {
-                out.set_metadata(akey + ".kind", "low_rank");
-              } else {
-                out.set_metadata(akey + ".alpha", detail::exact_text(held.alpha()));
-                out.set_metadata(akey + ".scaling",
-                                 held.scaling() == adapter::Scaling::standard ? "standard" : "rank_stabilized");
-                if constexpr (std::is_same_v<A, adapter::Lora>) out.set_metadata(akey + ".kind", "lora");
-                if constexpr (std::is_same_v<A, adapter::Dora>) {
-                  out.set_metadata(akey + ".kind", "dora");
-                  out.add_vector(tensor + ".magnitude", held.magnitude());
-                }
-                if constexpr (std::is_same_v<A, adapter::QaLora>) {
-                  out.set_metadata(akey + ".kind", "qa_lora");
-                  out.set_metadata(akey + ".group_size", std::to_string(held.group_size()));
-                  out.set_metadata(akey + ".pooling", std::to_string(static_cast<int>(held.pooling())));
-                }
-              }
-            }
-          },
-          a.adapter);
+      detail::add_adapter(out, name + ".adapters." + a.name, akey, a.adapter);
     }
     out.set_metadata(key + ".adapters", adapter_names);
   }
-  out.set_metadata("qlr.layers", layer_names);
   out.write(path);
 }
 
@@ -264,11 +340,7 @@ inline void save_layers(const std::filesystem::path& path, const std::map<std::s
 /// adapters in their saved state. Throws Errc::corrupt_file naming what is missing or wrong.
 inline std::map<std::string, AnyLinear> load_layers(const std::filesystem::path& path) {
   const io::SafetensorsFile file(path);
-  const auto& m = file.metadata();
-  const auto format = m.find("qlr.format");
-  QLR_CHECK(format != m.end() && format->second == detail::layer_file_format, corrupt_file,
-            "layers::load_layers: {}: metadata qlr.format = '{}'; expected '{}'", path.string(),
-            format == m.end() ? "" : format->second, detail::layer_file_format);
+  const auto& m = detail::checked_metadata(file, path, detail::layer_file_format);
   std::map<std::string, AnyLinear> layers;
   for (const std::string& name : detail::split_names(detail::meta(m, "qlr.layers"))) {
     const std::string key = "qlr.layer." + name;
@@ -277,56 +349,53 @@ inline std::map<std::string, AnyLinear> load_layers(const std::filesystem::path&
         detail::read_quantized(file, m, name, key, spec.weights.bits, spec.weights.encoding), spec);
     if (const io::TensorView* b = file.find(name + ".bias")) layer.set_bias(io::to_vector(*b));
     for (const std::string& a : detail::split_names(detail::meta(m, key + ".adapters"))) {
-      const std::string tensor = name + ".adapters." + a;
       const std::string akey = "qlr.adapter." + name + "/" + a;
-      const std::string& kind = detail::meta(m, akey + ".kind");
-      const auto factor = [&](const char* which) { return io::to_matrix(file.at(tensor + which)); };
-      const auto alpha = [&] { return detail::meta_number<double>(m, akey + ".alpha"); };
-      const auto scaling = [&] {
-        return detail::meta(m, akey + ".scaling") == "rank_stabilized" ? adapter::Scaling::rank_stabilized
-                                                                        : adapter::Scaling::standard;
-      };
       const Basis basis = detail::meta(m, akey + ".basis") == "rotated" ? Basis::rotated : Basis::original;
-      if (kind == "lora") {
-        layer.attach(a, adapter::Lora(factor(".A"), factor(".B"), alpha(), scaling()), basis);
-      } else if (kind == "dora") {
-        layer.attach(a, adapter::Dora(factor(".A"), factor(".B"), io::to_vector(file.at(tensor + ".magnitude")), alpha(), scaling()), basis);
-      } else if (kind == "low_rank") {
-        layer.attach(a, adapter::LowRank(factor(".A"), factor(".B")), basis);
-      } else if (kind == "qa_lora") {
-        const int pooling = detail::meta_number<int>(m, akey + ".pooling");
-        QLR_CHECK(pooling >= 0 && pooling <= 2, corrupt_file,
-                  "layers::load_layers: metadata \"{}.pooling\" = {}; expected 0, 1 or 2", akey, pooling);
-        layer.attach(a, adapter::QaLora(factor(".A"), factor(".B"), alpha(), layer.in_features(),
-                                        detail::meta_number<index_t>(m, akey + ".group_size"),
-                                        static_cast<adapter::Pooling>(pooling), scaling()), basis);
-      } else if (kind == "quantized_low_rank") {
-        const auto count = detail::meta_number<std::size_t>(m, akey + ".blocks");
-        // At most one block per component, and components are at most K.
-        QLR_CHECK(count >= 1 && count <= static_cast<std::size_t>(layer.in_features()), corrupt_file,
-                  "layers::load_layers: metadata \"{}.blocks\" = {}; expected 1 to {}", akey, count,
-                  layer.in_features());
-        std::vector<adapter::ComponentBlock> blocks;
-        for (std::size_t i = 0; i < count; ++i) {
-          const std::string bkey = akey + ".block" + std::to_string(i);
-          const std::string btensor = tensor + ".block" + std::to_string(i);
-          blocks.push_back({detail::meta_number<index_t>(m, bkey + ".begin"),
-                            detail::meta_number<index_t>(m, bkey + ".end"),
-                            detail::read_quantized(file, m, btensor + ".A", bkey + ".A"),
-                            detail::read_quantized(file, m, btensor + ".Bt", bkey + ".Bt")});
-        }
-        layer.attach(a, adapter::QuantizedLowRank(std::move(blocks),
-                                                  detail::meta_number<float>(m, akey + ".factor_scale")),
-                     basis);
-      } else {
-        qlr::detail::fail(Errc::corrupt_file, "layers::load_layers: adapter '{}' of layer '{}' has kind '{}'; expected lora, dora, low_rank, qa_lora or quantized_low_rank", a, name, kind);
-      }
+      layer.attach(a,
+                   detail::read_adapter(file, m, name + ".adapters." + a, akey, layer.in_features()),
+                   basis);
       layer.set_scale(a, detail::meta_number<float>(m, akey + ".scale"));
       layer.set_enabled(a, detail::meta(m, akey + ".enabled") == "1");
     }
     layers.emplace(name, std::move(layer));
   }
   return layers;
+}
+
+/// Saves `adapters` (name → adapter, e.g. a PEFT module's name) without a base, as one
+/// safetensors file of format "qlr-adapters/1" (written atomically); quantized factors keep
+/// their codes. Throws for a name with ',' or '/'.
+inline void save_adapters(const std::filesystem::path& path,
+                          const std::map<std::string, AnyAdapter>& adapters) {
+  io::SafetensorsWriter out;
+  out.set_metadata("qlr.format", std::string(detail::adapter_file_format));
+  out.set_metadata("qlr.adapters", detail::stored_names(adapters, "adapter"));
+  for (const auto& [name, a] : adapters) {
+    const std::string key = "qlr.adapter." + name;
+    out.set_metadata(key + ".in_features",
+                     std::to_string(std::visit([](const auto& x) { return x.in_features(); }, a)));
+    detail::add_adapter(out, name, key, a);
+  }
+  out.write(path);
+}
+
+/// Reads a file save_adapters wrote, every adapter bit for bit. Throws Errc::corrupt_file
+/// naming what is missing or wrong.
+inline std::map<std::string, AnyAdapter> load_adapters(const std::filesystem::path& path) {
+  const io::SafetensorsFile file(path);
+  const auto& m = detail::checked_metadata(file, path, detail::adapter_file_format);
+  std::map<std::string, AnyAdapter> adapters;
+  for (const std::string& name : detail::split_names(detail::meta(m, "qlr.adapters"))) {
+    const std::string key = "qlr.adapter." + name;
+    const auto in_features = detail::meta_number<index_t>(m, key + ".in_features");
+    AnyAdapter a = detail::read_adapter(file, m, name, key, in_features);
+    const index_t read = std::visit([](const auto& x) { return x.in_features(); }, a);
+    QLR_CHECK(read == in_features, corrupt_file,
+              "layers::load_adapters: adapter '{}' reads {} inputs; metadata \"{}.in_features\" "
+              "says {}", name, read, key, in_features);
+    adapters.emplace(name, std::move(a));
+  }
+  return adapters;
 }
 
 }  // namespace qlr::layers
