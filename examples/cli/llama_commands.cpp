@@ -4,7 +4,9 @@
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
+#include <cstddef>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -73,6 +75,20 @@ options:
   --text FILE           the text to score (default: the vendored TinyStories slice)
   --window N            window length, at most seq_len (default: 256)
   --max-tokens N        score the first N tokens only; 0 = all (default: 0)
+  --skip-tokens N       leave out the text's first N tokens (e.g. the calibration's) first
+                        (default: 0)
+
+calibration (GPTQ, EoRA; the model's inputs are captured from the FP32 model, with the same
+--rotation, over the calibration text in windows of N):
+  --gptq                quantize --linear SPEC by GPTQ (error feedback with the inputs'
+                        covariance) instead of round-to-nearest
+  --compensation-rank R add a rank-R compensation term to every block layer (default: 0)
+  --compensation KIND   eora (the default: minimizes the error on the calibration inputs)
+                        or svd (minimizes |W - W^ - B*A|_F; needs no calibration)
+  --compensation-bits B the term's factors quantized to B = 4 or 3 bits (groups of 32, f16
+                        scales; counted in bits/param); 0 = FP32 (default: 0)
+  --calibration-text F  the calibration text (default: the --text FILE)
+  --calibration-tokens N  its first N tokens (default: 8192)
 )";
 
 constexpr std::string_view demo_usage = R"(usage: qlr demo [--linear SPEC] [--prompt TEXT] [--steps N] [options]
@@ -137,15 +153,95 @@ struct Loaded {
   qlr::model::Tokenizer tokenizer;
 };
 
-Loaded load(const ModelFlags& f) {
-  const qlr::io::Llama2cModel checkpoint = qlr::io::load_llama2c(f.model);
+/// The file `flag` names, whole.
+std::string read_text_file(const std::filesystem::path& path, std::string_view flag = "--text") {
+  std::ifstream in(path, std::ios::binary);
+  QLR_CHECK(in.good() && std::filesystem::is_regular_file(path), io,
+            "qlr: {} '{}'; expected a readable file", flag, path.string());
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+/// What `qlr perplexity` compresses with: GPTQ, a compensation term, the calibration text.
+struct CalibrationFlags {
+  bool gptq = false;
+  qlr::index_t rank = 0;
+  llama::CompensationKind kind = llama::CompensationKind::eora;
+  int bits = 0;
+  std::optional<std::filesystem::path> text;  ///< default: the scored text
+  long tokens = 8192;
+
+  /// Whether the model needs calibration statistics.
+  [[nodiscard]] bool needs_statistics() const {
+    return gptq || (rank > 0 && kind == llama::CompensationKind::eora);
+  }
+};
+
+/// Takes argv[i] if it is a calibration flag (advancing i past its value); false otherwise.
+bool parse_calibration_flag(int argc, char** argv, int& i, CalibrationFlags& c) {
+  const std::string_view arg = argv[i];
+  if (arg == "--gptq") {
+    c.gptq = true;
+  } else if (arg == "--compensation-rank") {
+    c.rank = parse_number<qlr::index_t>(arg, flag_value(argc, argv, i));
+  } else if (arg == "--compensation") {
+    const std::string_view kind = flag_value(argc, argv, i);
+    if (kind == "eora")
+      c.kind = llama::CompensationKind::eora;
+    else if (kind == "svd")
+      c.kind = llama::CompensationKind::svd;
+    else
+      usage_error(fmt::format("--compensation '{}'; expected eora or svd", kind));
+  } else if (arg == "--compensation-bits") {
+    c.bits = parse_number<int>(arg, flag_value(argc, argv, i));
+  } else if (arg == "--calibration-text") {
+    c.text = std::string(flag_value(argc, argv, i));
+  } else if (arg == "--calibration-tokens") {
+    c.tokens = parse_number<long>(arg, flag_value(argc, argv, i));
+  } else {
+    return false;
+  }
+  return true;
+}
+
+/// The engine's options as the flags say.
+llama::ModelOptions model_options(const ModelFlags& f, const CalibrationFlags& c) {
   llama::ModelOptions options;
   options.linear = f.linear;
   options.quantize_classifier = f.quantize_classifier;
   options.rotation = f.rotation;
   options.rotation_seed = f.rotation_seed;
-  return {llama::Model(checkpoint, options),
-          qlr::model::Tokenizer::load(f.tokenizer, checkpoint.config.vocab_size)};
+  options.gptq = c.gptq;
+  options.compensation_rank = c.rank;
+  options.compensation = c.kind;
+  options.compensation_bits = c.bits;
+  return options;
+}
+
+/// The model and its tokenizer as the flags say; with `calibration`, its statistics are taken
+/// first from the FP32 model over the calibration text (a progress bar on stderr).
+Loaded load(const ModelFlags& f, const CalibrationFlags& c = {}, int window = 256,
+            const std::string* default_text = nullptr) {
+  const qlr::io::Llama2cModel checkpoint = qlr::io::load_llama2c(f.model);
+  qlr::model::Tokenizer tokenizer = qlr::model::Tokenizer::load(f.tokenizer, checkpoint.config.vocab_size);
+  std::optional<llama::Calibration> statistics;
+  llama::check_options(checkpoint.config, model_options(f, c));  // before calibration's time
+  if (c.needs_statistics()) {
+    QLR_CHECK(c.tokens >= 1, invalid_argument, "qlr: --calibration-tokens = {}; expected >= 1",
+              c.tokens);
+    std::vector<int> tokens = llama::story_tokens(
+        tokenizer, c.text ? read_text_file(*c.text, "--calibration-text") : *default_text);
+    if (static_cast<std::size_t>(c.tokens) < tokens.size()) tokens.resize(static_cast<std::size_t>(c.tokens));
+    llama::ModelOptions fp32 = model_options(f, {});
+    fp32.linear.reset();
+    const ProgressBar bar("calibrating");
+    statistics = llama::calibrate(llama::Model(checkpoint, fp32), tokens, window,
+                                  [&](qlr::index_t done, qlr::index_t total) {
+                                    bar.update(done, total);
+                                    return true;
+                                  });
+  }
+  return {llama::Model(checkpoint, model_options(f, c), statistics ? &*statistics : nullptr),
+          std::move(tokenizer)};
 }
 
 std::string spec_name(const ModelFlags& f) {
@@ -158,15 +254,17 @@ std::string setting_name(const ModelFlags& f) {
   return fmt::format("{}, {} rotation", spec_name(f), llama::to_string(f.rotation));
 }
 
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+/// ", gptq, eora r=8 (4-bit)" and the like; empty without calibration flags.
+std::string compression_name(const CalibrationFlags& c) {
+  std::string name = c.gptq ? ", gptq" : "";
+  if (c.rank > 0)
+    name += fmt::format(", {} r={} ({})", llama::to_string(c.kind), c.rank,
+                        c.bits == 0 ? std::string("fp32") : fmt::format("{}-bit", c.bits));
+  return name;
 }
 
-std::string read_text_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  QLR_CHECK(in.good() && std::filesystem::is_regular_file(path), io,
-            "qlr: --text '{}'; expected a readable file", path.string());
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
 /// The NLL of a text's first `max_tokens` tokens (0: all) and how long it took.
@@ -177,9 +275,11 @@ struct Scored {
 };
 
 Scored score_text(const Loaded& loaded, const std::string& text, int window, long max_tokens,
-                  const std::string& bar_label) {
+                  const std::string& bar_label, long skip_tokens = 0) {
   QLR_CHECK(max_tokens >= 0, invalid_argument, "qlr: --max-tokens = {}; expected >= 0", max_tokens);
+  QLR_CHECK(skip_tokens >= 0, invalid_argument, "qlr: --skip-tokens = {}; expected >= 0", skip_tokens);
   std::vector<int> tokens = llama::story_tokens(loaded.tokenizer, text);
+  tokens.erase(tokens.begin(), tokens.begin() + std::min<std::ptrdiff_t>(skip_tokens, std::ssize(tokens)));
   if (max_tokens > 0 && static_cast<std::size_t>(max_tokens) < tokens.size())
     tokens.resize(static_cast<std::size_t>(max_tokens));
   const ProgressBar bar(bar_label);
@@ -251,28 +351,38 @@ void perplexity(int argc, char** argv, int first) {
   ModelFlags f;
   std::filesystem::path text_path = QLR_DEFAULT_TEXT;
   int window = 256;
-  long max_tokens = 0;
+  long max_tokens = 0, skip_tokens = 0;
+  CalibrationFlags c;
   for (int i = first; i < argc; ++i) {
     const std::string_view arg = argv[i];
     if (parse_model_flag(argc, argv, i, f, perplexity_usage)) continue;
+    if (parse_calibration_flag(argc, argv, i, c)) continue;
     if (arg == "--text")
       text_path = std::string(flag_value(argc, argv, i));
     else if (arg == "--window")
       window = parse_number<int>(arg, flag_value(argc, argv, i));
     else if (arg == "--max-tokens")
       max_tokens = parse_number<long>(arg, flag_value(argc, argv, i));
+    else if (arg == "--skip-tokens")
+      skip_tokens = parse_number<long>(arg, flag_value(argc, argv, i));
     else
       usage_error(fmt::format("perplexity: unknown argument '{}'", arg));
   }
   const std::string text = read_text_file(text_path);
-  const Loaded loaded = load(f);
-  const Scored scored = score_text(loaded, text, window, max_tokens, "perplexity");
+  const Loaded loaded = load(f, c, window, &text);
+  const Scored scored = score_text(loaded, text, window, max_tokens, "perplexity", skip_tokens);
+  const std::string compression = compression_name(c);
   const llama::NllResult& r = scored.nll;
   const double seconds = scored.seconds;
   const std::size_t token_count = scored.tokens;
   if (f.json) {
     const nlohmann::ordered_json j = {{"linear", spec_name(f)},
                                       {"rotation", llama::to_string(f.rotation)},
+                                      {"gptq", c.gptq},
+                                      {"compensation", c.rank > 0 ? llama::to_string(c.kind) : "none"},
+                                      {"compensation_rank", c.rank},
+                                      {"compensation_bits", c.rank > 0 ? (c.bits == 0 ? 32 : c.bits) : 0},
+                                      {"calibration_tokens", c.needs_statistics() ? c.tokens : 0},
                                       {"nll", r.nll},
                                       {"ppl", r.perplexity()},
                                       {"tokens", token_count},
@@ -283,9 +393,9 @@ void perplexity(int argc, char** argv, int first) {
                                       {"tokens_per_s", static_cast<double>(token_count) / seconds}};
     fmt::print("{}\n", j.dump(2));
   } else {
-    fmt::print("{}: NLL {:.4f} nats/token, perplexity {:.3f} over {} targets ({:.2f} bits/param, "
+    fmt::print("{}{}: NLL {:.4f} nats/token, perplexity {:.3f} over {} targets ({:.2f} bits/param, "
                "{:.0f} tokens/s)\n",
-               setting_name(f), r.nll, r.perplexity(), r.targets, loaded.model.bits_per_parameter(),
+               setting_name(f), compression, r.nll, r.perplexity(), r.targets, loaded.model.bits_per_parameter(),
                static_cast<double>(token_count) / seconds);
   }
 }

@@ -6,9 +6,14 @@
 //
 // Forward takes a block of tokens at consecutive positions, so a prompt or a perplexity
 // window runs as GEMMs (M = tokens) and a generated token as GEMVs, on the same code.
+//
+// Calibration (ALGORITHMS.md §2.7, §7): calibrate() runs the FP32 model over text and keeps,
+// per block, the covariance Σ x·xᵀ of the four inputs its seven linear layers read; a model
+// built with them quantizes by GPTQ and adds EoRA (or plain-SVD) compensation per layer.
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -19,6 +24,10 @@
 #include <utility>
 #include <vector>
 
+#include "qlr/adapter/quantized_low_rank.hpp"
+#include "qlr/compensate/calibration.hpp"
+#include "qlr/compensate/eora.hpp"
+#include "qlr/compensate/gptq.hpp"
 #include "qlr/core/error.hpp"
 #include "qlr/core/matrix.hpp"
 #include "qlr/io/llama2c.hpp"
@@ -33,6 +42,29 @@ using qlr::index_t;
 using qlr::Matrix;
 using qlr::Vector;
 
+/// Which error-compensation term a quantized layer gets (§7).
+enum class CompensationKind {
+  svd,    ///< the best rank-r B·A for ‖ΔW − B·A‖_F (no calibration needed)
+  eora,   ///< the best rank-r B·A for ‖(ΔW − B·A)·X‖_F, in the calibration eigenspace
+};
+
+/// "svd" or "eora".
+inline const char* to_string(CompensationKind kind) {
+  return kind == CompensationKind::svd ? "svd" : "eora";
+}
+
+/// How the engine builds its linear layers.
+struct ModelOptions {
+  std::optional<qlr::layers::LinearSpec> linear;  ///< q, k, v, o, gate, up, down; none: FP32
+  bool quantize_classifier = false;               ///< the classifier too (else FP32, RTN)
+  RotationKind rotation = RotationKind::none;     ///< R1 and R4 (see rotation.hpp)
+  std::uint64_t rotation_seed = 0;                ///< R1's seed; R4 takes seed + 1
+  bool gptq = false;                              ///< GPTQ instead of RTN (needs calibration)
+  index_t compensation_rank = 0;                  ///< r of each block layer's term; 0: none
+  CompensationKind compensation = CompensationKind::eora;  ///< the term's objective
+  int compensation_bits = 0;  ///< its factors quantized to 4 or 3 bits (g = 32); 0: FP32
+};
+
 /// One linear layer of the engine: the FP32 weight (y = x·Wᵀ) or a qlr layer.
 class Linear {
  public:
@@ -42,6 +74,32 @@ class Linear {
       quantized_.emplace(qlr::layers::make_linear(w, *spec));
     else
       dense_ = w;
+  }
+  /// `w` quantized as `options` says with the statistics `input` of what the layer reads
+  /// (GPTQ, EoRA); with no calibration asked for, the plain constructor's layer.
+  Linear(const Matrix& w, const ModelOptions& options, const qlr::compensate::Covariance* input,
+         const std::optional<qlr::compensate::Eigenspace>& space)
+      : Linear(w, options.gptq ? std::nullopt : options.linear) {
+    if (!options.linear) return;
+    if (options.gptq)
+      quantized_.emplace(qlr::layers::make_linear(
+          qlr::compensate::gptq_quantize(w, *input, options.linear->weights), *options.linear));
+    if (options.compensation_rank == 0) return;
+    const Matrix w_hat = quantized_->dequantized_weight();
+    const qlr::compensate::Compensation term =
+        options.compensation == CompensationKind::eora
+            ? qlr::compensate::eora(w, w_hat, *space, options.compensation_rank)
+            : qlr::compensate::svd_compensation(w, w_hat, options.compensation_rank);
+    if (options.compensation_bits == 0) {
+      quantized_->attach("compensation", term.to_low_rank());
+    } else {
+      qlr::quant::QuantSpec factors;
+      factors.bits = options.compensation_bits;
+      factors.options.group_size = 32;
+      factors.options.scale_type = qlr::ScaleType::f16;
+      quantized_->attach("compensation",
+                         qlr::adapter::QuantizedLowRank::quantize(term.to_low_rank(), factors));
+    }
   }
   /// y (M×N) = x (M×K)·Wᵀ.
   void forward(qlr::ConstMatrixRef x, qlr::MatrixRef y) const {
@@ -56,9 +114,31 @@ class Linear {
   [[nodiscard]] index_t in_features() const {  ///< K
     return quantized_ ? quantized_->in_features() : dense_.cols();
   }
-  /// Storage bits per weight, scales and zeros included (32 for FP32).
+  /// Storage bits per weight, scales and zeros included (32 for FP32); a compensation term
+  /// adds its own stored bits over the N·K weights.
   [[nodiscard]] double bits_per_parameter() const {
-    return quantized_ ? qlr::quant::bits_per_parameter(quantized_->base()) : 32.0;
+    if (!quantized_) return 32.0;
+    double bits = qlr::quant::bits_per_parameter(quantized_->base());
+    const auto weights = static_cast<double>(out_features() * in_features());
+    for (const qlr::layers::AttachedAdapter& a : quantized_->adapters())
+      bits += std::visit(
+          []<class A>(const A& held) {
+            const auto values = static_cast<double>(held.rank() * (held.in_features() + held.out_features()));
+            if constexpr (std::is_same_v<A, qlr::adapter::QuantizedLowRank>)
+              return held.bits_per_parameter() * values;
+            else
+              return 32.0 * values;
+          },
+          a.adapter) / weights;
+    return bits;
+  }
+  /// W as the layer computes it (FP32 weight, or the dequantized base plus its terms).
+  [[nodiscard]] Matrix effective_weight() const {
+    if (!quantized_) return dense_;
+    Matrix w = quantized_->dequantized_weight();
+    for (const qlr::layers::AttachedAdapter& a : quantized_->adapters())
+      w += std::visit([](const auto& held) { return Matrix(held.delta()); }, a.adapter);
+    return w;
   }
 
  private:
@@ -66,12 +146,19 @@ class Linear {
   std::optional<qlr::layers::AnyLinear> quantized_;
 };
 
-/// How the engine builds its linear layers.
-struct ModelOptions {
-  std::optional<qlr::layers::LinearSpec> linear;  ///< q, k, v, o, gate, up, down; none: FP32
-  bool quantize_classifier = false;               ///< the classifier too (else FP32)
-  RotationKind rotation = RotationKind::none;     ///< R1 and R4 (see rotation.hpp)
-  std::uint64_t rotation_seed = 0;                ///< R1's seed; R4 takes seed + 1
+/// The four inputs a block's linear layers read: wq, wk, wv share one, w1 and w3 another.
+enum class BlockInput : std::uint8_t {
+  attention,         ///< the normalized residual, read by wq, wk, wv
+  attention_output,  ///< the heads' output, read by wo
+  mlp,               ///< the normalized residual, read by w1, w3
+  mlp_hidden,        ///< silu(gate) ⊙ up (R4-rotated when the model is), read by w2
+};
+inline constexpr std::size_t block_inputs = 4;
+
+/// Calibration statistics: per block, the covariance of each BlockInput.
+struct Calibration {
+  std::vector<std::array<std::optional<qlr::compensate::Covariance>, block_inputs>> blocks;
+  index_t tokens = 0;  ///< tokens run (each is one sample of every input)
 };
 
 /// The keys and values of every block for the positions seen so far.
@@ -80,13 +167,39 @@ struct KvCache {
   std::vector<Matrix> values;  ///< per block, seq_len × kv_dim
 };
 
+/// Throws unless `options` can build a model of `config` (a quantized spec without +rht for
+/// GPTQ or compensation, a rank every layer has, 0/3/4 compensation bits): cheap, so a tool
+/// can call it before spending time on calibration.
+inline void check_options(const qlr::io::Llama2cConfig& config, const ModelOptions& options) {
+  constexpr const char* entity = "llama::Model";
+  if (!options.gptq && options.compensation_rank == 0) return;
+  QLR_CHECK(options.linear && !options.linear->rotated, invalid_argument,
+            "{}: GPTQ or compensation with linear = {}; expected a quantized spec without "
+            "+rht (the calibration is in the model's basis)", entity,
+            options.linear ? to_string(*options.linear) : std::string("fp32"));
+  const index_t max_rank = std::min({config.dim, config.hidden_dim, config.kv_dim()});
+  QLR_CHECK(options.compensation_rank >= 0 && options.compensation_rank <= max_rank,
+            invalid_argument,
+            "{}: compensation_rank = {}; expected 0 to {} (the smallest min(N, K) of a layer)",
+            entity, options.compensation_rank, max_rank);
+  QLR_CHECK(options.compensation_bits == 0 || options.compensation_bits == 3 ||
+                options.compensation_bits == 4,
+            unsupported, "{}: compensation_bits = {}; expected 0 (FP32), 3 or 4", entity,
+            options.compensation_bits);
+}
+
 /// A llama2.c model ready to run.
 class Model {
  public:
   /// Builds the layers of `checkpoint` as `options` says, rotated first if it asks.
-  Model(const qlr::io::Llama2cModel& checkpoint, const ModelOptions& options = {}) {
+  /// GPTQ and EoRA read `calibration`, which calibrate() took from the FP32 model with the
+  /// same rotation. Throws when options ask for one without it, or for a layer-level
+  /// rotation (+rht), whose basis the statistics are not in.
+  Model(const qlr::io::Llama2cModel& checkpoint, const ModelOptions& options = {},
+        const Calibration* calibration = nullptr) {
+    check_compression(checkpoint, options, calibration);
     if (options.rotation == RotationKind::none) {
-      build(checkpoint, options);
+      build(checkpoint, options, calibration);
       return;
     }
     qlr::io::Llama2cModel rotated = checkpoint;
@@ -94,7 +207,7 @@ class Model {
     const StreamRotation r4(options.rotation, checkpoint.config.hidden_dim, options.rotation_seed + 1);
     rotate_checkpoint(rotated, r1, r4);
     hidden_rotation_.emplace(r4);
-    build(rotated, options);
+    build(rotated, options, calibration);
   }
 
   /// The checkpoint's header.
@@ -113,7 +226,9 @@ class Model {
   /// Logits (T×vocab) of `tokens` at positions [pos, pos + T), attending to the cache's
   /// positions [0, pos) and to each other causally; their keys and values join the cache.
   /// Throws for a token id out of range or positions past seq_len.
-  [[nodiscard]] Matrix forward(std::span<const int> tokens, int pos, KvCache& cache) const {
+  /// With `capture`, each block's linear inputs are added to its statistics.
+  [[nodiscard]] Matrix forward(std::span<const int> tokens, int pos, KvCache& cache,
+                               Calibration* capture = nullptr) const {
     constexpr const char* entity = "llama::Model::forward";
     const auto t_count = static_cast<index_t>(tokens.size());
     QLR_CHECK(pos >= 0 && t_count >= 1 && pos + t_count <= config_.seq_len, invalid_argument,
@@ -136,7 +251,11 @@ class Model {
     const float inv_sqrt_head = 1.0f / std::sqrt(static_cast<float>(head));
     for (std::size_t l = 0; l < blocks_.size(); ++l) {
       const Block& b = blocks_[l];
+      const auto observe = [&](BlockInput input, const Matrix& in) {
+        if (capture) capture->blocks[l][static_cast<std::size_t>(input)]->add(in);
+      };
       rms_norm(x, b.attention_norm, xb);
+      observe(BlockInput::attention, xb);
       b.wq.forward(xb, q);
       b.wk.forward(xb, k);
       b.wv.forward(xb, v);
@@ -169,14 +288,17 @@ class Model {
                    cache.values[l].row(s).segment(kv_offset, head);
         }
       }
+      observe(BlockInput::attention_output, att_out);
       b.wo.forward(att_out, proj);
       x += proj;
       rms_norm(x, b.ffn_norm, xb);
+      observe(BlockInput::mlp, xb);
       b.w1.forward(xb, gate);
       b.w3.forward(xb, up);
       // SwiGLU: silu(gate) ⊙ up.
       gate = (gate.array() / (1.0f + (-gate.array()).exp())) * up.array();
       if (hidden_rotation_) qlr::rotate::rotate_rows(*hidden_rotation_, gate);  // R4, online
+      observe(BlockInput::mlp_hidden, gate);
       b.w2.forward(gate, proj);
       x += proj;
     }
@@ -207,15 +329,43 @@ class Model {
     Linear wq, wk, wv, wo, w1, w2, w3;
   };
 
-  void build(const qlr::io::Llama2cModel& checkpoint, const ModelOptions& options) {
+  static void check_compression(const qlr::io::Llama2cModel& checkpoint,
+                                const ModelOptions& options, const Calibration* calibration) {
+    constexpr const char* entity = "llama::Model";
+    check_options(checkpoint.config, options);
+    const bool needs_calibration =
+        options.gptq || (options.compensation_rank > 0 && options.compensation == CompensationKind::eora);
+    QLR_CHECK(!needs_calibration || calibration != nullptr, invalid_argument,
+              "{}: GPTQ or EoRA without calibration; expected statistics from calibrate()",
+              entity);
+    QLR_CHECK(!calibration || calibration->blocks.size() == checkpoint.layers.size(),
+              shape_mismatch, "{}: calibration of {} blocks; expected {}", entity,
+              calibration ? calibration->blocks.size() : 0, checkpoint.layers.size());
+  }
+
+  void build(const qlr::io::Llama2cModel& checkpoint, const ModelOptions& options,
+             const Calibration* calibration) {
     config_ = checkpoint.config;
     embedding_ = checkpoint.token_embedding;
     final_norm_ = checkpoint.final_norm;
-    for (const auto& l : checkpoint.layers) {
-      const auto& s = options.linear;
-      blocks_.push_back(Block{l.attention_norm, l.ffn_norm, Linear(l.wq, s), Linear(l.wk, s),
-                              Linear(l.wv, s), Linear(l.wo, s), Linear(l.w1, s), Linear(l.w2, s),
-                              Linear(l.w3, s)});
+    for (std::size_t l = 0; l < checkpoint.layers.size(); ++l) {
+      const auto& w = checkpoint.layers[l];
+      // Each input's statistics and, for EoRA, its eigenspace, shared by its readers.
+      std::array<const qlr::compensate::Covariance*, block_inputs> input{};
+      std::array<std::optional<qlr::compensate::Eigenspace>, block_inputs> space;
+      for (std::size_t i = 0; i < block_inputs && calibration; ++i) {
+        input[i] = &*calibration->blocks[l][i];
+        if (options.compensation_rank > 0 && options.compensation == CompensationKind::eora)
+          space[i].emplace(*input[i]);
+      }
+      const auto make = [&](const Matrix& weight, BlockInput in) {
+        const auto i = static_cast<std::size_t>(in);
+        return Linear(weight, options, input[i], space[i]);
+      };
+      blocks_.push_back(Block{w.attention_norm, w.ffn_norm, make(w.wq, BlockInput::attention),
+                              make(w.wk, BlockInput::attention), make(w.wv, BlockInput::attention),
+                              make(w.wo, BlockInput::attention_output), make(w.w1, BlockInput::mlp),
+                              make(w.w2, BlockInput::mlp_hidden), make(w.w3, BlockInput::mlp)});
     }
     const Matrix& classifier =
         config_.shared_classifier ? checkpoint.token_embedding : checkpoint.classifier;
@@ -360,36 +510,76 @@ struct NllResult {
   [[nodiscard]] double perplexity() const { return std::exp(nll); }
 };
 
-/// Scores `tokens` in non-overlapping windows of `window` tokens, each run from position 0
-/// with an empty cache: position t predicts token t + 1 of the same window. A last window
-/// shorter than 2 tokens is dropped. `on_window(done, total)` reports progress.
-inline NllResult score_windows(const Model& model, std::span<const int> tokens, int window,
-                               const std::function<void(index_t, index_t)>& on_window = {}) {
+/// Runs `tokens` in non-overlapping windows of `window` tokens, each from position 0 with an
+/// empty cache, calling use(begin, logits) per window; a last window shorter than 2 tokens
+/// is dropped. After each window, on_window(done, total) says whether to go on. Returns
+/// false when it stopped early.
+template <class Use>
+bool run_windows(const Model& model, std::span<const int> tokens, int window, Calibration* capture,
+                 Use use, const std::function<bool(index_t, index_t)>& on_window) {
   QLR_CHECK(window >= 2 && window <= model.config().seq_len, invalid_argument,
-            "llama::score_windows: window = {}; expected 2 <= window <= seq_len = {}", window,
+            "llama: window = {}; expected 2 <= window <= seq_len = {}", window,
             model.config().seq_len);
   const auto n = static_cast<index_t>(tokens.size());
   const index_t windows = (n + window - 1) / window;
-  double total = 0;
-  index_t targets = 0;
   for (index_t w = 0; w < windows; ++w) {
     const index_t begin = w * window, length = std::min<index_t>(window, n - begin);
     if (length >= 2) {
       KvCache cache = model.make_cache();
-      const Matrix logits = model.forward(tokens.subspan(static_cast<std::size_t>(begin),
-                                                         static_cast<std::size_t>(length)),
-                                          0, cache);
-      for (index_t t = 0; t + 1 < length; ++t) {
-        const auto row = logits.row(t).cast<double>();
-        const double top = row.maxCoeff();
-        const double log_total = top + std::log((row.array() - top).exp().sum());
-        total += log_total - row(tokens[static_cast<std::size_t>(begin + t + 1)]);
-        ++targets;
-      }
+      use(begin, model.forward(tokens.subspan(static_cast<std::size_t>(begin),
+                                              static_cast<std::size_t>(length)),
+                               0, cache, capture));
     }
-    if (on_window) on_window(w + 1, windows);
+    if (on_window && !on_window(w + 1, windows)) return false;
   }
+  return true;
+}
+
+/// Scores `tokens` in windows as run_windows runs them: position t predicts token t + 1 of
+/// the same window. `on_window(done, total)` reports progress.
+inline NllResult score_windows(const Model& model, std::span<const int> tokens, int window,
+                               const std::function<void(index_t, index_t)>& on_window = {}) {
+  double total = 0;
+  index_t targets = 0;
+  const auto score = [&](index_t begin, const Matrix& logits) {
+    for (index_t t = 0; t + 1 < logits.rows(); ++t) {
+      const auto row = logits.row(t).cast<double>();
+      const double top = row.maxCoeff();
+      const double log_total = top + std::log((row.array() - top).exp().sum());
+      total += log_total - row(tokens[static_cast<std::size_t>(begin + t + 1)]);
+      ++targets;
+    }
+  };
+  run_windows(model, tokens, window, nullptr, score, [&](index_t done, index_t all) {
+    if (on_window) on_window(done, all);
+    return true;
+  });
   return {targets > 0 ? total / static_cast<double>(targets) : 0.0, targets};
+}
+
+/// The statistics of every block layer's input over `tokens`, run through `model` (the FP32
+/// model, with the rotation the compressed one will have) in windows as score_windows runs
+/// them; memory O(K²) per input, whatever the token count. `on_window(done, total)` reports
+/// progress and returns false to cancel, which returns nothing. Throws when there are fewer
+/// tokens than the widest input's K (a rank-deficient covariance) or a non-finite input.
+inline std::optional<Calibration> calibrate(
+    const Model& model, std::span<const int> tokens, int window,
+    const std::function<bool(index_t, index_t)>& on_window = {}) {
+  const qlr::io::Llama2cConfig& c = model.config();
+  const index_t widest = std::max(c.dim, c.hidden_dim);
+  const auto usable = static_cast<index_t>(tokens.size()) -
+                      (static_cast<index_t>(tokens.size()) % window == 1 ? 1 : 0);
+  QLR_CHECK(usable >= widest, invalid_argument,
+            "llama::calibrate: {} calibration tokens; expected at least {} (the widest layer "
+            "input) for a full-rank covariance", usable, widest);
+  Calibration calibration;
+  const index_t widths[block_inputs] = {c.dim, c.dim, c.dim, c.hidden_dim};
+  calibration.blocks.resize(static_cast<std::size_t>(c.n_layers));
+  for (auto& block : calibration.blocks)
+    for (std::size_t i = 0; i < block_inputs; ++i) block[i].emplace(widths[i]);
+  const auto count = [&](index_t, const Matrix& logits) { calibration.tokens += logits.rows(); };
+  if (!run_windows(model, tokens, window, &calibration, count, on_window)) return std::nullopt;
+  return calibration;
 }
 
 /// The token stream of SOURCE.md's NLL protocol: the text split on "<|endoftext|>", each

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -322,4 +323,147 @@ TEST_CASE("llama: bad rotation input is refused with what is wrong", "[model][ll
   // 172 = 4·43 has a Hadamard matrix; 6 = 3·2 has none.
   CHECK_THROWS_WITH(llama::StreamRotation(llama::RotationKind::hadamard, 6, 0),
                     Catch::Contains("n = 6; expected n = K*2^k"));
+}
+
+namespace {
+/// The first `count` tokens of the vendored TinyStories slice.
+std::vector<int> slice_tokens(const Tokenizer& tokenizer, std::size_t count) {
+  const auto slice = std::filesystem::path(QLR_DATA_DIR) / "tinystories" / "tinystories_valid_head.txt";
+  std::vector<int> tokens = llama::story_tokens(tokenizer, read_text(slice));
+  REQUIRE(tokens.size() >= count);
+  tokens.resize(count);
+  return tokens;
+}
+
+/// A block's seven weights with the input each reads.
+std::vector<std::pair<const qlr::Matrix*, llama::BlockInput>> block_weights(const qlr::io::Llama2cLayer& l) {
+  using In = llama::BlockInput;
+  return {{&l.wq, In::attention}, {&l.wk, In::attention}, {&l.wv, In::attention},
+          {&l.wo, In::attention_output}, {&l.w1, In::mlp}, {&l.w3, In::mlp},
+          {&l.w2, In::mlp_hidden}};
+}
+}  // namespace
+
+TEST_CASE("llama: calibration keeps Σ x·xᵀ of every block input, streamed and cancellable",
+          "[model][llama][calibration]") {
+  const auto s = load_stories("the calibration checks");
+  if (!s) return;
+  const std::vector<int> tokens = slice_tokens(s->tokenizer, 1000);
+  const llama::Model model(s->checkpoint);
+  qlr::index_t last_done = 0;
+  const auto calibration = llama::calibrate(model, tokens, 256, [&](qlr::index_t done, qlr::index_t total) {
+    CHECK(total == 4);
+    last_done = done;
+    return true;
+  });
+  REQUIRE(calibration);
+  CHECK(last_done == 4);
+  CHECK(calibration->tokens == 1000);
+  REQUIRE(calibration->blocks.size() == 5);
+  for (const auto& block : calibration->blocks)
+    for (const auto& input : block) CHECK(input->samples() == 1000);
+  CHECK(calibration->blocks[0][3]->in_features() == 172);
+  // Block 0's attention input depends on the token only: RMSNorm(embedding row) ⊙ γ.
+  const auto& c = s->checkpoint;
+  qlr::MatrixD expected = qlr::MatrixD::Zero(64, 64);
+  for (const int id : tokens) {
+    const Eigen::RowVectorXf e = c.token_embedding.row(id);
+    const float inv = 1.0f / std::sqrt(e.squaredNorm() / 64.0f + 1e-5f);
+    const Eigen::RowVectorXd x = ((e.array() * inv) * c.layers[0].attention_norm.transpose().array()).cast<double>();
+    expected += x.transpose() * x;
+  }
+  CHECK((calibration->blocks[0][0]->sum() - expected).norm() <= 1e-5 * expected.norm());
+  // Cancelled after the first window: nothing.
+  CHECK_FALSE(llama::calibrate(model, tokens, 256, [](qlr::index_t, qlr::index_t) { return false; }));
+  // Fewer tokens than the widest input (hidden_dim 172): a rank-deficient covariance.
+  CHECK_THROWS_WITH(llama::calibrate(model, std::span(tokens).first(171), 256),
+                    Catch::Contains("171 calibration tokens; expected at least 172"));
+  // A NaN reaching a layer's input is named, not accumulated.
+  qlr::io::Llama2cModel broken = s->checkpoint;
+  broken.token_embedding(tokens[5], 3) = std::numeric_limits<float>::quiet_NaN();
+  CHECK_THROWS_WITH(llama::calibrate(llama::Model(broken), tokens, 256), Catch::Contains("= nan; expected a finite value"));
+}
+
+TEST_CASE("llama: GPTQ's calibration loss is <= RTN's and EoRA's <= SVD's on every layer of "
+          "stories260K", "[model][llama][calibration]") {
+  const auto s = load_stories("the GPTQ and EoRA layer checks");
+  if (!s) return;
+  const auto calibration = llama::calibrate(llama::Model(s->checkpoint), slice_tokens(s->tokenizer, 4096), 256);
+  REQUIRE(calibration);
+  int layers = 0;
+  for (const char* spec : {"int4-asym-g32", "int3-asym-g32", "int2-sym-g32"}) {
+    const qlr::quant::QuantSpec q = qlr::quant::parse_quant_spec(spec);
+    for (std::size_t b = 0; b < s->checkpoint.layers.size(); ++b) {
+      for (const auto& [w, input] : block_weights(s->checkpoint.layers[b])) {
+        const qlr::compensate::Covariance& cov = *calibration->blocks[b][static_cast<std::size_t>(input)];
+        const qlr::MatrixD exact = w->cast<double>();
+        const auto loss = [&](const qlr::Matrix& w_hat) { return cov.output_error(exact - w_hat.cast<double>()); };
+        const qlr::Matrix rtn = qlr::quant::dequantize(qlr::quant::quantize(*w, q));
+        const qlr::Matrix gptq = qlr::quant::dequantize(qlr::compensate::gptq_quantize(*w, cov, q));
+        CAPTURE(spec, b, static_cast<int>(input), loss(gptq) / loss(rtn));
+        CHECK(loss(gptq) <= loss(rtn));
+        const qlr::compensate::Eigenspace space(cov);
+        const auto residual = [&](const qlr::compensate::Compensation& t) {
+          return loss((gptq.cast<double>() + t.b * t.a).cast<float>());
+        };
+        CHECK(residual(qlr::compensate::eora(*w, gptq, space, 8)) <=
+              residual(qlr::compensate::svd_compensation(*w, gptq, 8)) * (1 + 1e-6));
+        ++layers;
+      }
+    }
+  }
+  CHECK(layers == 3 * 35);
+}
+
+TEST_CASE("llama: GPTQ and EoRA lower the W3 model's NLL on held-out TinyStories",
+          "[model][llama][calibration]") {
+  const auto s = load_stories("the GPTQ and EoRA NLL checks");
+  if (!s) return;
+  const std::vector<int> all = slice_tokens(s->tokenizer, 8192);
+  const std::span<const int> calibration_tokens = std::span(all).first(4096);
+  const std::span<const int> held_out = std::span(all).last(4096);
+  const auto calibration = llama::calibrate(llama::Model(s->checkpoint), calibration_tokens, 256);
+  REQUIRE(calibration);
+  llama::ModelOptions o;
+  o.linear = qlr::layers::parse_linear_spec("int3-asym-g32-f16");
+  const double rtn = llama::score_windows(llama::Model(s->checkpoint, o), held_out, 256).nll;
+  o.gptq = true;
+  const llama::Model gptq_model(s->checkpoint, o, &*calibration);
+  const double gptq = llama::score_windows(gptq_model, held_out, 256).nll;
+  o.compensation_rank = 8;
+  const llama::Model eora_model(s->checkpoint, o, &*calibration);
+  const double eora = llama::score_windows(eora_model, held_out, 256).nll;
+  o.compensation_bits = 4;
+  const llama::Model eora4_model(s->checkpoint, o, &*calibration);
+  const double eora4 = llama::score_windows(eora4_model, held_out, 256).nll;
+  CAPTURE(rtn, gptq, eora, eora4);
+  CHECK(gptq < rtn);
+  CHECK(eora < gptq);
+  CHECK(eora4 < gptq);
+  // The term's storage is counted: 8·(N + K) values per layer at 32 or ~4.5 bits.
+  CHECK(eora_model.bits_per_parameter(false) > eora4_model.bits_per_parameter(false));
+  CHECK(eora4_model.bits_per_parameter(false) > gptq_model.bits_per_parameter(false));
+}
+
+TEST_CASE("llama: bad calibration options are refused with what is wrong",
+          "[model][llama][calibration]") {
+  const auto s = load_stories("the calibration option checks");
+  if (!s) return;
+  llama::ModelOptions o;
+  o.linear = qlr::layers::parse_linear_spec("int4-asym-g32");
+  o.gptq = true;
+  CHECK_THROWS_WITH(llama::Model(s->checkpoint, o), Catch::Contains("GPTQ or EoRA without calibration"));
+  o.gptq = false;
+  o.compensation = llama::CompensationKind::svd;
+  o.compensation_rank = 33;  // kv_dim of stories260K is 32
+  CHECK_THROWS_WITH(llama::Model(s->checkpoint, o),
+                    Catch::Contains("compensation_rank = 33; expected 0 to 32"));
+  o.compensation_rank = 4;
+  o.compensation_bits = 2;
+  CHECK_THROWS_WITH(llama::Model(s->checkpoint, o), Catch::Contains("compensation_bits = 2; expected 0 (FP32), 3 or 4"));
+  o.compensation_bits = 0;
+  o.linear = qlr::layers::parse_linear_spec("int4-asym-g32+rht3");
+  CHECK_THROWS_WITH(llama::Model(s->checkpoint, o), Catch::Contains("expected a quantized spec without +rht"));
+  o.linear.reset();
+  CHECK_THROWS_WITH(llama::Model(s->checkpoint, o), Catch::Contains("linear = fp32"));
 }
