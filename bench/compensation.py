@@ -12,13 +12,12 @@ Evaluation: the TinyStories tokens after them (no overlap) and the start of tiny
                                   [--shakespeare ../shared/data/text/tinyshakespeare.txt]
                                   [--out docs/compensation.md]
 """
-import argparse
 import datetime
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fidelity import ROOT, cpu_name, run  # noqa: E402  (one runner for both tables)
+from fidelity import arguments, cpu_name, run, texts, write_lines  # noqa: E402
 
 BASES = [("W4", "int4-asym-g32-f16"), ("W3", "int3-asym-g32-f16"), ("W2", "int2-asym-g32-f16")]
 RANKS = [4, 8, 16]
@@ -43,31 +42,22 @@ def settings():
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--qlr", default=os.path.join(ROOT, "build/default/examples/qlr"))
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--tinystories", default=os.path.join(ROOT, "data/tinystories/tinystories_valid_head.txt"))
-    p.add_argument("--shakespeare", default=os.path.join(ROOT, "../shared/data/text/tinyshakespeare.txt"))
+    p = arguments(__doc__, "docs/compensation.md")
     p.add_argument("--calibration-tokens", type=int, default=8192)
     p.add_argument("--max-tokens", type=int, default=16384)
-    p.add_argument("--out", default=os.path.join(ROOT, "docs/compensation.md"))
     a = p.parse_args()
     calibration = ["--calibration-text", a.tinystories,
                    "--calibration-tokens", str(a.calibration_tokens)]
-    texts = [("TinyStories", ["--text", a.tinystories, "--skip-tokens", str(a.calibration_tokens)])]
-    if os.path.exists(a.shakespeare):
-        texts.append(("tinyshakespeare", ["--text", a.shakespeare]))
-    else:
-        print(f"compensation.py: {a.shakespeare} not found: tinyshakespeare column skipped",
-              file=sys.stderr)
+    text_flags = texts(["--text", a.tinystories, "--skip-tokens", str(a.calibration_tokens)],
+                       a.shakespeare, "compensation.py")
 
     fp32 = [run(a.qlr, ["perplexity", *t, "--max-tokens", str(a.max_tokens)], a.threads)
-            for _, t in texts]
+            for _, t in text_flags]
     rows = []
     for label, flags in settings():
         print(f"compensation.py: {' '.join(map(str, label))}", file=sys.stderr)
         scores = [run(a.qlr, ["perplexity", *t, "--max-tokens", str(a.max_tokens), *flags,
-                              *calibration], a.threads) for _, t in texts]
+                              *calibration], a.threads) for _, t in text_flags]
         rows.append((label, scores))
 
     lines = [
@@ -91,7 +81,7 @@ def main():
     ]
     header = "| base | quantizer | compensation | r | term | bits/weight |"
     rule = "|---|---|---|---:|---|---:|"
-    for name, _ in texts:
+    for name, _ in text_flags:
         header += f" {name} NLL | Δ vs FP32 |"
         rule += "---:|---:|"
     lines += [header, rule]
@@ -105,10 +95,7 @@ def main():
         for s, ref in zip(scores, fp32):
             cells += f" {s['nll']:.4f} | {s['nll'] - ref['nll']:+.4f} |"
         lines.append(cells)
-    os.makedirs(os.path.dirname(a.out), exist_ok=True)
-    with open(a.out, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print(f"compensation.py: wrote {a.out}", file=sys.stderr)
+    write_lines(a.out, lines, "compensation.py")
 
 
 if __name__ == "__main__":

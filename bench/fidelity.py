@@ -67,27 +67,47 @@ def cpu_name():
     return platform.processor() or "unknown CPU"
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(doc, out):
+    """The options both table scripts take: the tool, threads, the two texts, the output."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("--qlr", default=os.path.join(ROOT, "build/default/examples/qlr"))
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--tinystories", default=os.path.join(ROOT, "data/tinystories/tinystories_valid_head.txt"))
     p.add_argument("--shakespeare", default=os.path.join(ROOT, "../shared/data/text/tinyshakespeare.txt"))
-    p.add_argument("--max-tokens", type=int, default=8192)
-    p.add_argument("--out", default=os.path.join(ROOT, "docs/fidelity.md"))
-    a = p.parse_args()
-    texts = [("TinyStories", a.tinystories)]
-    if os.path.exists(a.shakespeare):
-        texts.append(("tinyshakespeare", a.shakespeare))
+    p.add_argument("--out", default=os.path.join(ROOT, out))
+    return p
+
+
+def texts(tinystories_flags, shakespeare, tool):
+    """[(name, flags)]: TinyStories, and tinyshakespeare when it is there."""
+    found = [("TinyStories", tinystories_flags)]
+    if os.path.exists(shakespeare):
+        found.append(("tinyshakespeare", ["--text", shakespeare]))
     else:
-        print(f"fidelity.py: {a.shakespeare} not found: tinyshakespeare column skipped", file=sys.stderr)
+        print(f"{tool}: {shakespeare} not found: tinyshakespeare column skipped", file=sys.stderr)
+    return found
+
+
+def write_lines(path, lines, tool):
+    """Writes the Markdown lines to path."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"{tool}: wrote {path}", file=sys.stderr)
+
+
+def main():
+    p = arguments(__doc__, "docs/fidelity.md")
+    p.add_argument("--max-tokens", type=int, default=8192)
+    a = p.parse_args()
+    texts_flags = texts(["--text", a.tinystories], a.shakespeare, "fidelity.py")
 
     rows = []
     for label, spec, rotation in SETTINGS:
         print(f"fidelity.py: {label}", file=sys.stderr)
         common = ["--linear", spec, "--rotation", rotation]
-        scores = [run(a.qlr, ["perplexity", "--text", path, "--max-tokens", str(a.max_tokens),
-                              "--window", "256", *common], a.threads) for _, path in texts]
+        scores = [run(a.qlr, ["perplexity", *flags, "--max-tokens", str(a.max_tokens),
+                              "--window", "256", *common], a.threads) for _, flags in texts_flags]
         story = run(a.qlr, ["generate", "--steps", "256", *common], a.threads)
         rows.append((label, spec, rotation, scores, story))
 
@@ -116,7 +136,7 @@ def main():
     ]
     header = "| setting | `--linear` | `--rotation` | bits/weight | bits/param |"
     rule = "|---|---|---|---:|---:|"
-    for name, _ in texts:
+    for name, _ in texts_flags:
         header += f" {name} NLL | Δ | ppl |"
         rule += "---:|---:|---:|"
     header += " prefill tok/s | decode tok/s |"
@@ -129,10 +149,7 @@ def main():
             cells += f" {s['nll']:.4f} | {s['nll'] - base['nll']:+.4f} | {s['ppl']:.3f} |"
         cells += f" {scores[0]['tokens_per_s']:.0f} | {story['tokens_per_s']:.0f} |"
         lines.append(cells)
-    os.makedirs(os.path.dirname(a.out), exist_ok=True)
-    with open(a.out, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print(f"fidelity.py: wrote {a.out}", file=sys.stderr)
+    write_lines(a.out, lines, "fidelity.py")
 
 
 if __name__ == "__main__":
