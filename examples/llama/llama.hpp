@@ -78,12 +78,16 @@ class Linear {
   /// `w` quantized as `options` says with the statistics `input` of what the layer reads
   /// (GPTQ, EoRA); with no calibration asked for, the plain constructor's layer.
   Linear(const Matrix& w, const ModelOptions& options, const qlr::compensate::Covariance* input,
-         const std::optional<qlr::compensate::Eigenspace>& space)
-      : Linear(w, options.gptq ? std::nullopt : options.linear) {
-    if (!options.linear) return;
-    if (options.gptq)
-      quantized_.emplace(qlr::layers::make_linear(
-          qlr::compensate::gptq_quantize(w, *input, options.linear->weights), *options.linear));
+         const std::optional<qlr::compensate::Eigenspace>& space) {
+    if (!options.linear) {
+      dense_ = w;
+      return;
+    }
+    quantized_.emplace(options.gptq
+                           ? qlr::layers::make_linear(
+                                 qlr::compensate::gptq_quantize(w, *input, options.linear->weights),
+                                 *options.linear)
+                           : qlr::layers::make_linear(w, *options.linear));
     if (options.compensation_rank == 0) return;
     const Matrix w_hat = quantized_->dequantized_weight();
     const qlr::compensate::Compensation term =
@@ -132,15 +136,6 @@ class Linear {
           a.adapter) / weights;
     return bits;
   }
-  /// W as the layer computes it (FP32 weight, or the dequantized base plus its terms).
-  [[nodiscard]] Matrix effective_weight() const {
-    if (!quantized_) return dense_;
-    Matrix w = quantized_->dequantized_weight();
-    for (const qlr::layers::AttachedAdapter& a : quantized_->adapters())
-      w += std::visit([](const auto& held) { return Matrix(held.delta()); }, a.adapter);
-    return w;
-  }
-
  private:
   Matrix dense_;
   std::optional<qlr::layers::AnyLinear> quantized_;
