@@ -73,17 +73,21 @@ inline GptqPlan make_plan(const Covariance& cov, const GptqOptions& opt) {
   for (index_t j = 0; j < k; ++j)
     for (index_t i = 0; i < k; ++i) hp(i, j) = h(plan.order[i], plan.order[j]);
   hp.diagonal().array() += opt.percdamp * hp.diagonal().mean();
-  const Eigen::LLT<Eigen::MatrixXd> chol_h(hp);
-  QLR_CHECK(chol_h.info() == Eigen::Success, invalid_argument,
+  // U without forming H⁻¹: with J the reversal, J·H·J = M·Mᵀ (M lower) gives
+  // H⁻¹ = J·M⁻ᵀ·M⁻¹·J = UᵀU for U = J·M⁻¹·J, upper with a positive diagonal, so the unique
+  // factor. One Cholesky and one triangular solve instead of a Cholesky, an inverse and a
+  // second Cholesky (2.7 K³ → 1.3 K³ flops).
+  const Eigen::LLT<Eigen::MatrixXd> chol(hp.reverse());
+  QLR_CHECK(chol.info() == Eigen::Success, invalid_argument,
             "{}: the damped Hessian is not positive definite (percdamp = {}); expected a "
             "covariance of real inputs, or a larger percdamp",
             entity, opt.percdamp);
-  const Eigen::LLT<Eigen::MatrixXd> chol_inv(chol_h.solve(Eigen::MatrixXd::Identity(k, k)));
-  QLR_CHECK(chol_inv.info() == Eigen::Success, invalid_argument,
-            "{}: the inverse Hessian is not positive definite (percdamp = {}); expected a "
-            "larger percdamp",
+  const Eigen::MatrixXd m_inverse = chol.matrixL().solve(Eigen::MatrixXd::Identity(k, k));
+  plan.u = m_inverse.reverse();
+  plan.u.triangularView<Eigen::StrictlyLower>().setZero();
+  QLR_CHECK(plan.u.allFinite(), invalid_argument,
+            "{}: the inverse Hessian overflows (percdamp = {}); expected a larger percdamp",
             entity, opt.percdamp);
-  plan.u = chol_inv.matrixU();
   return plan;
 }
 
