@@ -197,5 +197,7 @@ TEST_CASE("LoRAQuant (b_h = 3) beats uniform 2-bit RTN at fewer bits on real PEF
             bits_lq / values, bits_rtn / values);
     beaten += err_lq < err_rtn && bits_lq < bits_rtn;
   }
-  CHECK(beaten >= 1);  // 5 of the 6 (all but the rank-1 one, which has nothing to split)
+  // Measured: 4 of the 6. qwen2.5 ties (0.445 against 0.443); the rank-1 one has nothing to
+  // split, so its one component is 3-bit and costs more than RTN-2.
+  CHECK(beaten >= 4);
 }

@@ -284,6 +284,11 @@ inline AnyAdapter read_adapter(const io::SafetensorsFile& file,
                     key, kind);
 }
 
+/// K of any adapter.
+inline index_t in_features_of(const AnyAdapter& a) {
+  return std::visit([](const auto& held) { return held.in_features(); }, a);
+}
+
 /// The file's metadata after checking its "qlr.format" is `expected`.
 inline const std::map<std::string, std::string>& checked_metadata(const io::SafetensorsFile& file,
                                                                   const std::filesystem::path& path,
@@ -373,7 +378,7 @@ inline void save_adapters(const std::filesystem::path& path,
   for (const auto& [name, a] : adapters) {
     const std::string key = "qlr.adapter." + name;
     out.set_metadata(key + ".in_features",
-                     std::to_string(std::visit([](const auto& x) { return x.in_features(); }, a)));
+                     std::to_string(detail::in_features_of(a)));
     detail::add_adapter(out, name, key, a);
   }
   out.write(path);
@@ -389,7 +394,7 @@ inline std::map<std::string, AnyAdapter> load_adapters(const std::filesystem::pa
     const std::string key = "qlr.adapter." + name;
     const auto in_features = detail::meta_number<index_t>(m, key + ".in_features");
     AnyAdapter a = detail::read_adapter(file, m, name, key, in_features);
-    const index_t read = std::visit([](const auto& x) { return x.in_features(); }, a);
+    const index_t read = detail::in_features_of(a);
     QLR_CHECK(read == in_features, corrupt_file,
               "layers::load_adapters: adapter '{}' reads {} inputs; metadata \"{}.in_features\" "
               "says {}", name, read, key, in_features);

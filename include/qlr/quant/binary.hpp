@@ -4,6 +4,7 @@
 // codebook {−1, +1}, so dequantization, bit packing and files treat it like NF4.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
