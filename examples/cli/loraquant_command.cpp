@@ -32,8 +32,10 @@ constexpr std::string_view loraquant_usage = R"(usage: qlr loraquant ADAPTER_DIR
 Quantizes every module of the PEFT LoRA adapter in ADAPTER_DIR with LoRAQuant: B*A is
 re-factored by SVD, the leading h components (the fewest whose energy sum sigma_i^2 reaches
 the threshold rho) are stored group-wise at b_h bits, the others at 1 bit (sign x mean
-magnitude). Next to it, uniform RTN of the original A and B at each --rtn-bits width and
-uniform binary codes. One row per method, over all modules:
+magnitude). Each high component is first refined (ALGORITHMS.md 6.4): gradient steps on
+its latent pair that lower |u*v^T - Q(p)*Q(q)^T|_F. Next to it, uniform RTN of the
+original A and B at each --rtn-bits width and uniform binary codes. One row per method,
+over all modules:
   ref_bits       code bits per parameter as the LoRAQuant paper counts them (h*b_h + r-h)/r
   bits           stored bits per parameter: codes, f16 scales and zero points
   dW_err         |s*B*A - s*B^*A^|_F / |s*B*A|_F
@@ -46,6 +48,7 @@ options:
   --high-bits LIST   b_h, each 2, 3, 4 or 8 (default 2,3)
   --rtn-bits LIST    uniform RTN widths, each 2, 3, 4 or 8 (default 2,3,4)
   --group-size G     group size of every quantizer, along each component (default 128)
+  --refine-steps N   refinement steps per high component, 0 for none (default 300)
   --inputs M         Gaussian input rows per module for out_err (default 64)
   --seed S           seed of the inputs (default 1)
   --write FILE       save the adapter quantized at --write-energy and --write-bits as a
@@ -64,6 +67,7 @@ struct LoraQuantArgs {
   std::vector<int> high_bits{2, 3};
   std::vector<int> rtn_bits{2, 3, 4};
   qlr::index_t group_size = 128;
+  int refine_steps = 300;
   qlr::index_t inputs = 64;
   std::uint64_t seed = 1;
   std::optional<std::filesystem::path> write;
@@ -108,6 +112,8 @@ LoraQuantArgs parse_loraquant(int argc, char** argv, int first) {
       o.rtn_bits = parse_list<int>(arg, flag_value(argc, argv, i));
     } else if (arg == "--group-size") {
       o.group_size = parse_number<qlr::index_t>(arg, flag_value(argc, argv, i));
+    } else if (arg == "--refine-steps") {
+      o.refine_steps = parse_number<int>(arg, flag_value(argc, argv, i));
     } else if (arg == "--inputs") {
       o.inputs = parse_number<qlr::index_t>(arg, flag_value(argc, argv, i));
     } else if (arg == "--seed") {
@@ -136,6 +142,8 @@ LoraQuantArgs parse_loraquant(int argc, char** argv, int first) {
   for (const int b : o.high_bits) check_width("--high-bits", b);
   for (const int b : o.rtn_bits) check_width("--rtn-bits", b);
   check_width("--write-bits", o.write_bits);
+  if (o.refine_steps < 0)
+    usage_error(fmt::format("loraquant: --refine-steps {}; expected >= 0", o.refine_steps));
   if (o.inputs < 1) usage_error(fmt::format("loraquant: --inputs {}; expected >= 1", o.inputs));
   return o;
 }
@@ -179,13 +187,14 @@ qlr::adapter::QuantizedLowRank uniform_rtn(const qlr::Matrix& a, const qlr::Matr
   return qlr::adapter::QuantizedLowRank::quantize(qlr::adapter::LowRank(a, b), spec);
 }
 
-/// The LoRAQuant options for ρ and b_h.
+/// The LoRAQuant options for ρ and b_h, with the group size and refinement of `o`.
 qlr::adapter::LoraQuantOptions lora_quant_options(double energy, int high_bits,
-                                                  qlr::index_t group_size) {
+                                                  const LoraQuantArgs& o) {
   qlr::adapter::LoraQuantOptions options;
   options.energy = energy;
   options.high_bits = high_bits;
-  options.group_size = group_size;
+  options.group_size = o.group_size;
+  options.refine.steps = o.refine_steps;
   return options;
 }
 
@@ -241,7 +250,7 @@ void loraquant(const LoraQuantArgs& o) {
     for (Method& m : methods) {
       if (m.name == "loraquant") {
         const auto q = qlr::adapter::lora_quant(module.a, module.b, 1.0,
-                                                lora_quant_options(m.energy, m.high_bits, o.group_size));
+                                                lora_quant_options(m.energy, m.high_bits, o));
         m.high_components += static_cast<double>(q.high_components);
         accumulate(m, q.adapter, q.reference_bits(), exact_delta, x, exact_output);
       } else if (m.name == "rtn") {
@@ -255,7 +264,7 @@ void loraquant(const LoraQuantArgs& o) {
     if (o.write) {
       written.emplace(module.name,
                       qlr::adapter::lora_quant(module.a, module.b, module.scale,
-                                               lora_quant_options(o.write_energy, o.write_bits, o.group_size))
+                                               lora_quant_options(o.write_energy, o.write_bits, o))
                           .adapter);
     }
     bar.update(static_cast<long>(i + 1), static_cast<long>(peft.modules.size()));
@@ -268,6 +277,7 @@ void loraquant(const LoraQuantArgs& o) {
                                   {"modules", peft.modules.size()},
                                   {"r", peft.config.r},
                                   {"group_size", o.group_size},
+                                  {"refine_steps", o.refine_steps},
                                   {"inputs", o.inputs},
                                   {"seed", o.seed},
                                   {"methods", nlohmann::ordered_json::array()}};
@@ -292,8 +302,10 @@ void loraquant(const LoraQuantArgs& o) {
     fmt::print("{}\n", out.dump(2));
     return;
   }
-  fmt::print("adapter: {} ({} modules, r = {}; groups of {}, {} Gaussian inputs per module)\n",
-             o.folder.string(), peft.modules.size(), peft.config.r, o.group_size, o.inputs);
+  fmt::print("adapter: {} ({} modules, r = {}; groups of {}, {} refinement steps, {} Gaussian "
+             "inputs per module)\n",
+             o.folder.string(), peft.modules.size(), peft.config.r, o.group_size, o.refine_steps,
+             o.inputs);
   fmt::print("{:<28} {:>6} {:>8} {:>6} {:>8} {:>8} {:>7}\n", "method", "mean_h", "ref_bits",
              "bits", "dW_err", "out_err", "vs_rtn");
   for (std::size_t j = 0; j < methods.size(); ++j) {

@@ -137,6 +137,70 @@ TEST_CASE("Binary groups: α = mean|v|, sgn(0) = +1 (T6.4)", "[adapter][lora_qua
   CHECK_QLR_ERROR(qlr::quant::Binary().quantize(bad), "element (0, 3) = inf");
 }
 
+TEST_CASE("LoRAQuant's rank-1 identity equals the explicit Frobenius norm (T6.5)",
+          "[adapter][lora_quant][refine]") {
+  std::mt19937 rng(45);
+  const Eigen::VectorXd u = qlr::test::gaussian(rng, 70, 1).cast<double>();
+  const Eigen::VectorXd v = qlr::test::gaussian(rng, 90, 1).cast<double>();
+  const Eigen::VectorXd p = u + 0.1 * qlr::test::gaussian(rng, 70, 1).cast<double>();
+  const Eigen::VectorXd q = v + 0.1 * qlr::test::gaussian(rng, 90, 1).cast<double>();
+  const double explicit_norm = (u * v.transpose() - p * q.transpose()).norm();
+  CHECK(qlr::adapter::rank1_distance(u, v, p, q) == Approx(explicit_norm).epsilon(1e-12));
+  CHECK(qlr::adapter::rank1_distance(u, v, u, v) <= 1e-6 * u.norm() * v.norm());
+}
+
+TEST_CASE("LoRAQuant's refinement never raises f and lowers it on most components (T6.5)",
+          "[adapter][lora_quant][refine]") {
+  qlr::quant::QuantSpec high;
+  high.bits = 2;
+  high.options.group_size = 32;
+  high.options.scale_type = qlr::ScaleType::f16;
+  for (const auto rule :
+       {qlr::adapter::RefineGradient::scale_only, qlr::adapter::RefineGradient::straight_through}) {
+    int lowered = 0;
+    constexpr int components = 20;
+    for (int seed = 0; seed < components; ++seed) {
+      CAPTURE(static_cast<int>(rule), seed);
+      std::mt19937 rng(600 + seed);
+      const Eigen::VectorXd u = qlr::test::gaussian(rng, 100, 1).cast<double>();
+      const Eigen::VectorXd v = qlr::test::gaussian(rng, 75, 1).cast<double>();
+      const auto c = qlr::adapter::refine_component(u, v, high, {.gradient = rule});
+      // The f it reports is the f of the pair it returns, through the stored quantizer.
+      const auto decoded = [&](const Eigen::VectorXd& x) -> Eigen::VectorXd {
+        const Matrix row = x.transpose().cast<float>();
+        return qlr::quant::dequantize(qlr::quant::quantize(row, high)).row(0).transpose().cast<double>();
+      };
+      CHECK(c.error == Approx(qlr::adapter::rank1_distance(u, v, decoded(c.b), decoded(c.a)))
+                           .epsilon(1e-9));
+      CHECK(c.initial_error ==
+            Approx(qlr::adapter::rank1_distance(u, v, decoded(u), decoded(v))).epsilon(1e-9));
+      CHECK(c.error <= c.initial_error);
+      lowered += c.error < 0.99 * c.initial_error;
+    }
+    CHECK(lowered >= components / 2);
+  }
+  const Eigen::VectorXd u = Eigen::VectorXd::Ones(8);
+  CHECK_QLR_ERROR(qlr::adapter::refine_component(u, u, high, {.steps = -1}), "steps = -1");
+  CHECK_QLR_ERROR(qlr::adapter::refine_component(u, u, high, {.learning_rate = 0.0}),
+                  "learning_rate = 0");
+  high.encoding = qlr::Encoding::int_sym;
+  CHECK_QLR_ERROR(qlr::adapter::refine_component(u, u, high, {}), "expected int_asym");
+}
+
+TEST_CASE("LoRAQuant with refinement errs less than without it on decaying adapters",
+          "[adapter][lora_quant][refine]") {
+  int better = 0;
+  constexpr int seeds = 10;
+  for (int seed = 0; seed < seeds; ++seed) {
+    std::mt19937 rng(700 + seed);
+    const auto [a, b] = decaying_adapter(rng, 256, 384, 16, 0.75f);
+    const double refined = delta_error(a, b, lora_quant(a, b, 1.0).adapter);
+    const double plain = delta_error(a, b, lora_quant(a, b, 1.0, {.refine = {.steps = 0}}).adapter);
+    better += refined < plain;
+  }
+  CHECK(better >= 8);
+}
+
 // T6.6 states this for b_h = 2. Against qlr's uniform RTN, which groups B along each
 // component as LoRAQuant does (not along r), 2-bit high parts lose: min-max 2-bit codes of
 // Gaussian-like vectors err about as much as binary ones. At b_h = 3 LoRAQuant wins with
@@ -197,7 +261,7 @@ TEST_CASE("LoRAQuant (b_h = 3) beats uniform 2-bit RTN at fewer bits on real PEF
             bits_lq / values, bits_rtn / values);
     beaten += err_lq < err_rtn && bits_lq < bits_rtn;
   }
-  // Measured: 4 of the 6. qwen2.5 ties (0.445 against 0.443); the rank-1 one has nothing to
-  // split, so its one component is 3-bit and costs more than RTN-2.
-  CHECK(beaten >= 4);
+  // Measured: 5 of the 6 (4 without refinement, where qwen2.5 ties at 0.445 against 0.443).
+  // The rank-1 one has nothing to split, so its one component is 3-bit and costs more than RTN-2.
+  CHECK(beaten >= 5);
 }

@@ -31,6 +31,19 @@ enum class SplitRule : std::uint8_t {
   inclusive,  ///< h = k*: the high part holds at least ρ of the energy
 };
 
+/// How the refinement's gradient passes the rounding of Q (§6.4).
+enum class RefineGradient : std::uint8_t {
+  scale_only,        ///< round has zero derivative: only each group's ends move, through s
+  straight_through,  ///< STE: ∂round(x)/∂x = 1, so every latent moves
+};
+
+/// The §6.4 refinement of each high component: plain gradient descent on latent (p, q).
+struct Refinement {
+  int steps = 300;                                   ///< gradient steps; 0 turns it off
+  double learning_rate = 1e-2;                       ///< step size on f
+  RefineGradient gradient = RefineGradient::scale_only;  ///< the reference's path by default
+};
+
 /// Options of LoRAQuant; the defaults are the paper's README command.
 struct LoraQuantOptions {
   double energy = 0.8;                    ///< ρ ∈ (0, 1]: energy share of the high part
@@ -38,6 +51,7 @@ struct LoraQuantOptions {
   int high_bits = 2;                      ///< b_h: 2, 3, 4 or 8
   index_t group_size = 128;               ///< g along each component vector
   ScaleType scale_type = ScaleType::f16;  ///< storage of scales (f16: storage-true bits)
+  Refinement refine = {};                 ///< of the high components (--opt)
 };
 
 /// B'·A' = B·A with orthogonal components (§6.1): B' = U·Σ^½ (N×r), A' = Σ^½·Vᵀ (r×K).
@@ -124,6 +138,118 @@ inline double average_reference_bits(std::span<const LoraQuantized> adapters) {
   return values > 0.0 ? bits / values : 0.0;
 }
 
+/// f = ‖u·vᵀ − p̂·q̂ᵀ‖_F from inner products alone (§6.4's rank-1 identity, no m×n matrix).
+inline double rank1_distance(const Eigen::VectorXd& u, const Eigen::VectorXd& v,
+                             const Eigen::VectorXd& p_hat, const Eigen::VectorXd& q_hat) {
+  const double squared = u.squaredNorm() * v.squaredNorm() - 2.0 * u.dot(p_hat) * v.dot(q_hat) +
+                         p_hat.squaredNorm() * q_hat.squaredNorm();
+  return std::sqrt(std::max(squared, 0.0));  // cancellation can leave a tiny negative
+}
+
+namespace detail {
+
+/// A vector through the high quantizer, with what the refinement's gradient needs per group.
+struct QuantizedComponent {
+  Eigen::VectorXd values;             ///< Q(x)
+  std::vector<double> scales;         ///< s of each group (0: constant group, no gradient)
+  std::vector<index_t> top, bottom;   ///< the entries that set hi and lo (−1: it is the 0)
+};
+
+/// Q(x) by the very steps quant::quantize takes on a row of float latents, so Q(x) here
+/// is what the stored codes decode to.
+inline QuantizedComponent quantize_component(const Eigen::VectorXd& x,
+                                             const quant::detail::IntCoding& coding,
+                                             const quant::IntOptions& options) {
+  constexpr const char* entity = "adapter::lora_quant";
+  const index_t n = x.size();
+  const index_t g = effective_group_size(options.group_size, n, entity);
+  const std::vector<float> row(x.data(), x.data() + n);
+  QuantizedComponent out{Eigen::VectorXd(n), {}, {}, {}};
+  for (index_t begin = 0; begin < n; begin += g) {
+    const index_t size = std::min(g, n - begin);
+    const float* w = row.data() + begin;
+    const quant::detail::GroupGrid grid = quant::detail::fit_group(coding, options, w, size, entity);
+    for (index_t i = 0; i < size; ++i)
+      out.values(begin + i) = quant::detail::decode(grid, quant::detail::encode(coding, grid, w[i]));
+    const auto [lo, hi] = std::minmax_element(w, w + size);
+    // With include_zero the range is [min(lo, 0), max(hi, 0)]: an end that is the 0 is fixed.
+    const bool zero_end = coding.include_zero;
+    const bool flat = zero_end ? *lo == 0.0f && *hi == 0.0f : *lo == *hi;
+    out.scales.push_back(flat ? 0.0 : static_cast<double>(grid.scale));
+    out.top.push_back(!zero_end || *hi > 0.0f ? begin + (hi - w) : -1);
+    out.bottom.push_back(!zero_end || *lo < 0.0f ? begin + (lo - w) : -1);
+  }
+  return out;
+}
+
+/// ∂f/∂x from ∂f/∂x̂ = `outer` through Q: ŵ = s·(u − Z) with s = (hi − lo)/qmax, so the scale
+/// path reaches only each group's ends; STE adds ∂f/∂x̂ itself and takes round(w/s) − w/s as
+/// ∂(u − Z)·s/∂s.
+inline Eigen::VectorXd latent_gradient(const Eigen::VectorXd& x, const QuantizedComponent& q,
+                                       const Eigen::VectorXd& outer, double max_code,
+                                       index_t group_size, RefineGradient rule) {
+  const bool ste = rule == RefineGradient::straight_through;
+  Eigen::VectorXd grad = ste ? outer : Eigen::VectorXd::Zero(x.size());
+  for (std::size_t l = 0; l < q.scales.size(); ++l) {
+    const double s = q.scales[l];
+    if (s == 0.0) continue;
+    const index_t begin = static_cast<index_t>(l) * group_size;
+    const index_t end = std::min<index_t>(begin + group_size, x.size());
+    double by_scale = 0.0;  // ∂f/∂s
+    for (index_t i = begin; i < end; ++i)
+      by_scale += outer(i) * (q.values(i) / s - (ste ? x(i) / s : 0.0));
+    if (q.top[l] >= 0) grad(q.top[l]) += by_scale / max_code;
+    if (q.bottom[l] >= 0) grad(q.bottom[l]) -= by_scale / max_code;
+  }
+  return grad;
+}
+
+}  // namespace detail
+
+/// One high component after the §6.4 refinement, with f before and after.
+struct RefinedComponent {
+  Eigen::VectorXd b;         ///< latent column of B' (length N) to quantize
+  Eigen::VectorXd a;         ///< latent row of A' (length K) to quantize
+  double initial_error = 0;  ///< f at the unrefined pair
+  double error = 0;          ///< f at the returned pair: never above initial_error
+};
+
+/// Refines one high component (u = b'_j, v = a'_j) under the asymmetric `high` quantizer:
+/// `steps` gradient steps on f = ‖u·vᵀ − Q(p)·Q(q)ᵀ‖_F from (p, q) = (u, v), keeping the
+/// best pair seen (the reference keeps the last; keeping the best is ours, so f never rises).
+inline RefinedComponent refine_component(const Eigen::VectorXd& u, const Eigen::VectorXd& v,
+                                         const quant::QuantSpec& high, const Refinement& options) {
+  constexpr const char* entity = "adapter::refine_component";
+  QLR_CHECK(options.steps >= 0, invalid_argument, "{}: steps = {}; expected >= 0", entity,
+            options.steps);
+  QLR_CHECK(options.learning_rate > 0.0 && std::isfinite(options.learning_rate), invalid_argument,
+            "{}: learning_rate = {}; expected a finite value > 0", entity, options.learning_rate);
+  QLR_CHECK(high.encoding == Encoding::int_asym, unsupported,
+            "{}: encoding = {}; expected int_asym", entity, to_string(high.encoding));
+  const auto coding = quant::detail::coding_of(high.bits, Encoding::int_asym, high.options);
+  quant::detail::validate_options(coding, high.options, entity);
+  const index_t g_b = effective_group_size(high.options.group_size, u.size(), entity);
+  const index_t g_a = effective_group_size(high.options.group_size, v.size(), entity);
+  RefinedComponent best{u, v, 0.0, 0.0};
+  Eigen::VectorXd p = u, q = v;
+  for (int step = 0; step <= options.steps; ++step) {
+    const auto p_q = detail::quantize_component(p, coding, high.options);
+    const auto q_q = detail::quantize_component(q, coding, high.options);
+    const double f = rank1_distance(u, v, p_q.values, q_q.values);
+    if (step == 0) best.initial_error = best.error = f;
+    if (!std::isfinite(f) || f > 2.0 * best.initial_error) break;  // diverging: stop
+    if (f < best.error) best = {p, q, best.initial_error, f};
+    if (f == 0.0 || step == options.steps) break;
+    const Eigen::VectorXd by_p = (q_q.values.squaredNorm() * p_q.values - v.dot(q_q.values) * u) / f;
+    const Eigen::VectorXd by_q = (p_q.values.squaredNorm() * q_q.values - u.dot(p_q.values) * v) / f;
+    p -= options.learning_rate *
+         detail::latent_gradient(p, p_q, by_p, coding.max_code(), g_b, options.gradient);
+    q -= options.learning_rate *
+         detail::latent_gradient(q, q_q, by_q, coding.max_code(), g_a, options.gradient);
+  }
+  return best;
+}
+
 /// LoRAQuant of ΔW = scale·B·A (B: N×r, A: r×K): SVD re-factoring, the leading h components
 /// group-wise asymmetric RTN at `high_bits`, the others binary (§6.3). Groups run along each
 /// component vector (rows of A', columns of B'). Throws for bad factors or options.
@@ -147,8 +273,16 @@ inline LoraQuantized lora_quant(const Matrix& a, const Matrix& b, double scale,
   high.options.group_size = options.group_size;
   high.options.scale_type = options.scale_type;
   const quant::Binary low({options.group_size, options.scale_type});
-  const Matrix a_f = f.a.cast<float>();                // (r, K)
-  const Matrix bt_f = f.b.transpose().cast<float>();   // (r, N): components as rows
+  Matrix a_f = f.a.cast<float>();                // (r, K)
+  Matrix bt_f = f.b.transpose().cast<float>();   // (r, N): components as rows
+  if (options.refine.steps > 0) {
+    for (index_t j = 0; j < h; ++j) {
+      const RefinedComponent c = refine_component(f.b.col(j), f.a.row(j).transpose(), high,
+                                                  options.refine);
+      bt_f.row(j) = c.b.transpose().cast<float>();
+      a_f.row(j) = c.a.transpose().cast<float>();
+    }
+  }
   std::vector<ComponentBlock> blocks;
   // A zero adapter (h = 0) is stored as one high block: its all-zero groups decode to exact
   // zeros, which binary codes cannot.
