@@ -15,7 +15,10 @@
 #include <string_view>
 #include <vector>
 
-#include <qlr/qlr.hpp>
+#include <qlr/core/parallel.hpp>
+#include <qlr/io/llama2c.hpp>
+#include <qlr/quant.hpp>
+#include <qlr/version.hpp>
 
 namespace {
 

@@ -2,7 +2,8 @@
 // The code example of README.md, compiled and run by the tests; tests/readme_sync.cmake
 // checks that the README shows exactly the code below this header.
 
-#include <qlr/qlr.hpp>
+#include <qlr/kernels.hpp>
+#include <qlr/quant.hpp>
 
 #include <cstdio>
 #include <random>
