@@ -147,8 +147,9 @@ struct Triplets {
 /// self-adjoint solver is the one Eigenspace already instantiates, and BDCSVD would add ~20 s
 /// (~45 s under ASan) to every translation unit that includes this header. The Gram side's
 /// vectors are orthonormal to rounding; σ_i = ‖y·v_i‖ rather than √λ_i keeps small σ
-/// accurate to ~ε·σ_1 instead of √ε·σ_1, and the other side is y·v_i/σ_i, so U·Σ·Vᵀ = y·V·Vᵀ
-/// reproduces y at full rank whatever the accuracy of the smallest λ.
+/// accurate to ~ε·σ_1 instead of √ε·σ_1; the other side, y·v_i/σ_i, is orthonormal to
+/// ~ε·(σ_1/σ_i)² (the Gram matrix squares the condition number), which the top-r triplets
+/// EoRA keeps can afford, and U·Σ·Vᵀ = y·V·Vᵀ still reproduces y at full rank.
 inline Triplets thin_svd(const Eigen::MatrixXd& y, const char* entity) {
   const bool wide = y.rows() < y.cols();
   const Eigen::MatrixXd tall = wide ? Eigen::MatrixXd(y.transpose()) : y;  // (m, n), m ≥ n
