@@ -25,7 +25,7 @@ using Catch::Contains;
 using qlr::Errc;
 using qlr::io::Dtype;
 
-using qlr::test::temp_folder;
+using qlr::test::TempFolder;
 
 /// Builds the safetensors bytes of an adapter, tensor by tensor.
 struct AdapterFile {
@@ -197,7 +197,7 @@ TEST_CASE("save_peft_adapter: a DoRA adapter round-trips (T5.5)", "[io][peft]") 
   REQUIRE(original.modules[0].magnitude.has_value());
   CHECK(original.modules[0].magnitude->size() == 12);
 
-  const auto dir = temp_folder("peft-dora");
+  const TempFolder dir("peft-dora");
   qlr::io::save_peft_adapter(dir / "adapter", original);
   const qlr::io::SafetensorsFile file(dir / "adapter" / "adapter_model.safetensors");
   const auto* mag = file.find("base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector");
@@ -240,7 +240,6 @@ TEST_CASE("save_peft_adapter: a DoRA adapter round-trips (T5.5)", "[io][peft]") 
   bad = original;
   bad.modules[1].a = qlr::Matrix::Ones(3, 12);
   CHECK_THROWS_WITH(qlr::io::save_peft_adapter(dir / "bad", bad), Contains("expected r = 4"));
-  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("load_peft_adapter: inconsistent adapters are qlr::Errors naming the module",
@@ -342,7 +341,7 @@ TEST_CASE("load_peft_adapter: inconsistent adapters are qlr::Errors naming the m
 }
 
 TEST_CASE("load_peft_adapter: folders without the two files", "[io][peft]") {
-  const auto dir = temp_folder("peft-folders");
+  const TempFolder dir("peft-folders");
   try {
     (void)qlr::io::load_peft_adapter(dir);
     FAIL("no error");
@@ -364,5 +363,4 @@ TEST_CASE("load_peft_adapter: folders without the two files", "[io][peft]") {
   { std::ofstream(dir / "adapter_config.json") << R"({"peft_type": "LORA", "r": 0})"; }
   CHECK_THROWS_WITH(qlr::io::load_peft_adapter(dir),
                     Contains("\"r\" = 0") && Contains("adapter_config.json"));
-  std::filesystem::remove_all(dir);
 }

@@ -56,7 +56,7 @@ std::vector<std::byte> random_bytes(std::mt19937& rng, std::size_t n) {
   return b;
 }
 
-using qlr::test::temp_folder;
+using qlr::test::TempFolder;
 
 std::optional<std::filesystem::path> adapters_folder_or_warn(const char* what) {
   const auto dir = std::filesystem::path(QLR_SHARED_DATA_DIR) / "adapters";
@@ -127,7 +127,7 @@ TEST_CASE("SafetensorsWriter: raw bytes of every dtype round-trip bit for bit", 
   CHECK(view.tensors[0].name < view.tensors[1].name);
 
   // The same through a file on disk, read back from its memory map.
-  const auto dir = temp_folder("st-roundtrip");
+  const TempFolder dir("st-roundtrip");
   w.write(dir / "model.safetensors");
   CHECK(std::distance(std::filesystem::directory_iterator(dir), {}) == 1);  // no temp file left
   qlr::io::SafetensorsFile file(dir / "model.safetensors");
@@ -141,7 +141,6 @@ TEST_CASE("SafetensorsWriter: raw bytes of every dtype round-trip bit for bit", 
   CHECK(moved.find("t0.F32") != nullptr);  // views survive the move
   CHECK(moved.find("absent") == nullptr);
   CHECK_THROWS_WITH(moved.at("absent"), Contains("\"absent\" not found"));
-  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("SafetensorsWriter: matrices as F32, F16 and BF16 read back as to_matrix expects",
@@ -328,7 +327,7 @@ TEST_CASE("parse_safetensors: an unknown dtype is Errc::unsupported naming the t
 }
 
 TEST_CASE("SafetensorsFile: missing, empty and truncated files", "[io][safetensors]") {
-  const auto dir = temp_folder("st-files");
+  const TempFolder dir("st-files");
   try {
     (void)qlr::io::SafetensorsFile(dir / "absent.safetensors");
     FAIL("no error");
@@ -352,7 +351,6 @@ TEST_CASE("SafetensorsFile: missing, empty and truncated files", "[io][safetenso
     CHECK(code_of(std::vector<std::byte>(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(n))) ==
           Errc::corrupt_file);
   }
-  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("SafetensorsFile: the six real PEFT adapters", "[io][safetensors][real]") {

@@ -32,10 +32,6 @@ namespace adapter = qlr::adapter;
 
 using qlr::test::bitwise_equal;
 
-std::filesystem::path temp_file(const char* name) {
-  return qlr::test::temp_folder("layer-file") / name;
-}
-
 }  // namespace
 
 TEST_CASE("save_layers / load_layers: bases, adapters and outputs come back bit for bit",
@@ -81,7 +77,8 @@ TEST_CASE("save_layers / load_layers: bases, adapters and outputs come back bit 
                                    adapter::Dora::initial_magnitude(w0), 4));
     saved.emplace("model.layers.1.v_proj", std::move(l));
   }
-  const auto path = temp_file("layers.safetensors");
+  const qlr::test::TempFolder folder("layer-file");
+  const auto path = folder / "layers.safetensors";
   layers::save_layers(path, saved);
   const auto loaded = layers::load_layers(path);
   REQUIRE(loaded.size() == saved.size());
@@ -127,7 +124,8 @@ TEST_CASE("save_layers / load_layers: bases, adapters and outputs come back bit 
 }
 
 TEST_CASE("load_layers: a damaged or foreign file is a qlr::Error", "[layers][io]") {
-  const auto path = temp_file("foreign.safetensors");
+  const qlr::test::TempFolder folder("layer-file");
+  const auto path = folder / "foreign.safetensors";
   qlr::io::SafetensorsWriter foreign;
   foreign.add("w", Matrix::Ones(2, 2));
   foreign.write(path);
@@ -152,11 +150,12 @@ TEST_CASE("load_layers: damaged metadata of quantized factors is a qlr::Error", 
   l.attach("q", adapter::QuantizedLowRank::quantize(lora, qlr::quant::parse_quant_spec("int4-asym-g32")));
   std::map<std::string, layers::AnyLinear> saved;
   saved.emplace("l", std::move(l));
-  const auto path = temp_file("qlr.safetensors");
+  const qlr::test::TempFolder folder("layer-file");
+  const auto path = folder / "qlr.safetensors";
   layers::save_layers(path, saved);
   // The same tensors with one metadata value replaced.
   const auto rewrite = [&](const std::string& key, const std::string& value) {
-    const auto damaged = temp_file("damaged.safetensors");
+    const auto damaged = folder / "damaged.safetensors";
     const qlr::io::SafetensorsFile file(path);
     qlr::io::SafetensorsWriter out;
     for (const qlr::io::TensorView& t : file.tensors()) out.add(t.name, t.dtype, t.shape, t.bytes);
@@ -188,7 +187,8 @@ TEST_CASE("save_adapters / load_adapters: adapters without a base come back bit 
       adapter::lora_quant(a, b, 2.0, {.energy = 0.5, .high_bits = 3, .group_size = 32});
   REQUIRE(lq.adapter.blocks().size() == 2);
   saved.emplace("loraquant", lq.adapter);
-  const auto path = temp_file("adapters.safetensors");
+  const qlr::test::TempFolder folder("layer-file");
+  const auto path = folder / "adapters.safetensors";
   layers::save_adapters(path, saved);
   const auto loaded = layers::load_adapters(path);
   REQUIRE(loaded.size() == saved.size());
@@ -226,7 +226,7 @@ TEST_CASE("save_adapters / load_adapters: adapters without a base come back bit 
   for (const qlr::io::TensorView& t : file.tensors()) out.add(t.name, t.dtype, t.shape, t.bytes);
   for (const auto& [mk, mv] : file.metadata())
     out.set_metadata(mk, mk == "qlr.adapter.eora.in_features" ? "161" : mv);
-  const auto damaged = temp_file("adapters-damaged.safetensors");
+  const auto damaged = folder / "adapters-damaged.safetensors";
   out.write(damaged);
   CHECK_THROWS_WITH(layers::load_adapters(damaged),
                     Catch::Contains("adapter 'eora' reads 160 inputs; metadata "

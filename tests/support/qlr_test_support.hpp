@@ -9,6 +9,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <system_error>
 
 #include <catch2/catch.hpp>
 
@@ -40,14 +41,37 @@ inline Matrix heavy_tailed(std::mt19937& rng, index_t rows, index_t cols) {
 }
 
 /// A fresh empty folder under the system's temporary folder, named after `name` and a
-/// random number so that concurrent test runs do not share it.
-inline std::filesystem::path temp_folder(const std::string& name) {
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("qlr-" + name + "-" + std::to_string(std::random_device{}()));
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  return dir;
-}
+/// random number so that concurrent test runs do not share it; removed with everything in it
+/// when the test that made it ends, pass or fail.
+class TempFolder {
+ public:
+  /// Creates the folder.
+  explicit TempFolder(const std::string& name)
+      : path_(std::filesystem::temp_directory_path() /
+              ("qlr-" + name + "-" + std::to_string(std::random_device{}()))) {
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  TempFolder(const TempFolder&) = delete;
+  TempFolder& operator=(const TempFolder&) = delete;
+  /// Removes the folder; a failure to remove it must not hide the test's own result.
+  ~TempFolder() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+
+  /// The folder's path.
+  [[nodiscard]] const std::filesystem::path& path() const noexcept { return path_; }
+  /// The path of `child` inside the folder.
+  [[nodiscard]] std::filesystem::path operator/(const std::filesystem::path& child) const {
+    return path_ / child;
+  }
+  /// The folder's path, for functions that take one.
+  operator const std::filesystem::path&() const noexcept { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
 
 /// The vendored stories260K checkpoint (data/stories260K), if this checkout has it.
 inline std::optional<std::filesystem::path> stories260k_path() {
