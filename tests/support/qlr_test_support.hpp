@@ -60,8 +60,6 @@ class TempFolder {
     std::filesystem::remove_all(path_, ignored);
   }
 
-  /// The folder's path.
-  [[nodiscard]] const std::filesystem::path& path() const noexcept { return path_; }
   /// The path of `child` inside the folder.
   [[nodiscard]] std::filesystem::path operator/(const std::filesystem::path& child) const {
     return path_ / child;
