@@ -13,7 +13,10 @@
 #include <vector>
 
 #include "llama/llama.hpp"
+#include "qlr/compensate/eora.hpp"
+#include "qlr/compensate/gptq.hpp"
 #include "qlr/model/tokenizer.hpp"
+#include "qlr/quant/spec.hpp"
 #include "qlr_test_support.hpp"
 
 namespace {

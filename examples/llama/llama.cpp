@@ -1,0 +1,276 @@
+// SPDX-License-Identifier: Apache-2.0
+// The engine's layer construction (RTN or GPTQ, with SVD or EoRA compensation) and forward
+// pass: the heavy half of llama.hpp, compiled once per program.
+#include "llama/llama.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <variant>
+
+#include "qlr/adapter/quantized_low_rank.hpp"
+#include "qlr/compensate/eora.hpp"
+#include "qlr/compensate/gptq.hpp"
+#include "qlr/quant/spec.hpp"
+
+namespace llama {
+
+Linear::Linear(const Matrix& w, const std::optional<qlr::layers::LinearSpec>& spec) {
+  if (spec)
+    quantized_.emplace(qlr::layers::make_linear(w, *spec));
+  else
+    dense_ = w;
+}
+
+Linear::Linear(const Matrix& w, const ModelOptions& options,
+               const qlr::compensate::Covariance* input,
+               const qlr::compensate::Eigenspace* space) {
+  if (!options.linear) {
+    dense_ = w;
+    return;
+  }
+  quantized_.emplace(options.gptq
+                         ? qlr::layers::make_linear(
+                               qlr::compensate::gptq_quantize(w, *input, options.linear->weights),
+                               *options.linear)
+                         : qlr::layers::make_linear(w, *options.linear));
+  if (options.compensation_rank == 0) return;
+  const Matrix w_hat = quantized_->dequantized_weight();
+  const qlr::compensate::Compensation term =
+      options.compensation == CompensationKind::eora
+          ? qlr::compensate::eora(w, w_hat, *space, options.compensation_rank)
+          : qlr::compensate::svd_compensation(w, w_hat, options.compensation_rank);
+  if (options.compensation_bits == 0) {
+    quantized_->attach("compensation", term.to_low_rank());
+  } else {
+    qlr::quant::QuantSpec factors;
+    factors.bits = options.compensation_bits;
+    factors.options.group_size = 32;
+    factors.options.scale_type = qlr::ScaleType::f16;
+    quantized_->attach("compensation",
+                       qlr::adapter::QuantizedLowRank::quantize(term.to_low_rank(), factors));
+  }
+}
+
+double Linear::bits_per_parameter() const {
+  if (!quantized_) return 32.0;
+  double bits = qlr::quant::bits_per_parameter(quantized_->base());
+  const auto weights = static_cast<double>(out_features() * in_features());
+  for (const qlr::layers::AttachedAdapter& a : quantized_->adapters())
+    bits += std::visit(
+        []<class A>(const A& held) {
+          const auto values = static_cast<double>(held.rank() * (held.in_features() + held.out_features()));
+          if constexpr (std::is_same_v<A, qlr::adapter::QuantizedLowRank>)
+            return held.bits_per_parameter() * values;
+          else
+            return 32.0 * values;
+        },
+        a.adapter) / weights;
+  return bits;
+}
+
+void check_options(const qlr::io::Llama2cConfig& config, const ModelOptions& options) {
+  constexpr const char* entity = "llama::Model";
+  if (!options.gptq && options.compensation_rank == 0) return;
+  QLR_CHECK(options.linear && !options.linear->rotated, invalid_argument,
+            "{}: GPTQ or compensation with linear = {}; expected a quantized spec without "
+            "+rht (the calibration is in the model's basis)", entity,
+            options.linear ? to_string(*options.linear) : std::string("fp32"));
+  const index_t max_rank = std::min({config.dim, config.hidden_dim, config.kv_dim()});
+  QLR_CHECK(options.compensation_rank >= 0 && options.compensation_rank <= max_rank,
+            invalid_argument,
+            "{}: compensation_rank = {}; expected 0 to {} (the smallest min(N, K) of a layer)",
+            entity, options.compensation_rank, max_rank);
+  QLR_CHECK(options.compensation_bits == 0 || options.compensation_bits == 3 ||
+                options.compensation_bits == 4,
+            unsupported, "{}: compensation_bits = {}; expected 0 (FP32), 3 or 4", entity,
+            options.compensation_bits);
+}
+
+Model::Model(const qlr::io::Llama2cModel& checkpoint, const ModelOptions& options,
+             const Calibration* calibration) {
+  check_compression(checkpoint, options, calibration);
+  if (options.rotation == RotationKind::none) {
+    build(checkpoint, options, calibration);
+    return;
+  }
+  qlr::io::Llama2cModel rotated = checkpoint;
+  const StreamRotation r1(options.rotation, checkpoint.config.dim, options.rotation_seed);
+  const StreamRotation r4(options.rotation, checkpoint.config.hidden_dim, options.rotation_seed + 1);
+  rotate_checkpoint(rotated, r1, r4);
+  hidden_rotation_.emplace(r4);
+  build(rotated, options, calibration);
+}
+
+KvCache Model::make_cache() const {
+  KvCache cache;
+  for (std::size_t l = 0; l < blocks_.size(); ++l) {
+    cache.keys.emplace_back(Matrix::Zero(config_.seq_len, config_.kv_dim()));
+    cache.values.emplace_back(Matrix::Zero(config_.seq_len, config_.kv_dim()));
+  }
+  return cache;
+}
+
+Matrix Model::forward(std::span<const int> tokens, int pos, KvCache& cache,
+                      Calibration* capture) const {
+  constexpr const char* entity = "llama::Model::forward";
+  const auto t_count = static_cast<index_t>(tokens.size());
+  QLR_CHECK(pos >= 0 && t_count >= 1 && pos + t_count <= config_.seq_len, invalid_argument,
+            "{}: positions [{}, {}); expected 1 or more inside [0, seq_len = {})", entity, pos,
+            pos + t_count, config_.seq_len);
+  const int dim = config_.dim, kv_dim = config_.kv_dim(), head = config_.head_size();
+  Matrix x(t_count, dim);
+  for (index_t t = 0; t < t_count; ++t) {
+    const int id = tokens[static_cast<std::size_t>(t)];
+    QLR_CHECK(id >= 0 && id < config_.vocab_size, invalid_argument,
+              "{}: token {} = {}; expected 0 <= id < vocab_size = {}", entity, t, id,
+              config_.vocab_size);
+    x.row(t) = embedding_.row(id);
+  }
+  Matrix xb(t_count, dim), q(t_count, dim), k(t_count, kv_dim), v(t_count, kv_dim),
+      att_out(t_count, dim), proj(t_count, dim), gate(t_count, config_.hidden_dim),
+      up(t_count, config_.hidden_dim);
+  std::vector<float> scores(static_cast<std::size_t>(pos + t_count));
+  const int kv_per_head = config_.n_heads / config_.n_kv_heads;
+  const float inv_sqrt_head = 1.0f / std::sqrt(static_cast<float>(head));
+  for (std::size_t l = 0; l < blocks_.size(); ++l) {
+    const Block& b = blocks_[l];
+    const auto observe = [&](BlockInput input, const Matrix& in) {
+      if (capture) capture->blocks[l][static_cast<std::size_t>(input)]->add(in);
+    };
+    rms_norm(x, b.attention_norm, xb);
+    observe(BlockInput::attention, xb);
+    b.wq.forward(xb, q);
+    b.wk.forward(xb, k);
+    b.wv.forward(xb, v);
+    rope(q, pos);
+    rope(k, pos);
+    cache.keys[l].middleRows(pos, t_count) = k;
+    cache.values[l].middleRows(pos, t_count) = v;
+    for (index_t t = 0; t < t_count; ++t) {
+      const index_t last = pos + t;  // attends to positions [0, last]
+      for (int h = 0; h < config_.n_heads; ++h) {
+        const int kv_offset = (h / kv_per_head) * head;
+        const auto qh = q.row(t).segment(h * head, head);
+        float top = -INFINITY;
+        for (index_t s = 0; s <= last; ++s) {
+          const float score =
+              qh.dot(cache.keys[l].row(s).segment(kv_offset, head)) * inv_sqrt_head;
+          scores[static_cast<std::size_t>(s)] = score;
+          top = std::max(top, score);
+        }
+        float total = 0.0f;
+        for (index_t s = 0; s <= last; ++s) {
+          float& e = scores[static_cast<std::size_t>(s)];
+          e = std::exp(e - top);
+          total += e;
+        }
+        auto out = att_out.row(t).segment(h * head, head);
+        out.setZero();
+        for (index_t s = 0; s <= last; ++s)
+          out += (scores[static_cast<std::size_t>(s)] / total) *
+                 cache.values[l].row(s).segment(kv_offset, head);
+      }
+    }
+    observe(BlockInput::attention_output, att_out);
+    b.wo.forward(att_out, proj);
+    x += proj;
+    rms_norm(x, b.ffn_norm, xb);
+    observe(BlockInput::mlp, xb);
+    b.w1.forward(xb, gate);
+    b.w3.forward(xb, up);
+    // SwiGLU: silu(gate) ⊙ up.
+    gate = (gate.array() / (1.0f + (-gate.array()).exp())) * up.array();
+    if (hidden_rotation_) qlr::rotate::rotate_rows(*hidden_rotation_, gate);  // R4, online
+    observe(BlockInput::mlp_hidden, gate);
+    b.w2.forward(gate, proj);
+    x += proj;
+  }
+  rms_norm(x, final_norm_, xb);
+  Matrix logits(t_count, config_.vocab_size);
+  classifier_->forward(xb, logits);
+  return logits;
+}
+
+double Model::bits_per_parameter(bool with_classifier) const {
+  double bits = 0, params = 0;
+  const auto add = [&](const Linear& f) {
+    const double n = static_cast<double>(f.out_features() * f.in_features());
+    bits += f.bits_per_parameter() * n;
+    params += n;
+  };
+  for (const Block& b : blocks_)
+    for (const Linear* f : {&b.wq, &b.wk, &b.wv, &b.wo, &b.w1, &b.w2, &b.w3}) add(*f);
+  if (with_classifier) add(*classifier_);
+  return bits / params;
+}
+
+void Model::check_compression(const qlr::io::Llama2cModel& checkpoint,
+                              const ModelOptions& options, const Calibration* calibration) {
+  constexpr const char* entity = "llama::Model";
+  check_options(checkpoint.config, options);
+  const bool needs_calibration =
+      options.gptq || (options.compensation_rank > 0 && options.compensation == CompensationKind::eora);
+  QLR_CHECK(!needs_calibration || calibration != nullptr, invalid_argument,
+            "{}: GPTQ or EoRA without calibration; expected statistics from calibrate()",
+            entity);
+  QLR_CHECK(!calibration || calibration->blocks.size() == checkpoint.layers.size(),
+            shape_mismatch, "{}: calibration of {} blocks; expected {}", entity,
+            calibration ? calibration->blocks.size() : 0, checkpoint.layers.size());
+}
+
+void Model::build(const qlr::io::Llama2cModel& checkpoint, const ModelOptions& options,
+                  const Calibration* calibration) {
+  config_ = checkpoint.config;
+  embedding_ = checkpoint.token_embedding;
+  final_norm_ = checkpoint.final_norm;
+  for (std::size_t l = 0; l < checkpoint.layers.size(); ++l) {
+    const auto& w = checkpoint.layers[l];
+    // Each input's statistics and, for EoRA, its eigenspace, shared by its readers.
+    std::array<const qlr::compensate::Covariance*, block_inputs> input{};
+    std::array<std::optional<qlr::compensate::Eigenspace>, block_inputs> space;
+    for (std::size_t i = 0; i < block_inputs && calibration; ++i) {
+      input[i] = &*calibration->blocks[l][i];
+      if (options.compensation_rank > 0 && options.compensation == CompensationKind::eora)
+        space[i].emplace(*input[i]);
+    }
+    const auto make = [&](const Matrix& weight, BlockInput in) {
+      const auto i = static_cast<std::size_t>(in);
+      return Linear(weight, options, input[i], space[i] ? &*space[i] : nullptr);
+    };
+    blocks_.push_back(Block{w.attention_norm, w.ffn_norm, make(w.wq, BlockInput::attention),
+                            make(w.wk, BlockInput::attention), make(w.wv, BlockInput::attention),
+                            make(w.wo, BlockInput::attention_output), make(w.w1, BlockInput::mlp),
+                            make(w.w2, BlockInput::mlp_hidden), make(w.w3, BlockInput::mlp)});
+  }
+  const Matrix& classifier =
+      config_.shared_classifier ? checkpoint.token_embedding : checkpoint.classifier;
+  classifier_.emplace(classifier, options.quantize_classifier ? options.linear : std::nullopt);
+}
+
+// out = γ ⊙ x / sqrt(mean(x²) + 1e-5), per row (llama2.c's RMSNorm).
+void Model::rms_norm(const Matrix& x, const Vector& gamma, Matrix& out) {
+  for (index_t t = 0; t < x.rows(); ++t) {
+    const float mean_square = x.row(t).squaredNorm() / static_cast<float>(x.cols());
+    const float inv = 1.0f / std::sqrt(mean_square + 1e-5f);
+    out.row(t) = (x.row(t).array() * inv) * gamma.transpose().array();
+  }
+}
+
+// Rotates each pair (2i, 2i + 1) of every head of row t by (pos + t)·10000^(−2i/head).
+void Model::rope(Matrix& m, int pos) const {
+  const int head = config_.head_size();
+  for (index_t t = 0; t < m.rows(); ++t) {
+    const auto p = static_cast<float>(pos + t);
+    for (index_t i = 0; i < m.cols(); i += 2) {
+      const auto within = static_cast<float>(i % head);
+      const float angle = p / std::pow(10000.0f, within / static_cast<float>(head));
+      const float c = std::cos(angle), s = std::sin(angle);
+      const float a = m(t, i), b = m(t, i + 1);
+      m(t, i) = a * c - b * s;
+      m(t, i + 1) = a * s + b * c;
+    }
+  }
+}
+
+}  // namespace llama
