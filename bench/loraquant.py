@@ -29,7 +29,7 @@ def figures(qlr, adapter, refine_steps):
 
 
 def label(m):
-    """A method row's name, as the README's table spells it."""
+    """A method row's name, as docs/calibration.md's table spells it."""
     if m["method"] == "loraquant":
         return f"LoRAQuant b_h={m['high_bits']}, ρ={m['energy']:g}"
     if m["method"] == "rtn":

@@ -2,38 +2,27 @@
 // The code example of README.md, compiled and run by the tests; tests/readme_sync.cmake
 // checks that the README shows exactly the code below this header.
 
-#include <qlr/kernels.hpp>
-#include <qlr/quant.hpp>
+#include <qlr/adapter/lora.hpp>
+#include <qlr/layers/quantized_linear.hpp>
+#include <qlr/quant/int_group.hpp>
 
 #include <cstdio>
-#include <random>
-#include <vector>
 
 int main() {
-  // Your engine's weight, out_features × in_features row-major, viewed without a copy.
-  const qlr::index_t n = 4096, k = 4096;
-  std::vector<float> buffer(static_cast<std::size_t>(n * k));
-  std::mt19937 rng(0);
-  std::normal_distribution<float> normal(0.0f, 0.02f);
-  for (float& v : buffer) v = normal(rng);
-  const qlr::ConstMatrixMap w(buffer.data(), n, k, Eigen::OuterStride<>(k));
-
-  // Compile-time policy: INT4, asymmetric, groups of 128 input columns, f16 scales.
-  const auto q = qlr::quant::IntAsym<4>({.group_size = 128, .scale_type = qlr::ScaleType::f16})
-                     .quantize(w);
-  std::printf("int4 g128: %.5f bits/param, relative error %.4f\n", q.bits_per_parameter(),
-              qlr::quant::relative_frobenius_error(w, qlr::quant::dequantize(q)));
-
-  // The same kind of choice made at run time, from a flag or a config file.
-  const auto nf4 = qlr::quant::quantize(w, qlr::quant::parse_quant_spec("nf4-g64"));
-  std::printf("nf4: %.2f bits/param\n", qlr::quant::bits_per_parameter(nf4));
-
-  // W4A8: INT4 weights packed once for the integer kernels, 16 tokens quantized to INT8
-  // per token, Y (16×N) = X̂·Ŵᵀ on the best SIMD path of this CPU.
-  const qlr::kernels::DotWeights packed(qlr::quant::IntSym<4>({.group_size = 128}).quantize(w));
-  const auto x = qlr::quant::quantize_per_token(w.topRows(16), {.bits = 8});
-  std::vector<float> y(static_cast<std::size_t>(16 * n));
-  qlr::kernels::gemm(packed, x.view(), qlr::MatrixView{y.data(), 16, n, n});
-  std::printf("w4a8 on %s: y[0][0] = %.4f\n", qlr::kernels::to_string(qlr::kernels::best_isa()),
-              y[0]);
+  using qlr::Matrix;
+  // Your FP32 weight W (N×K = 1024×4096) and 8 tokens of input X (8×K).
+  const Matrix w = Matrix::Random(1024, 4096) * 0.02f, x = Matrix::Random(8, 4096);
+  // The base weight becomes INT4, symmetric, one scale per group of 128 input columns.
+  qlr::layers::QuantizedLinear<qlr::quant::IntSym<4>> layer(
+      w, qlr::quant::IntSym<4>({.group_size = 128}));
+  // A rank-16 LoRA beside it: ΔW = (α/r)·B·A with A (16×K), B (N×16), α = 32.
+  const Matrix a = Matrix::Random(16, 4096) * 0.02f, b = Matrix::Random(1024, 16) * 0.02f;
+  layer.attach("chat", qlr::adapter::Lora(a, b, /*alpha=*/32));
+  // Y = X·(Ŵ + ΔW)ᵀ: one INT4 GEMM with the LoRA in its epilogue, on this CPU's best SIMD path.
+  const Matrix y = layer.forward(x);
+  const Matrix fp32 = x * (w + 2.0f * b * a).transpose();      // the unquantized layer
+  const Matrix oracle = x * layer.dense_weight().transpose();  // Ŵ + ΔW, dequantized
+  std::printf("%td→%td int4 g128 + LoRA r16: relative difference %.3f to FP32, %.0e to oracle\n",
+              layer.in_features(), layer.out_features(), (y - fp32).norm() / fp32.norm(),
+              (y - oracle).norm() / oracle.norm());
 }

@@ -204,7 +204,7 @@ TEST_CASE("LoRAQuant with refinement errs less than without it on decaying adapt
 // T6.6 states this for b_h = 2. Against qlr's uniform RTN, which groups B along each
 // component as LoRAQuant does (not along r), 2-bit high parts lose: min-max 2-bit codes of
 // Gaussian-like vectors err about as much as binary ones. At b_h = 3 LoRAQuant wins with
-// fewer bits; the README's table shows both.
+// fewer bits; the table in docs/calibration.md shows both.
 TEST_CASE("LoRAQuant (b_h = 3) beats uniform 2-bit RTN at fewer bits on >= 95% of decaying "
           "adapters (T6.6)",
           "[adapter][lora_quant]") {
