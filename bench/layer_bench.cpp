@@ -43,18 +43,17 @@ qlr::adapter::Lora random_lora(index_t r, std::uint32_t seed) {
                             2.0 * static_cast<double>(r));
 }
 
-/// Bytes a forward reads of the base: packed codes and the group scales.
+/// Bytes a forward reads of the base: packed codes, group scales and zeros.
 template <class Layer>
 double base_bytes(const Layer& layer) {
-  return static_cast<double>(layer.base().codes().size()) +
-         4.0 * static_cast<double>(layer.base().scales().size() + layer.base().zeros().size());
+  return static_cast<double>(layer.packed_base().memory_bytes());
 }
 
 /// Copies of one layer (with `adapters` LoRAs of rank r attached) that together exceed the
 /// footprint, each read once before timing.
 template <class Layer>
 std::deque<Layer> layer_copies(index_t r, int adapters) {
-  Layer layer(random_matrix(n, k, 0.02f, 1), typename Layer::quantizer_type({.group_size = 128}));
+  Layer layer(random_matrix(n, k, 0.02f, 1), quant::DefaultQuantizer<typename Layer::format>({.group_size = 128}));
   for (int a = 0; a < adapters; ++a)
     layer.attach("adapter" + std::to_string(a), random_lora(r, 10 + 2 * static_cast<std::uint32_t>(a)));
   std::deque<Layer> copies(qlr_bench::copies_for(static_cast<std::size_t>(base_bytes(layer))), layer);

@@ -221,6 +221,10 @@ llama::ModelOptions model_options(const ModelFlags& f, const CalibrationFlags& c
 /// first from the FP32 model over the calibration text (a progress bar on stderr).
 Loaded load(const ModelFlags& f, const CalibrationFlags& c = {}, int window = 256,
             const std::string* default_text = nullptr) {
+  // The defaults are the source tree's vendored files: an installed tool may not have them.
+  QLR_CHECK(f.model != QLR_DEFAULT_MODEL || std::filesystem::exists(f.model), invalid_argument,
+            "qlr: no --model given and this qlr has no default model; expected --model FILE (a "
+            "llama2.c checkpoint) and --tokenizer FILE");
   const qlr::io::Llama2cModel checkpoint = qlr::io::load_llama2c(f.model);
   qlr::model::Tokenizer tokenizer = qlr::model::Tokenizer::load(f.tokenizer, checkpoint.config.vocab_size);
   std::optional<llama::Calibration> statistics;
@@ -338,6 +342,7 @@ void generate(int argc, char** argv, int first) {
                                       {"tokens", tokens.size()},
                                       {"bits_per_param", loaded.model.bits_per_parameter()},
                                       {"block_bits_per_param", loaded.model.bits_per_parameter(false)},
+                                      {"weight_bytes", loaded.model.weight_bytes()},
                                       {"seconds", seconds},
                                       {"tokens_per_s", positions / seconds}};
     fmt::print("{}\n", j.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
@@ -389,6 +394,7 @@ void perplexity(int argc, char** argv, int first) {
                                       {"targets", r.targets},
                                       {"bits_per_param", loaded.model.bits_per_parameter()},
                                       {"block_bits_per_param", loaded.model.bits_per_parameter(false)},
+                                      {"weight_bytes", loaded.model.weight_bytes()},
                                       {"seconds", seconds},
                                       {"tokens_per_s", static_cast<double>(token_count) / seconds}};
     fmt::print("{}\n", j.dump(2));
@@ -460,9 +466,9 @@ void demo(int argc, char** argv, int first) {
   out["story_tokens_per_s"] = tokens_per_s;
   if (!f.json)
     fmt::print("\n[{} tokens, {:.0f} tokens/s]\n\nperplexity of {} (first {} tokens, windows of 256):\n"
-               "{:<52} {:>11} {:>8} {:>8} {:>9}\n",
+               "{:<52} {:>11} {:>10} {:>8} {:>8} {:>9}\n",
                tokens.size(), tokens_per_s, text_path.filename().string(), max_tokens, "setting",
-               "bits/weight", "NLL", "ppl", "tokens/s");
+               "bits/weight", "weight KiB", "NLL", "ppl", "tokens/s");
   out["perplexity"] = nlohmann::ordered_json::array();
   std::optional<Loaded> other;
   for (std::size_t i = 0; i < settings.size(); ++i) {
@@ -475,19 +481,23 @@ void demo(int argc, char** argv, int first) {
                                  {"rotation", llama::to_string(s.rotation)},
                                  {"bits_per_param", loaded.model.bits_per_parameter()},
                                  {"block_bits_per_param", loaded.model.bits_per_parameter(false)},
+                                 {"weight_bytes", loaded.model.weight_bytes()},
                                  {"nll", r.nll.nll},
                                  {"ppl", r.nll.perplexity()},
                                  {"targets", r.nll.targets},
                                  {"tokens_per_s", speed}});
     if (!f.json)
-      fmt::print("{:<52} {:>11.2f} {:>8.4f} {:>8.3f} {:>9.0f}\n", setting_name(s),
-                 loaded.model.bits_per_parameter(false), r.nll.nll, r.nll.perplexity(), speed);
+      fmt::print("{:<52} {:>11.2f} {:>10.1f} {:>8.4f} {:>8.3f} {:>9.0f}\n", setting_name(s),
+                 loaded.model.bits_per_parameter(false),
+                 static_cast<double>(loaded.model.weight_bytes()) / 1024.0, r.nll.nll,
+                 r.nll.perplexity(), speed);
   }
   if (f.json)
     fmt::print("{}\n", out.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
   else
-    fmt::print("\nbits/weight: storage of the block layers (codes, scales, zeros); the classifier "
-               "stays FP32 (--quantize-classifier).\n");
+    fmt::print("\nbits/weight: storage of the block layers (codes, scales, zeros); weight KiB: what "
+               "every linear layer holds in memory; the classifier stays FP32 "
+               "(--quantize-classifier).\n");
 }
 
 }  // namespace qlr_cli

@@ -54,7 +54,7 @@ Linear::Linear(const Matrix& w, const ModelOptions& options,
 
 double Linear::bits_per_parameter() const {
   if (!quantized_) return 32.0;
-  double bits = qlr::quant::bits_per_parameter(quantized_->base());
+  double bits = quantized_->bits_per_parameter();
   const auto weights = static_cast<double>(out_features() * in_features());
   for (const qlr::layers::AttachedAdapter& a : quantized_->adapters())
     bits += std::visit(
@@ -203,6 +203,13 @@ double Model::bits_per_parameter(bool with_classifier) const {
     for (const Linear* f : {&b.wq, &b.wk, &b.wv, &b.wo, &b.w1, &b.w2, &b.w3}) add(*f);
   if (with_classifier) add(*classifier_);
   return bits / params;
+}
+
+std::size_t Model::weight_bytes(bool with_classifier) const {
+  std::size_t bytes = with_classifier ? classifier_->memory_bytes() : 0;
+  for (const Block& b : blocks_)
+    for (const Linear* f : {&b.wq, &b.wk, &b.wv, &b.wo, &b.w1, &b.w2, &b.w3}) bytes += f->memory_bytes();
+  return bytes;
 }
 
 void Model::check_compression(const qlr::io::Llama2cModel& checkpoint,

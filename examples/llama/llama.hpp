@@ -94,6 +94,11 @@ class Linear {
   /// Storage bits per weight, scales and zeros included (32 for FP32); a compensation term
   /// adds its own stored bits over the N·K weights.
   [[nodiscard]] double bits_per_parameter() const;
+  /// Bytes the layer holds in memory: its one weight form (FP32 or packed), adapters, bias.
+  [[nodiscard]] std::size_t memory_bytes() const {
+    return quantized_ ? quantized_->memory_bytes()
+                      : sizeof(float) * static_cast<std::size_t>(dense_.size());
+  }
  private:
   Matrix dense_;
   std::optional<qlr::layers::AnyLinear> quantized_;
@@ -151,6 +156,9 @@ class Model {
   /// Storage bits per linear weight, averaged over the parameters of the seven block
   /// layers and, unless `with_classifier` is false, the classifier.
   [[nodiscard]] double bits_per_parameter(bool with_classifier = true) const;
+  /// Bytes the linear layers hold in memory (resident weight bytes): the seven block layers
+  /// and, unless `with_classifier` is false, the classifier.
+  [[nodiscard]] std::size_t weight_bytes(bool with_classifier = true) const;
 
  private:
   struct Block {

@@ -7,12 +7,11 @@
 int main() {
   const qlr::Matrix w = qlr::Matrix::Ones(4, 64);
 #ifdef QLR_SHOULD_FAIL
-  qlr::layers::QuantizedLinear<qlr::quant::Nf4> layer(w);
-#else
   qlr::layers::QuantizedLinear<qlr::quant::Nf4, qlr::rotate::Identity,
-                               qlr::layers::FloatActivations, qlr::layers::StandardAdapters,
-                               qlr::layers::DenseKernel>
+                               qlr::layers::FloatActivations, qlr::layers::SimdKernels>
       layer(w);
+#else
+  qlr::layers::QuantizedLinear<qlr::quant::Nf4> layer(w);  // AutoKernel: the dense kernel
 #endif
   return layer.out_features() == 4 ? 0 : 1;
 }

@@ -1,19 +1,21 @@
 // SPDX-License-Identifier: Apache-2.0
-// Consumer check: the installed headers compile and link against the installed package's
-// dependencies, and a quantize → dequantize round trip works.
+// Consumer check, the program's first unit: built against qlr::compiled in the mixed program
+// (QLR_COMPILED: it declares the kernels and compositions that qlr::compiled defines) and
+// header-only in the other.
 #include <qlr/qlr.hpp>
 
-#include <cstdio>
+#include "consumer_checks.hpp"
 
-int main() {
-  const qlr::Matrix w = qlr::Matrix::Random(16, 96);
-  const auto q = qlr::quant::IntAsym<4>({.group_size = 32}).quantize(w);
-  const double error = qlr::quant::relative_frobenius_error(w, qlr::quant::dequantize(q));
-  if (!(error > 0.0 && error < 0.2)) {
-    std::printf("qlr consumer: unexpected relative error %g\n", error);
-    return 1;
-  }
-  std::printf("qlr consumer: ok (qlr %s, INT4 g32 relative error %.4f, %.4f bits/param)\n",
-              qlr::version_string, error, q.bits_per_parameter());
-  return 0;
+int header_only_unit(const std::filesystem::path& scratch);
+
+int main(int argc, char** argv) {
+  const std::filesystem::path scratch = argc > 1 ? argv[1] : "consumer-scratch";
+#if defined(QLR_COMPILED)
+  const char* unit = "qlr::compiled unit";
+#else
+  const char* unit = "header-only unit";
+#endif
+  const int status = check_qlr(unit, scratch) | header_only_unit(scratch);
+  std::printf("qlr consumer: %s (qlr %s)\n", status == 0 ? "ok" : "FAILED", qlr::version_string);
+  return status;
 }

@@ -168,7 +168,7 @@ TEST_CASE("gemm_dot: every ISA bitwise equal to the reference, tails in M, N, K"
     const auto floating =
         quant::IntAsym<4>({.group_size = 32, .zero_mode = qlr::ZeroMode::floating})
             .quantize(qlr::test::gaussian(rng, 4, 64));
-    REQUIRE(kernels::DotWeights(floating).view().zero_fractions != nullptr);  // the path exists
+    REQUIRE(kernels::DotWeights(floating).view().zero_offsets != nullptr);  // the path exists
     sweep<quant::IntAsym<4>>(8, {1, 5}, {17, 40}, {96, 257}, {32, 128},
                              {.zero_mode = qlr::ZeroMode::floating});
   }
@@ -248,9 +248,9 @@ TEST_CASE("DotWeights: integer zero points need no fractional term", "[kernels][
   const Matrix w = qlr::test::gaussian(rng, 20, 64);
   CHECK(kernels::DotWeights(quant::IntAsym<4>({.group_size = 32}).quantize(w))
             .view()
-            .zero_fractions == nullptr);
+            .zero_offsets == nullptr);
   CHECK(
-      kernels::DotWeights(quant::IntSym<8>({.group_size = 64}).quantize(w)).view().zero_fractions ==
+      kernels::DotWeights(quant::IntSym<8>({.group_size = 64}).quantize(w)).view().zero_offsets ==
       nullptr);
 }
 

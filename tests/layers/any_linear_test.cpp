@@ -30,25 +30,42 @@ TEST_CASE("make_linear: every compiled composition matches its dense oracle", "[
   const Matrix x = qlr::test::gaussian(rng, m, k);
   const qlr::adapter::Lora lora(qlr::test::gaussian(rng, r, k, 0.1f),
                                 qlr::test::gaussian(rng, n, r, 0.1f), 8);
-  for (const char* name :
-       {"int4-sym-g32", "int4-asym-g64+a8", "int8-sym-pc+a8+rht5", "int4-sym-g32+a4+rht9",
-        "int8-asym-g32", "int2-asym-g32", "int3-sym-g32+rht3", "nf4-g64", "int4-asym-g32+dense"}) {
-    CAPTURE(name);
-    const layers::LinearSpec spec = layers::parse_linear_spec(name);
-    CHECK(layers::to_string(spec) == name);
-    layers::AnyLinear layer = layers::make_linear(w, spec);
-    layer.attach("lora", lora);
-    const Matrix y = layer.forward(x);
-    // The base sees (rotated, quantized) activations; the adapter reads x itself.
-    Matrix x_base = x;
-    if (spec.rotated) qlr::rotate::rotate_rows(qlr::rotate::RandomizedHadamard(k, spec.rotation_seed), x_base);
-    if (spec.activation_bits != 0)
-      x_base = qlr::quant::dequantize(qlr::quant::quantize_per_token(x_base, {.bits = spec.activation_bits}));
-    Matrix w_base = qlr::quant::dequantize(layer.base());
-    const MatrixD ref = x_base.cast<double>() * w_base.cast<double>().transpose() +
-                        x.cast<double>() * lora.delta().cast<double>().transpose();
-    CHECK((y.cast<double>() - ref).norm() / ref.norm() < 1e-5);
+  // The list make_linear dispatches over, each composition with and without a rotation.
+  std::size_t built = 0;
+  for (const layers::Composition& c : layers::compositions) {
+    for (const bool rotated : {false, true}) {
+      layers::LinearSpec spec;
+      spec.weights.bits = c.bits;
+      spec.weights.encoding = c.encoding;
+      spec.weights.options.group_size = 32;
+      spec.weights.nf4.block_size = 64;
+      spec.activation_bits = c.activation_bits;
+      spec.rotated = rotated;
+      spec.rotation_seed = 5;
+      const bool simd = (c.bits == 4 || c.bits == 8) && c.encoding != qlr::Encoding::codebook;
+      if (c.dense && simd) spec.kernel = layers::KernelChoice::dense;
+      const std::string name = layers::to_string(spec);
+      CAPTURE(name);
+      CHECK(layers::to_string(layers::parse_linear_spec(name)) == name);
+      layers::AnyLinear layer = layers::make_linear(w, spec);
+      layer.attach("lora", lora);
+      const Matrix y = layer.forward(x);
+      // The base sees (rotated, quantized) activations; the adapter reads x itself.
+      Matrix x_base = x;
+      if (spec.rotated)
+        qlr::rotate::rotate_rows(qlr::rotate::RandomizedHadamard(k, spec.rotation_seed), x_base);
+      if (spec.activation_bits != 0)
+        x_base = qlr::quant::dequantize(
+            qlr::quant::quantize_per_token(x_base, {.bits = spec.activation_bits}));
+      const Matrix w_base = qlr::quant::dequantize(layer.base());
+      const MatrixD ref = x_base.cast<double>() * w_base.cast<double>().transpose() +
+                          x.cast<double>() * lora.delta().cast<double>().transpose();
+      CHECK((y.cast<double>() - ref).norm() / ref.norm() < 1e-5);
+      ++built;
+    }
   }
+  CHECK(built == 2 * std::size(layers::compositions));
+  CHECK(std::size(layers::compositions) == 21);
 }
 
 TEST_CASE("make_linear: compositions that are not compiled are refused by name", "[layers]") {

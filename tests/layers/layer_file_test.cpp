@@ -102,7 +102,7 @@ TEST_CASE("save_layers / load_layers: bases, adapters and outputs come back bit 
     for (const layers::AttachedAdapter& held : original.adapters()) {
       const auto* q = std::get_if<adapter::QuantizedLowRank>(&held.adapter);
       if (q == nullptr) continue;
-      const std::vector<layers::AttachedAdapter> back_adapters = back.adapters();
+      const auto back_adapters = back.adapters();
       const auto it = std::find_if(back_adapters.begin(), back_adapters.end(),
                                    [&](const layers::AttachedAdapter& other) { return other.name == held.name; });
       REQUIRE(it != back_adapters.end());

@@ -122,7 +122,7 @@ TEST_CASE("QuantizedLinear: NF4 and INT3 run on the dense kernel", "[layers]") {
   {
     const quant::Nf4 q;
     layers::QuantizedLinear<quant::Nf4, rotate::Identity, layers::FloatActivations,
-                            layers::StandardAdapters, layers::DenseKernel>
+                            layers::DenseKernel>
         layer(w, q);
     layer.attach("a", lora);
     CHECK(relative_error(layer.forward(x), lora_oracle(x, quant::dequantize(q.quantize(w)), lora,
@@ -131,7 +131,7 @@ TEST_CASE("QuantizedLinear: NF4 and INT3 run on the dense kernel", "[layers]") {
   {
     const quant::IntAsym<3> q({.group_size = 32});
     layers::QuantizedLinear<quant::IntAsym<3>, rotate::Identity, layers::FloatActivations,
-                            layers::AsymAdapters, layers::DenseKernel>
+                            layers::DenseKernel>
         layer(w, q);
     CHECK(relative_error(layer.forward(x), lora_oracle(x, quant::dequantize(q.quantize(w)),
                                                         adapter::Lora(Matrix::Zero(1, k),
@@ -148,9 +148,7 @@ TEST_CASE("QuantizedLinear: a QA-LoRA adapter on an asymmetric base", "[layers]"
   const quant::IntAsym<4> q({.group_size = g});
   const adapter::QaLora qa(qlr::test::gaussian(rng, r, k / g), qlr::test::gaussian(rng, n, r), 16,
                            k, g);
-  layers::QuantizedLinear<quant::IntAsym<4>, rotate::Identity, layers::FloatActivations,
-                          layers::AsymAdapters>
-      layer(w, q);
+  layers::QuantizedLinear<quant::IntAsym<4>> layer(w, q);
   layer.attach("qa", qa);
   const MatrixD ref = x.cast<double>() *
                       (quant::dequantize(q.quantize(w)).cast<double>() + qa.delta().cast<double>())
@@ -286,4 +284,102 @@ TEST_CASE("QuantizedLinear: bad input is a qlr::Error naming the argument", "[la
   Matrix w_nan = w;
   w_nan(2, 5) = std::numeric_limits<float>::quiet_NaN();
   CHECK_THROWS_AS(layers::QuantizedLinear<quant::IntAsym<4>>(w_nan), qlr::Error);
+}
+
+TEST_CASE("QuantizedLinear: memory_bytes is its one weight form, adapters, bias and a few "
+          "hundred bytes",
+          "[layers][memory]") {
+  std::mt19937 rng(9);
+  const index_t n = 256, k = 512, r = 8;
+  const Matrix w = qlr::test::gaussian(rng, n, k);
+  const adapter::Lora lora = random_lora(rng, n, k, r);
+  const Vector bias = qlr::test::gaussian(rng, n, 1);
+  const auto check = [&](auto& layer) {
+    const std::size_t weight = layer.packed_base().memory_bytes();
+    CHECK(layer.memory_bytes() - weight < 512);
+    layer.attach("a", lora);
+    layer.set_bias(bias);
+    // The stacked Bᵀ the epilogue reads: r rows of N floats plus at most 32 of padding.
+    const std::size_t held = weight + lora.memory_bytes() + sizeof(float) * (n + r * n);
+    CHECK(layer.memory_bytes() >= held);
+    CHECK(layer.memory_bytes() - held < 512 + sizeof(float) * 32 * r);
+  };
+  {
+    layers::QuantizedLinear<quant::IntAsym<4>> layer(w, quant::IntAsym<4>({.group_size = 32}));
+    check(layer);
+  }
+  {
+    layers::QuantizedLinear<quant::Nf4> layer(w, quant::Nf4({.block_size = 64}));
+    check(layer);
+  }
+  {
+    layers::QuantizedLinear<quant::IntAsym<3>> layer(w, quant::IntAsym<3>({.group_size = 32}));
+    check(layer);
+  }
+}
+
+TEST_CASE("QuantizedLinear: no format holds more than 1.35x its storage bits, and none an FP32 "
+          "copy",
+          "[layers][memory]") {
+  std::mt19937 rng(10);
+  const index_t n = 256, k = 512;
+  const Matrix w = qlr::test::gaussian(rng, n, k);
+  const auto check = [&](const auto& layer, const char* name) {
+    CAPTURE(name, layer.bits_per_parameter());
+    const double storage = layer.bits_per_parameter() * static_cast<double>(n * k) / 8.0;
+    CHECK(static_cast<double>(layer.memory_bytes()) <= 1.35 * storage + 512.0);
+    CHECK(static_cast<double>(layer.memory_bytes()) >= storage);
+  };
+  const qlr::quant::IntOptions g32{.group_size = 32, .scale_type = qlr::ScaleType::f16};
+  check(layers::QuantizedLinear<quant::IntSym<2>>(w, quant::IntSym<2>(g32)), "int2-sym");
+  check(layers::QuantizedLinear<quant::IntAsym<2>>(w, quant::IntAsym<2>(g32)), "int2-asym");
+  check(layers::QuantizedLinear<quant::IntSym<3>>(w, quant::IntSym<3>(g32)), "int3-sym");
+  check(layers::QuantizedLinear<quant::IntAsym<3>>(w, quant::IntAsym<3>(g32)), "int3-asym");
+  check(layers::QuantizedLinear<quant::IntSym<4>>(w, quant::IntSym<4>(g32)), "int4-sym");
+  check(layers::QuantizedLinear<quant::IntAsym<4>>(w, quant::IntAsym<4>(g32)), "int4-asym");
+  check(layers::QuantizedLinear<quant::IntSym<8>>(w, quant::IntSym<8>(g32)), "int8-sym");
+  check(layers::QuantizedLinear<quant::IntAsym<8>>(w, quant::IntAsym<8>(g32)), "int8-asym");
+  check(layers::QuantizedLinear<quant::IntAsym<4>, rotate::Identity, layers::FloatActivations,
+                                layers::DenseKernel>(w, quant::IntAsym<4>(g32)),
+        "int4-asym+dense");
+  check(layers::QuantizedLinear<quant::Nf4>(
+            w, quant::Nf4({.block_size = 64, .scale_type = qlr::ScaleType::f16})),
+        "nf4-g64-f16");
+  check(layers::QuantizedLinear<quant::Nf4>(w, quant::Nf4({.block_size = 64})), "nf4-g64");
+}
+
+TEST_CASE("QuantizedLinear: a base comes back bit for bit from each kernel's form",
+          "[layers][memory]") {
+  std::mt19937 rng(12);
+  const index_t n = 37, k = 100;  // a padded panel and a ragged group
+  const Matrix w = qlr::test::gaussian(rng, n, k);
+  const auto same = [](const auto& a, const auto& b) {
+    const qlr::QuantizedParts& pa = a.parts();
+    const qlr::QuantizedParts& pb = b.parts();
+    CHECK(pa.codes == pb.codes);
+    CHECK(std::memcmp(pa.scales.data(), pb.scales.data(), pa.scales.size() * sizeof(float)) == 0);
+    REQUIRE(pa.zeros.size() == pb.zeros.size());
+    CHECK((pa.zeros.empty() ||
+           std::memcmp(pa.zeros.data(), pb.zeros.data(), pa.zeros.size() * sizeof(float)) == 0));
+    CHECK((pa.zero_mode == pb.zero_mode && pa.scale_type == pb.scale_type &&
+           pa.codebook == pb.codebook && pa.group_size == pb.group_size));
+  };
+  for (const auto scale_type : {qlr::ScaleType::f32, qlr::ScaleType::f16}) {
+    const qlr::quant::IntOptions g{.group_size = 32, .scale_type = scale_type};
+    const auto q4 = quant::IntAsym<4>(g).quantize(w);
+    same(layers::QuantizedLinear<quant::IntAsym<4>>(q4, rotate::Identity(k)).base(), q4);
+    const auto q8 = quant::IntSym<8>(g).quantize(w);
+    same(layers::QuantizedLinear<quant::IntSym<8>>(q8, rotate::Identity(k)).base(), q8);
+    const auto q3 = quant::IntAsym<3>(g).quantize(w);
+    same(layers::QuantizedLinear<quant::IntAsym<3>>(q3, rotate::Identity(k)).base(), q3);
+    const auto nf4 = quant::Nf4({.block_size = 64, .scale_type = scale_type}).quantize(w);
+    same(layers::QuantizedLinear<quant::Nf4>(nf4, rotate::Identity(k)).base(), nf4);
+  }
+  // Floating zero points (a QA-LoRA merge) survive the SIMD kernels' integer + offset split.
+  const index_t r = 2, g = 32;
+  const adapter::QaLora qa(qlr::test::gaussian(rng, r, (k + g - 1) / g),
+                           qlr::test::gaussian(rng, n, r), 16, k, g);
+  const auto merged =
+      adapter::merge_into_zeros(quant::IntAsym<4>({.group_size = g}).quantize(w), qa);
+  same(layers::QuantizedLinear<quant::IntAsym<4>>(merged, rotate::Identity(k)).base(), merged);
 }

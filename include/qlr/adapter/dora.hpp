@@ -71,6 +71,11 @@ class Dora {
   /// B, the Adapter's up-projection.
   [[nodiscard]] const Matrix& up() const noexcept { return lora_.b(); }
   [[nodiscard]] const Vector& magnitude() const noexcept { return magnitude_; }  ///< m (N)
+  /// Bytes held: the LoRA part and m.
+  [[nodiscard]] std::size_t memory_bytes() const noexcept {
+    return lora_.memory_bytes() + sizeof(magnitude_) +
+           sizeof(float) * static_cast<std::size_t>(magnitude_.size());
+  }
   /// The direction update alone, as a LoRA adapter.
   [[nodiscard]] const Lora& lora() const noexcept { return lora_; }
   /// Values stored when kept separate: r·(N + K) factors and N magnitudes.

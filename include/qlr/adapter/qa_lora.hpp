@@ -68,6 +68,12 @@ class QaLora {
   [[nodiscard]] float scale() const noexcept { return scale_; }                 ///< s
   [[nodiscard]] const Matrix& a() const noexcept { return a_; }                 ///< A (r×L)
   [[nodiscard]] const Matrix& b() const noexcept { return b_; }                 ///< B (N×r)
+  /// Bytes held: A, its transpose, B, the pooling factors and the object itself.
+  [[nodiscard]] std::size_t memory_bytes() const noexcept {
+    return sizeof(*this) +
+           sizeof(float) * (static_cast<std::size_t>(a_.size() + at_.size() + b_.size()) +
+                            factors_.size());
+  }
   /// B, the Adapter's up-projection.
   [[nodiscard]] const Matrix& up() const noexcept { return b_; }
   /// Values stored when kept separate: r·(N + L).

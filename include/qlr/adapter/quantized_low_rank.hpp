@@ -66,6 +66,16 @@ class QuantizedLowRank {
   [[nodiscard]] index_t parameter_count() const noexcept {
     return rank() * (out_features() + in_features());
   }
+  /// Bytes held: the quantized blocks and their FP32 dequantization, which project reads.
+  [[nodiscard]] std::size_t memory_bytes() const noexcept {
+    std::size_t bytes = factors_.memory_bytes() + sizeof(blocks_);
+    for (const ComponentBlock& block : blocks_) {
+      bytes += sizeof(ComponentBlock);
+      for (const auto* q : {&block.a_rows, &block.bt_rows})
+        bytes += std::visit([](const auto& m) { return m.memory_bytes() - sizeof(m); }, *q);
+    }
+    return bytes;
+  }
 
   /// Stored bits per adapter value: Σ over blocks of each quantized matrix's
   /// bits_per_parameter (codes, scales and zeros) times its size, over r·(N + K). The one

@@ -45,3 +45,16 @@
 /// Closes a QLR_ISA_BEGIN region.
 #define QLR_ISA_END _Pragma("GCC diagnostic pop") _Pragma("GCC pop_options")
 #define QLR_STRINGIFY(x) #x
+
+// QLR_COMPILED is defined by the CMake target qlr::compiled for the units that link it:
+// they declare the kernels' and make_linear's heavy templates instead of compiling them, and
+// qlr/kernels/kernels.cpp and qlr/layers/any_linear.cpp define them once. A unit built with
+// QLR_COMPILED in a program without those files fails to link on this name first.
+#if defined(QLR_COMPILED)
+namespace qlr::detail {
+/// Defined in qlr/kernels/kernels.cpp: link qlr::compiled, or build without QLR_COMPILED.
+extern const int QLR_COMPILED_requires_linking_qlr_compiled;
+[[gnu::used]] static const int* const qlr_compiled_is_linked =
+    &QLR_COMPILED_requires_linking_qlr_compiled;
+}  // namespace qlr::detail
+#endif

@@ -70,6 +70,22 @@ constexpr index_t group_count(index_t cols, index_t group_size) noexcept {
   return (cols + group_size - 1) / group_size;
 }
 
+/// Storage cost per weight of a `rows`×`cols` matrix of `bits`-bit codes in groups of
+/// `group_size`: the codes, one scale per group at its ScaleType width and, for int_asym,
+/// one zero per group (`bits` wide when integer, a scale's width when floating). 0 when empty.
+constexpr double storage_bits_per_parameter(int bits, Encoding encoding, index_t rows,
+                                            index_t cols, index_t group_size, ScaleType scale_type,
+                                            ZeroMode zero_mode) noexcept {
+  if (rows == 0 || cols == 0) return 0.0;
+  const double per_group =
+      scale_bits(scale_type) +
+      (encoding != Encoding::int_asym    ? 0.0
+       : zero_mode == ZeroMode::integer ? static_cast<double>(bits)
+                                        : static_cast<double>(scale_bits(scale_type)));
+  return bits + per_group * static_cast<double>(group_count(cols, group_size)) /
+                    static_cast<double>(cols);
+}
+
 /// The parts a QuantizedMatrix is built from (by a quantizer, a merge or a file reader).
 struct QuantizedParts {
   index_t rows = 0;                 ///< N, output features
@@ -139,13 +155,14 @@ class QuantizedMatrix {
   /// integer, a scale's width when floating). A published fixed codebook (NF4) is not
   /// counted: readers know it. INT4 g128 with f16 scales and integer zeros: 4.15625.
   [[nodiscard]] double bits_per_parameter() const noexcept {
-    if (p_.rows == 0 || p_.cols == 0) return 0.0;
-    const double per_group =
-        scale_bits(p_.scale_type) +
-        (encoding != Encoding::int_asym      ? 0.0
-         : p_.zero_mode == ZeroMode::integer ? static_cast<double>(bits)
-                                             : static_cast<double>(scale_bits(p_.scale_type)));
-    return bits + per_group * static_cast<double>(groups()) / static_cast<double>(p_.cols);
+    return storage_bits_per_parameter(bits, encoding, p_.rows, p_.cols, p_.group_size,
+                                      p_.scale_type, p_.zero_mode);
+  }
+
+  /// Bytes held: codes, scales, zeros, codebook and the object itself.
+  [[nodiscard]] std::size_t memory_bytes() const noexcept {
+    return sizeof(*this) + p_.codes.capacity() +
+           sizeof(float) * (p_.scales.capacity() + p_.zeros.capacity() + p_.codebook.capacity());
   }
 
   /// The parts, for writers and for tests that corrupt them on purpose.

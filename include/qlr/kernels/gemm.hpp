@@ -32,28 +32,44 @@ struct KernelTable {
   GemmDotFn gemm_dot;  ///< W4/W8 × INT8 limbs of FP32 activations or per-token INT8/INT4 codes
 };
 
+// Every path's body, X(namespace): compiled in each unit that calls gemm(), or once per
+// program in qlr::compiled (qlr/kernels/kernels.cpp), whose users see these declarations.
+#if QLR_ARCH_X86
+#  define QLR_GEMM_DOT_PATHS(X) X(reference) X(portable) X(avx2) X(avx_vnni) X(avx512_vnni)
+#else
+#  define QLR_GEMM_DOT_PATHS(X) X(reference) X(portable)
+#endif
+#define QLR_GEMM_DOT_SIGNATURE(path)                                                      \
+  template void path::gemm_dot<>(const DotWeightView&, const DotActivationView&, MatrixView, \
+                                 const Epilogue&, index_t, index_t) noexcept;
+#if defined(QLR_COMPILED)
+#  define QLR_GEMM_DOT_EXTERN(path) extern QLR_GEMM_DOT_SIGNATURE(path)
+QLR_GEMM_DOT_PATHS(QLR_GEMM_DOT_EXTERN)
+#  undef QLR_GEMM_DOT_EXTERN
+#endif
+
 /// The kernels of path `isa`. Throws Errc::unsupported when this CPU cannot run it.
 inline KernelTable table_for(Isa isa) {
   QLR_CHECK(is_supported(isa), unsupported,
             "kernels::table_for: isa = {}; expected a path this CPU supports", to_string(isa));
   switch (isa) {
     case Isa::reference:
-      return {isa, &reference::gemm_dot};
+      return {isa, &reference::gemm_dot<>};
     case Isa::portable:
-      return {isa, &portable::gemm_dot};
+      return {isa, &portable::gemm_dot<>};
 #if QLR_ARCH_X86
     case Isa::avx2:
-      return {isa, &avx2::gemm_dot};
+      return {isa, &avx2::gemm_dot<>};
     case Isa::avx_vnni:
-      return {isa, &avx_vnni::gemm_dot};
+      return {isa, &avx_vnni::gemm_dot<>};
     case Isa::avx512_vnni:
-      return {isa, &avx512_vnni::gemm_dot};
+      return {isa, &avx512_vnni::gemm_dot<>};
 #else
     default:
       break;
 #endif
   }
-  return {Isa::portable, &portable::gemm_dot};
+  return {Isa::portable, &portable::gemm_dot<>};
 }
 
 namespace detail {

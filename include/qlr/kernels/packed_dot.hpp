@@ -35,10 +35,11 @@ inline constexpr index_t panel_rows = 16;
 // for r = 0 … 15, j = 0 … 3: lane r of a vpdpbusd is row r, and the 4 activation bytes it
 // multiplies are one broadcast 32-bit word. A GEMV reads the panels as one forward stream.
 // Per (panel, group), 16 of each: the scale s, the integer zero zi = round(z) and, for
-// floating zero points only, s·(z − zi). With dot = Σ_{i∈group} u_i·q_i (int32, exact) and
+// floating zero points only, the offset d = z − zi (exact: both are floats within 1 of z, so
+// zi + d gives z back bit for bit). With dot = Σ_{i∈group} u_i·q_i (int32, exact) and
 // qsum = Σ_{i∈group} q_i, one group adds
 //
-//   acc ← fma(s, float(dot − zi·qsum), acc) ;  acc ← fma(−s·(z − zi), float(qsum), acc)
+//   acc ← fma(s, float(dot − zi·qsum), acc) ;  acc ← fma(−(s·d), float(qsum), acc)
 //
 // so the large integer zero term cancels exactly before any rounding. A row's output is
 // y = fma(acc, s_x, Σ_j B·t) + bias, with s_x the token's scale (kernels/detail/epilogue.hpp).
@@ -55,7 +56,7 @@ struct DotWeightView {
   const std::uint8_t* codes = nullptr;    ///< panels × panel_bytes()
   const float* scales = nullptr;          ///< panels × groups × 16
   const std::int32_t* zeros = nullptr;    ///< panels × groups × 16, round(z)
-  const float* zero_fractions = nullptr;  ///< panels × groups × 16, s·(z − round z); or null
+  const float* zero_offsets = nullptr;    ///< panels × groups × 16, z − round(z); or null
   index_t rows = 0;                       ///< N
   index_t cols = 0;                       ///< K
   index_t padded_cols = 0;                ///< K8 = ⌈K/8⌉·8
@@ -70,7 +71,7 @@ struct DotWeightView {
   [[nodiscard]] const std::uint8_t* panel(index_t p) const noexcept {
     return codes + p * panel_bytes();
   }
-  /// Offset of group `l`'s 16 parameters of panel `p` in scales, zeros, zero_fractions.
+  /// Offset of group `l`'s 16 parameters of panel `p` in scales, zeros, zero_offsets.
   [[nodiscard]] index_t params(index_t p, index_t l) const noexcept {
     return (p * groups + l) * panel_rows;
   }
@@ -123,7 +124,11 @@ class DotWeights {
   /// Repacks `q`. Throws when its group size is neither a multiple of 32 nor the whole row,
   /// or when a group is so long that its int32 dot products could overflow.
   explicit DotWeights(const QuantizedMatrix<Format>& q)
-      : rows_(q.rows()), cols_(q.cols()), group_size_(q.group_size()) {
+      : rows_(q.rows()),
+        cols_(q.cols()),
+        group_size_(q.group_size()),
+        scale_type_(q.scale_type()),
+        zero_mode_(q.zero_mode()) {
     constexpr const char* entity = "kernels::DotWeights";
     QLR_CHECK(group_size_ % 32 == 0 || group_size_ == cols_, unsupported,
               "{}: group_size = {}; expected a multiple of 32 or the whole row (K = {})", entity,
@@ -145,7 +150,7 @@ class DotWeights {
     return {codes_.data(),
             scales_.data(),
             zeros_.data(),
-            zero_fractions_.empty() ? nullptr : zero_fractions_.data(),
+            zero_offsets_.empty() ? nullptr : zero_offsets_.data(),
             rows_,
             cols_,
             padded_cols_,
@@ -159,6 +164,62 @@ class DotWeights {
   [[nodiscard]] index_t cols() const noexcept { return cols_; }  ///< K
   /// Bytes of packed codes, what a GEMV streams from memory.
   [[nodiscard]] std::size_t code_bytes() const noexcept { return codes_.size(); }
+  /// Bytes this object holds: codes, scales, zeros and offsets, and the object itself.
+  [[nodiscard]] std::size_t memory_bytes() const noexcept {
+    return sizeof(*this) + codes_.size() + sizeof(float) * scales_.size() +
+           sizeof(std::int32_t) * zeros_.size() + sizeof(float) * zero_offsets_.size();
+  }
+  /// The storage cost of the canonical matrix it was packed from, per weight (its
+  /// QuantizedMatrix::bits_per_parameter()).
+  [[nodiscard]] double bits_per_parameter() const noexcept {
+    return storage_bits_per_parameter(Format::bits, Format::encoding, rows_, cols_, group_size_,
+                                      scale_type_, zero_mode_);
+  }
+
+  /// The canonical matrix back, bit for bit what was packed.
+  [[nodiscard]] QuantizedMatrix<Format> unpack() const {
+    QuantizedParts parts;
+    parts.rows = rows_;
+    parts.cols = cols_;
+    parts.group_size = group_size_;
+    parts.scale_type = scale_type_;
+    parts.zero_mode = zero_mode_;
+    const index_t stride = packed_size(Format::bits, cols_);
+    parts.codes.assign(static_cast<std::size_t>(rows_ * stride), 0);
+    const index_t panel_bytes = panel_rows * padded_cols_ * Format::bits / 8;
+    std::vector<std::uint8_t> u(static_cast<std::size_t>(cols_));
+    for (index_t o = 0; o < rows_; ++o) {
+      const std::uint8_t* panel = codes_.data() + (o / panel_rows) * panel_bytes;
+      const index_t r = o % panel_rows;
+      for (index_t i = 0; i < cols_; ++i) {
+        if constexpr (Format::bits == 8) {
+          u[static_cast<std::size_t>(i)] = panel[(i / 4) * 64 + 4 * r + i % 4];
+        } else {
+          const index_t step = i / 8, j = i % 8;
+          const std::uint8_t byte = panel[step * 64 + 4 * r + j % 4];
+          u[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(j < 4 ? byte & 0x0f : byte >> 4);
+        }
+      }
+      qlr::pack_codes(Format::bits, u,
+                      std::span(parts.codes).subspan(static_cast<std::size_t>(o * stride),
+                                                     static_cast<std::size_t>(stride)));
+    }
+    const auto params = static_cast<std::size_t>(rows_ * groups_);
+    parts.scales.resize(params);
+    if constexpr (Format::encoding == Encoding::int_asym) parts.zeros.resize(params);
+    for (index_t o = 0; o < rows_; ++o) {
+      for (index_t l = 0; l < groups_; ++l) {
+        const auto at = static_cast<std::size_t>(((o / panel_rows) * groups_ + l) * panel_rows +
+                                                 o % panel_rows);
+        const auto to = static_cast<std::size_t>(o * groups_ + l);
+        parts.scales[to] = scales_[at];
+        if constexpr (Format::encoding == Encoding::int_asym)
+          parts.zeros[to] = static_cast<float>(zeros_[at]) +
+                            (zero_offsets_.empty() ? 0.0f : zero_offsets_[at]);
+      }
+    }
+    return QuantizedMatrix<Format>(std::move(parts));
+  }
 
  private:
   void pack_codes(const QuantizedMatrix<Format>& q) {
@@ -192,7 +253,7 @@ class DotWeights {
     scales_.assign(count, 0.0f);
     zeros_.assign(count, 0);
     bool fractional = false;
-    std::vector<float> fractions(count, 0.0f);
+    std::vector<float> offsets(count, 0.0f);
     for (index_t o = 0; o < rows_; ++o) {
       for (index_t l = 0; l < groups_; ++l) {
         const auto at = static_cast<std::size_t>(((o / panel_rows) * groups_ + l) * panel_rows +
@@ -208,11 +269,11 @@ class DotWeights {
                   o, l, z, code_max - reach, reach, longest);
         scales_[at] = s;
         zeros_[at] = static_cast<std::int32_t>(zi);
-        fractions[at] = s * (z - zi);  // z − zi is exact: both are floats within 1 of z
+        offsets[at] = z - zi;  // exact: both are floats within 1 of z
         fractional = fractional || z != zi;
       }
     }
-    if (fractional) zero_fractions_ = std::move(fractions);
+    if (fractional) zero_offsets_ = std::move(offsets);
   }
 
   index_t rows_;
@@ -221,10 +282,12 @@ class DotWeights {
   index_t padded_cols_ = 0;
   index_t groups_ = 0;
   index_t panels_ = 0;
+  ScaleType scale_type_;
+  ZeroMode zero_mode_;
   AlignedVector<std::uint8_t> codes_;  // cache-line aligned: kernels load 64 bytes at a time
   std::vector<float> scales_;
   std::vector<std::int32_t> zeros_;
-  std::vector<float> zero_fractions_;
+  std::vector<float> zero_offsets_;
 };
 
 namespace detail {

@@ -2,14 +2,14 @@
 // A QuantizedLinear chosen at run time, for engines that read the layer's format from a
 // file or a flag: a LinearSpec names the weight format, the activation width, the rotation
 // and the kernel, and make_linear maps it onto a closed list of compiled compositions
-// (STYLE.md §3.6). Formats the SIMD kernels take (INT4/INT8) run there with FP32, INT8 or
-// INT4 activations; the others (INT2/INT3, NF4) run on the dense kernel, weight-only.
+// (STYLE.md §3.6, `compositions`). Formats the SIMD kernels take (INT4/INT8) run there with
+// FP32, INT8 or INT4 activations; the others (INT2/INT3, NF4) run on the dense kernel,
+// weight-only. AnyLinear shares QuantizedLinear's adapters and forward (LinearLayer); only
+// the base is reached through a virtual call.
 //
-// Compiling the 21 compositions costs about a minute per translation unit that calls
-// make_linear (or load_layers). A project with several such units may compile them once:
-// define QLR_SEPARATE_MAKE_LINEAR in all of them and, in exactly one unit, also
-// QLR_MAKE_LINEAR_IMPLEMENTATION before including this header; the others then see only
-// make_linear's declarations. Without the macros everything stays inline (header-only).
+// Header-only, every unit that calls make_linear compiles the 21 compositions. Linking
+// qlr::compiled (which defines QLR_COMPILED) compiles them once per program instead, in
+// qlr/layers/any_linear.cpp; units with and without it mix freely (docs/building.md).
 #pragma once
 
 #include <charconv>
@@ -18,18 +18,16 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <variant>
 #include <vector>
 
-#include "qlr/adapter/dora.hpp"
-#include "qlr/adapter/lora.hpp"
-#include "qlr/adapter/low_rank.hpp"
-#include "qlr/adapter/qa_lora.hpp"
-#include "qlr/adapter/quantized_low_rank.hpp"
+#include "qlr/core/config.hpp"
 #include "qlr/core/error.hpp"
 #include "qlr/core/matrix.hpp"
+#include "qlr/layers/adapter_bank.hpp"
 #include "qlr/layers/policies.hpp"
 #include "qlr/layers/quantized_linear.hpp"
 #include "qlr/quant/int_group.hpp"
@@ -128,298 +126,253 @@ inline LinearSpec parse_linear_spec(std::string_view text) {
   return spec;
 }
 
-/// Any adapter a runtime layer can hold.
-using AnyAdapter = std::variant<adapter::Lora, adapter::Dora, adapter::LowRank,
-                                adapter::QuantizedLowRank, adapter::QaLora>;
+namespace detail {
 
-/// An adapter as a layer holds it: the adapter, the basis it reads and its run-time state.
-struct AttachedAdapter {
-  std::string name;              ///< the name it was attached under
-  AnyAdapter adapter;            ///< the adapter itself
-  Basis basis = Basis::original; ///< the basis it reads
-  bool enabled = true;           ///< whether forwards use it
-  float scale = 1.0f;            ///< run-time multiplier of its update
-};
-
-/// A QuantizedLinear whose composition was chosen at run time (make_linear). The same
-/// operations as QuantizedLinear, through one virtual call each.
-class AnyLinear {
-  struct Interface;
-
+/// A QuantizedBase whose format, activations and kernel were chosen at run time: the part of
+/// an AnyLinear that depends on them, behind one small virtual interface.
+class AnyBase {
  public:
-  /// Wraps a compiled composition `layer` described by `spec`.
-  template <class Layer>
-  static AnyLinear wrap(LinearSpec spec, Layer layer) {
-    return AnyLinear(std::move(spec), std::make_unique<Model<Layer>>(std::move(layer)));
-  }
+  /// Any adapter AnyLinear::attach takes; QA-LoRA is checked against the base at run time.
+  template <class A>
+  static constexpr bool holds = is_any_adapter_alternative<A>;
+  /// merge_into_base is offered; a base without zero points refuses it at run time.
+  static constexpr bool mergeable = true;
 
-  /// The layer's composition.
-  [[nodiscard]] const LinearSpec& spec() const noexcept { return spec_; }
-  [[nodiscard]] index_t in_features() const { return impl_->in_features(); }   ///< K
-  [[nodiscard]] index_t out_features() const { return impl_->out_features(); }  ///< N
-  /// Y (M×N) = X·Ŵᵀ + b plus the enabled adapters (QuantizedLinear::forward).
-  void forward(ConstMatrixRef x, MatrixRef y) const { impl_->forward(x, y); }
-  /// forward(x, y) into a new matrix.
-  [[nodiscard]] Matrix forward(ConstMatrixRef x) const {
-    Matrix y(x.rows(), out_features());
-    forward(x, y);
-    return y;
+  /// Wraps `base`.
+  template <class Base>
+  explicit AnyBase(Base base) : impl_(std::make_unique<Model<Base>>(std::move(base))) {}
+
+  [[nodiscard]] index_t in_features() const noexcept { return impl_->in_features(); }   ///< K
+  [[nodiscard]] index_t out_features() const noexcept { return impl_->out_features(); }  ///< N
+  /// Whether the rotation is the identity.
+  [[nodiscard]] bool rotation_is_identity() const noexcept { return impl_->rotation_is_identity(); }
+  /// QuantizedBase::needs_rotated_input.
+  [[nodiscard]] bool needs_rotated_input(bool adapters) const noexcept {
+    return impl_->needs_rotated_input(adapters);
   }
-  /// Multi-adapter batch: row i uses adapter adapter_of_row[i] (or -1).
-  void forward(ConstMatrixRef x, MatrixRef y, std::span<const index_t> adapter_of_row) const {
-    impl_->forward_rows(x, y, adapter_of_row);
+  /// Each row of x ← Qᵀ·x.
+  void rotate_rows(Matrix& x) const { impl_->rotate_rows(x); }
+  /// Each row of w ← Q·w.
+  void unrotate_rows(Matrix& w) const { impl_->unrotate_rows(w); }
+  /// QuantizedBase::run.
+  void run(ConstMatrixRef x, const Matrix* rotated_x, MatrixRef y, const Epilogue& e) const {
+    impl_->run(x, rotated_x, y, e);
   }
-  /// Attaches `a` under `name`. Throws when the base cannot hold it (QA-LoRA needs an
-  /// asymmetric integer base).
-  void attach(std::string name, AnyAdapter a, Basis basis = Basis::original) {
-    impl_->attach(std::move(name), std::move(a), basis);
+  /// The dequantized weight in `basis`.
+  [[nodiscard]] Matrix dequantized(Basis basis) const { return impl_->dequantized(basis); }
+  /// The quantized weight in the rotated basis, unpacked from the kernel's form.
+  [[nodiscard]] quant::AnyQuantizedMatrix quantized() const { return impl_->quantized(); }
+  /// Folds `qa` into the zero points; throws for a base without them.
+  void merge_qa_lora(const adapter::QaLora& qa, ZeroMode zeros) { impl_->merge_qa_lora(qa, zeros); }
+  /// Throws for an adapter this base cannot hold.
+  void check_adapter(const AnyAdapter& a, std::string_view name) const {
+    impl_->check_adapter(a, name);
   }
-  /// Removes adapter `name`.
-  void detach(std::string_view name) { impl_->detach(name); }
-  /// Enables or disables adapter `name`.
-  void set_enabled(std::string_view name, bool enabled) { impl_->set_enabled(name, enabled); }
-  /// Multiplies adapter `name`'s update by `scale`.
-  void set_scale(std::string_view name, float scale) { impl_->set_scale(name, scale); }
-  /// Folds QA-LoRA adapter `name` into the base's zero points (QuantizedLinear::merge_into_base).
-  void merge_into_base(std::string_view name, ZeroMode zeros = ZeroMode::floating) {
-    impl_->merge_into_base(name, zeros);
+  /// Bytes held.
+  [[nodiscard]] std::size_t memory_bytes() const noexcept {
+    return sizeof(*this) + impl_->memory_bytes();
   }
-  /// The id of adapter `name` for a multi-adapter forward.
-  [[nodiscard]] index_t adapter_id(std::string_view name) const { return impl_->adapter_id(name); }
-  /// The attached adapters' names, in id order.
-  [[nodiscard]] std::vector<std::string> adapter_names() const { return impl_->adapter_names(); }
-  /// Sets the bias (N values; empty removes it).
-  void set_bias(const Vector& bias) { impl_->set_bias(bias); }
-  /// The dequantized base in the original basis.
-  [[nodiscard]] Matrix dequantized_weight() const { return impl_->dequantized_weight(); }
-  /// The dense weight with the enabled adapters, the oracle of forward().
-  [[nodiscard]] Matrix dense_weight() const { return impl_->dense_weight(); }
-  /// The quantized base, in the rotated basis.
-  [[nodiscard]] quant::AnyQuantizedMatrix base() const { return impl_->base(); }
-  /// The bias (empty when there is none).
-  [[nodiscard]] Vector bias() const { return impl_->bias(); }
-  /// Every attached adapter with its state, in id order.
-  [[nodiscard]] std::vector<AttachedAdapter> adapters() const { return impl_->adapters(); }
+  /// Storage cost per weight.
+  [[nodiscard]] double bits_per_parameter() const noexcept { return impl_->bits_per_parameter(); }
 
  private:
   struct Interface {
     virtual ~Interface() = default;
-    [[nodiscard]] virtual index_t in_features() const = 0;
-    [[nodiscard]] virtual index_t out_features() const = 0;
-    virtual void forward(ConstMatrixRef x, MatrixRef y) const = 0;
-    virtual void forward_rows(ConstMatrixRef x, MatrixRef y, std::span<const index_t> ids) const = 0;
-    virtual void attach(std::string name, AnyAdapter a, Basis basis) = 0;
-    virtual void detach(std::string_view name) = 0;
-    virtual void set_enabled(std::string_view name, bool enabled) = 0;
-    virtual void set_scale(std::string_view name, float scale) = 0;
-    virtual void merge_into_base(std::string_view name, ZeroMode zeros) = 0;
-    [[nodiscard]] virtual index_t adapter_id(std::string_view name) const = 0;
-    [[nodiscard]] virtual std::vector<std::string> adapter_names() const = 0;
-    virtual void set_bias(const Vector& bias) = 0;
-    [[nodiscard]] virtual Matrix dequantized_weight() const = 0;
-    [[nodiscard]] virtual Matrix dense_weight() const = 0;
-    [[nodiscard]] virtual quant::AnyQuantizedMatrix base() const = 0;
-    [[nodiscard]] virtual Vector bias() const = 0;
-    [[nodiscard]] virtual std::vector<AttachedAdapter> adapters() const = 0;
+    [[nodiscard]] virtual index_t in_features() const noexcept = 0;
+    [[nodiscard]] virtual index_t out_features() const noexcept = 0;
+    [[nodiscard]] virtual bool rotation_is_identity() const noexcept = 0;
+    [[nodiscard]] virtual bool needs_rotated_input(bool adapters) const noexcept = 0;
+    virtual void rotate_rows(Matrix& x) const = 0;
+    virtual void unrotate_rows(Matrix& w) const = 0;
+    virtual void run(ConstMatrixRef x, const Matrix* xr, MatrixRef y, const Epilogue& e) const = 0;
+    [[nodiscard]] virtual Matrix dequantized(Basis basis) const = 0;
+    [[nodiscard]] virtual quant::AnyQuantizedMatrix quantized() const = 0;
+    virtual void merge_qa_lora(const adapter::QaLora& qa, ZeroMode zeros) = 0;
+    virtual void check_adapter(const AnyAdapter& a, std::string_view name) const = 0;
+    [[nodiscard]] virtual std::size_t memory_bytes() const noexcept = 0;
+    [[nodiscard]] virtual double bits_per_parameter() const noexcept = 0;
   };
 
-  template <class Layer>
+  template <class Base>
   struct Model final : Interface {
-    explicit Model(Layer l) : layer(std::move(l)) {}
-    index_t in_features() const override { return layer.in_features(); }
-    index_t out_features() const override { return layer.out_features(); }
-    void forward(ConstMatrixRef x, MatrixRef y) const override { layer.forward(x, y); }
-    void forward_rows(ConstMatrixRef x, MatrixRef y, std::span<const index_t> ids) const override {
-      layer.forward(x, y, ids);
+    explicit Model(Base b) : base(std::move(b)) {}
+    index_t in_features() const noexcept override { return base.in_features(); }
+    index_t out_features() const noexcept override { return base.out_features(); }
+    bool rotation_is_identity() const noexcept override { return base.rotation_is_identity(); }
+    bool needs_rotated_input(bool adapters) const noexcept override {
+      return base.needs_rotated_input(adapters);
     }
-    void attach(std::string name, AnyAdapter a, Basis basis) override {
-      std::visit(
-          [&]<class A>(A& held) {
-            if constexpr (Layer::adapter_set::template contains<A>) {
-              layer.attach(std::move(name), std::move(held), basis);
-            } else {
-              qlr::detail::fail(Errc::unsupported,
-                                "layers::AnyLinear::attach: adapter '{}' is QA-LoRA on a {} base; "
-                                "expected an asymmetric integer base (its zero points absorb it)",
-                                name, to_string(Layer::format::encoding));
-            }
-          },
-          a);
+    void rotate_rows(Matrix& x) const override { base.rotate_rows(x); }
+    void unrotate_rows(Matrix& w) const override { base.unrotate_rows(w); }
+    void run(ConstMatrixRef x, const Matrix* xr, MatrixRef y, const Epilogue& e) const override {
+      base.run(x, xr, y, e);
     }
-    void detach(std::string_view name) override { layer.detach(name); }
-    void set_enabled(std::string_view name, bool enabled) override { layer.set_enabled(name, enabled); }
-    void set_scale(std::string_view name, float scale) override { layer.set_scale(name, scale); }
-    void merge_into_base(std::string_view name, ZeroMode zeros) override {
-      if constexpr (Layer::adapter_set::template contains<adapter::QaLora>) {
-        layer.merge_into_base(name, zeros);
+    Matrix dequantized(Basis basis) const override { return base.dequantized(basis); }
+    quant::AnyQuantizedMatrix quantized() const override { return base.quantized(); }
+    void merge_qa_lora(const adapter::QaLora& qa, ZeroMode zeros) override {
+      if constexpr (Base::mergeable) {
+        base.merge_qa_lora(qa, zeros);
       } else {
-        (void)layer.adapter_id(name);  // an unknown name is named as such first
         qlr::detail::fail(Errc::invalid_argument,
-                          "layers::AnyLinear::merge_into_base: adapter '{}' is on a {} base; "
-                          "expected QA-LoRA on an asymmetric integer base",
-                          name, to_string(Layer::format::encoding));
+                          "layers::AnyLinear::merge_into_base: the base is {}; expected QA-LoRA "
+                          "on an asymmetric integer base",
+                          to_string(Base::format::encoding));
       }
     }
-    index_t adapter_id(std::string_view name) const override { return layer.adapter_id(name); }
-    std::vector<std::string> adapter_names() const override { return layer.adapter_names(); }
-    void set_bias(const Vector& bias) override { layer.set_bias(bias); }
-    Matrix dequantized_weight() const override { return layer.dequantized_weight(); }
-    Matrix dense_weight() const override { return layer.dense_weight(); }
-    quant::AnyQuantizedMatrix base() const override { return layer.base(); }
-    Vector bias() const override { return layer.bias(); }
-    std::vector<AttachedAdapter> adapters() const override {
-      std::vector<AttachedAdapter> all;
-      layer.for_each_adapter([&](const std::string& name, const auto& held, Basis basis, bool enabled,
-                                 float scale) {
-        all.push_back({name, std::visit([](const auto& a) { return AnyAdapter(a); }, held), basis,
-                       enabled, scale});
-      });
-      return all;
+    void check_adapter(const AnyAdapter& a, std::string_view name) const override {
+      base.check_adapter(a, name);
     }
-    Layer layer;
+    std::size_t memory_bytes() const noexcept override {
+      return sizeof(*this) - sizeof(base) + base.memory_bytes();
+    }
+    double bits_per_parameter() const noexcept override { return base.bits_per_parameter(); }
+    Base base;
   };
 
-  AnyLinear(LinearSpec spec, std::unique_ptr<Interface> impl)
-      : spec_(std::move(spec)), impl_(std::move(impl)) {}
-
-  LinearSpec spec_;
   std::unique_ptr<Interface> impl_;
 };
 
-#if defined(QLR_SEPARATE_MAKE_LINEAR) && !defined(QLR_MAKE_LINEAR_IMPLEMENTATION)
+}  // namespace detail
 
-/// Rotates, quantizes and packs `w` (N×K) as `spec` says (defined in the unit that defines
-/// QLR_MAKE_LINEAR_IMPLEMENTATION).
-AnyLinear make_linear(ConstMatrixRef w, const LinearSpec& spec);
-/// A layer over `base`, a quantized weight already in the spec's rotated basis.
-AnyLinear make_linear(const quant::AnyQuantizedMatrix& base, const LinearSpec& spec);
+/// A QuantizedLinear whose composition was chosen at run time (make_linear): the same
+/// operations, the base's through one virtual call each.
+class AnyLinear : public LinearLayer<detail::AnyBase> {
+ public:
+  /// Wraps `base`, a QuantizedBase built as `spec` describes.
+  AnyLinear(LinearSpec spec, detail::AnyBase base)
+      : LinearLayer(std::move(base)), spec_(std::move(spec)) {}
 
-#else
+  /// The layer's composition.
+  [[nodiscard]] const LinearSpec& spec() const noexcept { return spec_; }
+  /// The quantized base in the rotated basis, unpacked from the kernel's form (a new matrix).
+  [[nodiscard]] quant::AnyQuantizedMatrix base() const { return base_.quantized(); }
 
-#  if defined(QLR_SEPARATE_MAKE_LINEAR)
-#    define QLR_MAKE_LINEAR_LINKAGE  // the one out-of-line definition
-#  else
-#    define QLR_MAKE_LINEAR_LINKAGE inline
-#  endif
+ private:
+  LinearSpec spec_;
+};
+
+/// A composition make_linear can build: a weight format, an activation width and a kernel.
+struct Composition {
+  int bits;             ///< weight code width
+  Encoding encoding;    ///< weight encoding
+  int activation_bits;  ///< 0 (FP32), 8 or 4
+  bool dense;           ///< the dense kernel (else qlr's SIMD kernels)
+  /// Builds the layer over a base of this format (held by the variant) in the spec's basis.
+  AnyLinear (*make)(const quant::AnyQuantizedMatrix& base, AnyRotation rotation,
+                    const LinearSpec& spec);
+};
 
 namespace detail {
 
-/// The adapters a base of `Format` can hold: QA-LoRA only beside asymmetric zero points.
-template <class Format>
-using adapters_for =
-    std::conditional_t<Format::encoding == Encoding::int_asym, AsymAdapters, StandardAdapters>;
+/// The activation policy of a width: FP32 (0), INT8 or INT4 per token.
+template <int Bits>
+using activations_of =
+    std::conditional_t<Bits == 0, FloatActivations, TokenActivations<Bits == 0 ? 8 : Bits>>;
 
-/// A layer built from an FP32 weight and its quantizer.
-template <class Q>
-struct FromWeight {
-  ConstMatrixRef w;  ///< N×K, original basis
-  Q quantizer;       ///< the policy the spec names
-  [[nodiscard]] index_t cols() const { return w.cols(); }
-  template <class Layer, class Act>
-  [[nodiscard]] Layer build(AnyRotation rotation, Act act) const {
-    return Layer(w, quantizer, std::move(rotation), act);
-  }
-};
-
-/// A layer built from a quantized base already in the rotated basis (a file).
-template <class Q>
-struct FromBase {
-  const QuantizedMatrix<typename Q::format>& base;  ///< N×K, rotated basis
-  [[nodiscard]] index_t cols() const { return base.cols(); }
-  template <class Layer, class Act>
-  [[nodiscard]] Layer build(AnyRotation rotation, Act act) const {
-    return Layer(base, std::move(rotation), act);
-  }
-};
-
-/// The composition of quantizer Q, activations Act and kernel K, as an AnyLinear.
-template <class Q, class Act, class K, class Source>
-AnyLinear make_composed(const Source& source, const LinearSpec& spec) {
-  using Layer = QuantizedLinear<Q, AnyRotation, Act, adapters_for<typename Q::format>, K>;
-  AnyRotation rotation =
-      spec.rotated ? AnyRotation(rotate::RandomizedHadamard(source.cols(), spec.rotation_seed))
-                   : AnyRotation(source.cols());
+/// Composition (F, Act, K) over `base`, which holds a QuantizedMatrix<F> in the rotated basis.
+template <QuantFormatType F, class Act, class K>
+AnyLinear make_composed(const quant::AnyQuantizedMatrix& base, AnyRotation rotation,
+                        const LinearSpec& spec) {
   Act act{};
   if constexpr (Act::bits != 0) act.clip = spec.activation_clip;
-  return AnyLinear::wrap(spec, source.template build<Layer>(std::move(rotation), act));
+  return AnyLinear(spec, AnyBase(QuantizedBase<F, AnyRotation, Act, K>(
+                             std::get<QuantizedMatrix<F>>(base), std::move(rotation), act)));
 }
-
-/// Quantizer Q on the SIMD kernels with the spec's activations, or on the dense kernel.
-template <template <class> class Source, class Q>
-AnyLinear make_for_quantizer(const Source<Q>& source, const LinearSpec& spec) {
-  constexpr const char* entity = "layers::make_linear";
-  QLR_CHECK(spec.activation_bits == 0 || spec.activation_bits == 8 || spec.activation_bits == 4,
-            unsupported, "{}: activation_bits = {}; expected 0 (FP32), 8 or 4", entity,
-            spec.activation_bits);
-  if constexpr (simd_packable<typename Q::format>) {
-    if (spec.kernel == KernelChoice::automatic) {
-      if (spec.activation_bits == 8) return make_composed<Q, Int8Activations, SimdKernels>(source, spec);
-      if (spec.activation_bits == 4) return make_composed<Q, Int4Activations, SimdKernels>(source, spec);
-      return make_composed<Q, FloatActivations, SimdKernels>(source, spec);
-    }
-  }
-  QLR_CHECK(spec.activation_bits == 0, unsupported,
-            "{}: '{}' runs on the dense kernel, weight-only; expected activation_bits = 0, or "
-            "INT4/INT8 weights for the integer kernels",
-            entity, to_string(spec));
-  return make_composed<Q, FloatActivations, DenseKernel>(source, spec);
-}
-
-template <int Bits>
-AnyLinear make_for_bits(ConstMatrixRef w, const LinearSpec& spec) {
-  if (spec.weights.encoding == Encoding::int_sym)
-    return make_for_quantizer(FromWeight<quant::IntSym<Bits>>{w, quant::IntSym<Bits>(spec.weights.options)}, spec);
-  return make_for_quantizer(FromWeight<quant::IntAsym<Bits>>{w, quant::IntAsym<Bits>(spec.weights.options)}, spec);
-}
-
-/// The quantizer policy whose format is F.
-template <class F>
-using quantizer_of = std::conditional_t<
-    F::encoding == Encoding::codebook, quant::Nf4,
-    std::conditional_t<F::encoding == Encoding::int_sym, quant::IntSym<F::bits>, quant::IntAsym<F::bits>>>;
 
 }  // namespace detail
 
-/// Rotates, quantizes and packs `w` (N×K) as `spec` says. Throws for a composition that is
-/// not compiled (e.g. INT3 weights with INT8 activations), naming it.
-QLR_MAKE_LINEAR_LINKAGE AnyLinear make_linear(ConstMatrixRef w, const LinearSpec& spec) {
-  if (spec.weights.encoding == Encoding::codebook) {
-    QLR_CHECK(spec.weights.bits == 4, unsupported,
-              "layers::make_linear: bits = {} with a codebook; expected 4 (NF4)", spec.weights.bits);
-    return detail::make_for_quantizer(detail::FromWeight<quant::Nf4>{w, quant::Nf4(spec.weights.nf4)}, spec);
-  }
-  switch (spec.weights.bits) {
-    case 2: return detail::make_for_bits<2>(w, spec);
-    case 3: return detail::make_for_bits<3>(w, spec);
-    case 4: return detail::make_for_bits<4>(w, spec);
-    case 8: return detail::make_for_bits<8>(w, spec);
-    default:
-      qlr::detail::fail(Errc::unsupported, "layers::make_linear: bits = {}; expected 2, 3, 4 or 8",
-                        spec.weights.bits);
-  }
+// The closed list of compositions, X(bits, encoding, activation bits, kernel): the integer
+// formats the SIMD kernels pack with every activation width, and every format on the dense
+// kernel, weight-only.
+#define QLR_LINEAR_COMPOSITIONS(X)                                                               \
+  X(4, int_sym, 0, SimdKernels) X(4, int_sym, 8, SimdKernels) X(4, int_sym, 4, SimdKernels)       \
+  X(4, int_asym, 0, SimdKernels) X(4, int_asym, 8, SimdKernels) X(4, int_asym, 4, SimdKernels)    \
+  X(8, int_sym, 0, SimdKernels) X(8, int_sym, 8, SimdKernels) X(8, int_sym, 4, SimdKernels)       \
+  X(8, int_asym, 0, SimdKernels) X(8, int_asym, 8, SimdKernels) X(8, int_asym, 4, SimdKernels)    \
+  X(2, int_sym, 0, DenseKernel) X(2, int_asym, 0, DenseKernel) X(3, int_sym, 0, DenseKernel)      \
+  X(3, int_asym, 0, DenseKernel) X(4, int_sym, 0, DenseKernel) X(4, int_asym, 0, DenseKernel)     \
+  X(8, int_sym, 0, DenseKernel) X(8, int_asym, 0, DenseKernel) X(4, codebook, 0, DenseKernel)
+
+#define QLR_COMPOSITION_ENTRY(B, E, A, K)                                                  \
+  Composition{B, Encoding::E, A, std::is_same_v<K, DenseKernel>,                           \
+              &detail::make_composed<QuantFormat<B, Encoding::E>, detail::activations_of<A>, K>},
+/// Every composition make_linear builds, in one list: what it dispatches over and what the
+/// tests iterate.
+inline constexpr Composition compositions[] = {QLR_LINEAR_COMPOSITIONS(QLR_COMPOSITION_ENTRY)};
+#undef QLR_COMPOSITION_ENTRY
+
+#if defined(QLR_COMPILED)
+// qlr::compiled (qlr/layers/any_linear.cpp) holds the one copy of each composition.
+#  define QLR_COMPOSITION_EXTERN(B, E, A, K)                                                \
+    extern template AnyLinear                                                               \
+    detail::make_composed<QuantFormat<B, Encoding::E>, detail::activations_of<A>, K>(       \
+        const quant::AnyQuantizedMatrix&, AnyRotation, const LinearSpec&);
+QLR_LINEAR_COMPOSITIONS(QLR_COMPOSITION_EXTERN)
+#  undef QLR_COMPOSITION_EXTERN
+#endif
+
+namespace detail {
+
+/// The composition that builds `spec` over a base of `bits` and `encoding`. Throws for a
+/// width or encoding qlr has no quantizer for, or a composition that is not compiled.
+inline const Composition& find_composition(int bits, Encoding encoding, const LinearSpec& spec) {
+  constexpr const char* entity = "layers::make_linear";
+  QLR_CHECK(encoding != Encoding::codebook || bits == 4, unsupported,
+            "{}: bits = {} with a codebook; expected 4 (NF4)", entity, bits);
+  QLR_CHECK(bits == 2 || bits == 3 || bits == 4 || bits == 8, unsupported,
+            "{}: bits = {}; expected 2, 3, 4 or 8", entity, bits);
+  QLR_CHECK(spec.activation_bits == 0 || spec.activation_bits == 8 || spec.activation_bits == 4,
+            unsupported, "{}: activation_bits = {}; expected 0 (FP32), 8 or 4", entity,
+            spec.activation_bits);
+  const bool simd = (bits == 4 || bits == 8) && encoding != Encoding::codebook;
+  const bool dense = spec.kernel == KernelChoice::dense || !simd;
+  for (const Composition& c : compositions)
+    if (c.bits == bits && c.encoding == encoding && c.activation_bits == spec.activation_bits &&
+        c.dense == dense)
+      return c;
+  qlr::detail::fail(Errc::unsupported,
+                    "{}: '{}' runs on the dense kernel, weight-only; expected activation_bits = 0, "
+                    "or INT4/INT8 weights for the integer kernels",
+                    entity, to_string(spec));
 }
+
+/// The spec's rotation of size k.
+inline AnyRotation rotation_of(const LinearSpec& spec, index_t k) {
+  return spec.rotated ? AnyRotation(rotate::RandomizedHadamard(k, spec.rotation_seed))
+                      : AnyRotation(k);
+}
+
+}  // namespace detail
 
 /// A layer over `base`, a quantized weight already in the spec's rotated basis (as
 /// AnyLinear::base() returns it): how a saved layer comes back bit for bit. The spec's
-/// weight format must be base's; its quantizer options are not used.
-QLR_MAKE_LINEAR_LINKAGE AnyLinear make_linear(const quant::AnyQuantizedMatrix& base,
-                                             const LinearSpec& spec) {
-  return std::visit(
-      [&]<class F>(const QuantizedMatrix<F>& q) -> AnyLinear {
-        QLR_CHECK(F::bits == spec.weights.bits && F::encoding == spec.weights.encoding, invalid_argument,
-                  "layers::make_linear: base is {}-bit {}; expected the spec's {}", F::bits,
-                  to_string(F::encoding), to_string(spec));
-        if constexpr (F::bits == 1) {  // binary adapter factors: no spec names them, no kernel
-          qlr::detail::fail(Errc::unsupported,
-                            "layers::make_linear: base is 1-bit binary; expected a base format");
-        } else {
-          return detail::make_for_quantizer(detail::FromBase<detail::quantizer_of<F>>{q}, spec);
-        }
+/// weight format must be base's; its quantizer options are not used. Throws for a
+/// composition that is not compiled (e.g. INT3 weights with INT8 activations), naming it.
+inline AnyLinear make_linear(const quant::AnyQuantizedMatrix& base, const LinearSpec& spec) {
+  const auto [bits, encoding, k] = std::visit(
+      [](const auto& q) {
+        using F = typename std::remove_cvref_t<decltype(q)>::format;
+        return std::tuple(F::bits, F::encoding, q.cols());
       },
       base);
+  QLR_CHECK(bits == spec.weights.bits && encoding == spec.weights.encoding, invalid_argument,
+            "layers::make_linear: base is {}-bit {}; expected the spec's {}", bits,
+            to_string(encoding), to_string(spec));
+  QLR_CHECK(bits != 1, unsupported,
+            "layers::make_linear: base is 1-bit binary; expected a base format");
+  return detail::find_composition(bits, encoding, spec).make(base, detail::rotation_of(spec, k),
+                                                              spec);
 }
 
-#  undef QLR_MAKE_LINEAR_LINKAGE
-#endif  // QLR_SEPARATE_MAKE_LINEAR && !QLR_MAKE_LINEAR_IMPLEMENTATION
+/// Rotates, quantizes and packs `w` (N×K) as `spec` says. Throws for a composition that is
+/// not compiled (e.g. INT3 weights with INT8 activations), naming it.
+inline AnyLinear make_linear(ConstMatrixRef w, const LinearSpec& spec) {
+  const Composition& c = detail::find_composition(spec.weights.bits, spec.weights.encoding, spec);
+  AnyRotation rotation = detail::rotation_of(spec, w.cols());
+  if (!spec.rotated) return c.make(quant::quantize(w, spec.weights), std::move(rotation), spec);
+  Matrix rotated = w;
+  rotate::rotate_weight_input(rotation, rotated);  // checks finiteness
+  return c.make(quant::quantize(rotated, spec.weights), std::move(rotation), spec);
+}
 
 }  // namespace qlr::layers

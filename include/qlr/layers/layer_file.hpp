@@ -325,7 +325,7 @@ inline void save_layers(const std::filesystem::path& path, const std::map<std::s
     const std::string key = "qlr.layer." + name;
     out.set_metadata(key + ".spec", to_string(layer.spec()));
     detail::add_quantized(out, name, key, layer.base(), false);
-    if (const Vector bias = layer.bias(); bias.size() != 0) out.add_vector(name + ".bias", bias);
+    if (const Vector& bias = layer.bias(); bias.size() != 0) out.add_vector(name + ".bias", bias);
     std::string adapter_names;
     for (const AttachedAdapter& a : layer.adapters()) {
       detail::check_stored_name(a.name, "adapter");

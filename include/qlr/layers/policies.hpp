@@ -1,22 +1,24 @@
 // SPDX-License-Identifier: Apache-2.0
 // The two roles of QuantizedLinear that have no module of their own: how activations enter
 // the GEMM (FP32, or quantized per token to INT8/INT4) and which kernel runs it (qlr's SIMD
-// kernels on a path chosen at run time, or a dense FP32 product of the dequantized weight
-// for formats no SIMD kernel takes). Each role has its concept; a policy that does not fit
+// kernels on a path chosen at run time, or a product of the weight decoded tile by tile for
+// formats no SIMD kernel takes). Each role has its concept; a policy that does not fit
 // fails at the layer's declaration with the concept's name.
 #pragma once
 
+#include <algorithm>
 #include <concepts>
 #include <type_traits>
 
 #include "qlr/core/format.hpp"
 #include "qlr/core/matrix.hpp"
+#include "qlr/core/parallel.hpp"
 #include "qlr/core/view.hpp"
 #include "qlr/kernels/detail/epilogue.hpp"
 #include "qlr/kernels/gemm.hpp"
 #include "qlr/kernels/isa.hpp"
+#include "qlr/layers/dense_weights.hpp"
 #include "qlr/quant/activation.hpp"
-#include "qlr/quant/dequantize.hpp"
 
 namespace qlr::layers {
 
@@ -83,46 +85,84 @@ struct SimdKernels {
   }
 };
 
-/// The dequantized weight Ŵ (FP32) times the activations, through Eigen: any format
-/// (INT2/INT3, NF4), and the oracle the SIMD compositions are tested against. Codes are
-/// dequantized (x̂ = s_x·q) first, so it computes what the integer kernels approximate.
+/// The quantized weight decoded a tile of rows at a time into FP32 scratch and multiplied
+/// through Eigen: any format (INT2/INT3, NF4), and the oracle the SIMD compositions are
+/// tested against. Codes are dequantized (x̂ = s_x·q) first, so it computes what the
+/// integer kernels approximate.
 struct DenseKernel {
   /// Every format and activation policy.
   template <class Format, class Act>
   static constexpr bool supports = true;
 
-  /// The dequantized weight (N×K).
+  /// The compact quantized weight, decoded per tile.
   template <class Format, class Act>
-  using packed = Matrix;
+  using packed = DenseWeights<Format>;
 
-  /// Dequantizes `q`.
+  /// Keeps `q` as compactly as it is stored.
   template <class Act, class Format>
-  static Matrix pack(const QuantizedMatrix<Format>& q) {
-    return quant::dequantize(q);
+  static DenseWeights<Format> pack(const QuantizedMatrix<Format>& q) {
+    return DenseWeights<Format>(q);
   }
 
   /// Y = X·Ŵᵀ + epilogue.
-  static void gemm(const Matrix& w, ConstMatrixView x, MatrixView y, const Epilogue& e) {
+  template <class Format>
+  static void gemm(const DenseWeights<Format>& w, ConstMatrixView x, MatrixView y,
+                   const Epilogue& e) {
     const ConstMatrixMap xs(x.data, x.rows, x.cols, Eigen::OuterStride<>(x.stride));
-    const Matrix acc = xs * w.transpose();
-    for (index_t m = 0; m < y.rows; ++m) {
-      for (index_t n = 0; n < y.cols; ++n) {
+    // A tile of 64 rows of Ŵ is 256·K bytes of scratch (1 MB at K = 4096): it stays in L2
+    // while Eigen reads it for every token.
+    constexpr index_t tile = 64;
+    parallel_for((w.rows() + tile - 1) / tile, 1, [&](index_t begin, index_t end) {
+      Matrix scratch(tile, w.cols());
+      for (index_t b = begin; b < end; ++b) {
+        const index_t n0 = b * tile;
+        const index_t count = std::min(tile, w.rows() - n0);
+        w.decode_rows(n0, count, scratch.data());
+        const Matrix acc = xs * scratch.topRows(count).transpose();  // (M, count)
+        finish_dense_tile(acc, n0, y, e);
+      }
+    });
+  }
+
+  /// Y = X̂·Ŵᵀ + epilogue, X̂ = s_x·q per token.
+  template <class Format>
+  static void gemm(const DenseWeights<Format>& w, const ActivationCodes& x, MatrixView y,
+                   const Epilogue& e) {
+    const Matrix xs = dequantized_activations(x);
+    gemm(w, ConstMatrixView{xs.data(), xs.rows(), xs.cols(), xs.cols()}, y, e);
+  }
+
+ private:
+  // The epilogue of outputs [n0, n0 + acc.cols()) for every token.
+  static void finish_dense_tile(const Matrix& acc, index_t n0, MatrixView y, const Epilogue& e) {
+    for (index_t m = 0; m < acc.rows(); ++m) {
+      for (index_t j = 0; j < acc.cols(); ++j) {
         float side = 0.0f;
-        kernels::detail::add_low_rank<1>(e, m, n, 1, &side);
-        kernels::detail::finish_outputs(e, &acc(m, n), &side, nullptr, m, n, 1, y.row(m) + n);
+        kernels::detail::add_low_rank<1>(e, m, n0 + j, 1, &side);
+        kernels::detail::finish_outputs(e, &acc(m, j), &side, nullptr, m, n0 + j, 1,
+                                        y.row(m) + n0 + j);
       }
     }
   }
 
-  /// Y = X̂·Ŵᵀ + epilogue, X̂ = s_x·q per token.
-  static void gemm(const Matrix& w, const ActivationCodes& x, MatrixView y, const Epilogue& e) {
+  static Matrix dequantized_activations(const ActivationCodes& x) {
     Matrix xs(x.rows, x.cols);
     for (index_t m = 0; m < x.rows; ++m)
       for (index_t i = 0; i < x.cols; ++i)
         xs(m, i) = x.scales[m] * static_cast<float>(x.codes[m * x.stride + i]);
-    gemm(w, ConstMatrixView{xs.data(), xs.rows(), xs.cols(), xs.cols()}, y, e);
+    return xs;
   }
 };
+
+/// The kernel a layer gets by default: qlr's SIMD kernels where they take the format
+/// (INT4/INT8 integer codes), the dense one otherwise (INT2/INT3, NF4).
+struct AutoKernel {};
+
+/// The kernel policy `K` names for weights of `Format`: AutoKernel resolved, others as given.
+template <class K, class Format>
+using resolved_kernel =
+    std::conditional_t<std::is_same_v<K, AutoKernel>,
+                       std::conditional_t<simd_packable<Format>, SimdKernels, DenseKernel>, K>;
 
 /// A kernel policy: `supports<Format, Act>`, the type it packs to, pack(), and gemm() for
 /// the activations `Act` delivers.

@@ -2,6 +2,7 @@
 // Dequantization of a QuantizedMatrix back to FP32: the semantics every kernel must match.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -12,35 +13,50 @@
 
 namespace qlr::quant {
 
-/// Writes row `o` of Ŵ into out[0, K): ŵ = s·(u − Z) (int_asym), s·(u − 2^(b−1)) (int_sym)
-/// or s·table[u] (codebook), one f32 rounding per element for integer zeros.
-template <QuantFormatType F>
-void dequantize_row(const QuantizedMatrix<F>& q, index_t o, float* out) noexcept {
-  const index_t cols = q.cols();
-  const index_t g = q.group_size();
+namespace detail {
+
+/// Decodes one row of `cols` codes of width `bits` from `packed` into out[0, K) with
+/// scale_of(l) and zero_of(l) for group l (groups of `g`): ŵ = s·(u − z), or s·table[u] when
+/// `table` is set. Every stored form of a quantized row (QuantizedMatrix, the dense kernel's
+/// compact one) decodes through here, so they cannot disagree.
+template <class ScaleOf, class ZeroOf>
+void decode_row(int bits, const std::uint8_t* packed, index_t cols, index_t g,
+                const float* table, ScaleOf&& scale_of, ZeroOf&& zero_of, float* out) noexcept {
   // The codes are unpacked into `out` as floats first, then scaled in place.
   std::uint8_t codes[256];
   for (index_t begin = 0; begin < cols; begin += 256) {
     const index_t n = std::min<index_t>(256, cols - begin);
     // Whole bytes only: 256 codes of any width end on a byte boundary.
-    qlr::detail::unpack_codes_unchecked(
-        F::bits, q.row_codes(o).data() + packed_size(F::bits, begin),
-        n, codes);
+    qlr::detail::unpack_codes_unchecked(bits, packed + packed_size(bits, begin), n, codes);
     for (index_t i = 0; i < n; ++i) out[begin + i] = static_cast<float>(codes[i]);
   }
-  for (index_t l = 0; l < q.groups(); ++l) {
-    const float s = q.scale(o, l);
+  for (index_t l = 0; l * g < cols; ++l) {
+    const float s = scale_of(l);
     const index_t end = std::min(cols, (l + 1) * g);
-    if constexpr (F::encoding == Encoding::codebook) {
-      const auto table = q.codebook();
-      for (index_t i = l * g; i < end; ++i)
-        out[i] = table[static_cast<std::size_t>(out[i])] * s;
+    if (table != nullptr) {
+      for (index_t i = l * g; i < end; ++i) out[i] = table[static_cast<std::size_t>(out[i])] * s;
     } else {
-      const float z = F::encoding == Encoding::int_asym ? q.zero(o, l)
-                                                        : static_cast<float>(1 << (F::bits - 1));
+      const float z = zero_of(l);
       for (index_t i = l * g; i < end; ++i) out[i] = s * (out[i] - z);
     }
   }
+}
+
+}  // namespace detail
+
+/// Writes row `o` of Ŵ into out[0, K): ŵ = s·(u − Z) (int_asym), s·(u − 2^(b−1)) (int_sym)
+/// or s·table[u] (codebook), one f32 rounding per element for integer zeros.
+template <QuantFormatType F>
+void dequantize_row(const QuantizedMatrix<F>& q, index_t o, float* out) noexcept {
+  detail::decode_row(
+      F::bits, q.row_codes(o).data(), q.cols(), q.group_size(),
+      F::encoding == Encoding::codebook ? q.codebook().data() : nullptr,
+      [&](index_t l) { return q.scale(o, l); },
+      [&](index_t l) {
+        return F::encoding == Encoding::int_asym ? q.zero(o, l)
+                                                 : static_cast<float>(1 << (F::bits - 1));
+      },
+      out);
 }
 
 /// Ŵ (N×K) in FP32.

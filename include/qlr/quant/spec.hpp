@@ -6,6 +6,7 @@
 #include <charconv>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <variant>
 #include <vector>
 
@@ -27,6 +28,13 @@ struct QuantSpec {
   IntOptions options = {};                 ///< integer formats: group size, range, storage
   Nf4Options nf4 = {};                     ///< NF4: absmax block size and scale type
 };
+
+/// The quantizer policy of format F with default options: IntSym/IntAsym of its width, or
+/// Nf4 for the codebook.
+template <QuantFormatType F>
+using DefaultQuantizer = std::conditional_t<
+    F::encoding == Encoding::codebook, Nf4,
+    std::conditional_t<F::encoding == Encoding::int_sym, IntSym<F::bits>, IntAsym<F::bits>>>;
 
 /// Any quantized matrix the runtime path can produce. Binary (1-bit) codes hold only
 /// adapter factors (LoRAQuant); a layer base of them is refused by layers::make_linear.

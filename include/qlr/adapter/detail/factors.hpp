@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <string>
 #include <utility>
 
@@ -94,6 +95,10 @@ class ScaledFactors {
   /// Values stored when kept separate: r·(N + K).
   [[nodiscard]] index_t parameter_count() const noexcept {
     return rank() * (out_features() + in_features());
+  }
+  /// Bytes held: A and B, and the object itself.
+  [[nodiscard]] std::size_t memory_bytes() const noexcept {
+    return sizeof(*this) + sizeof(float) * static_cast<std::size_t>(a_.size() + b_.size());
   }
 
   /// t (M×r) = s·x·Aᵀ for x (M×K), written in place: t is never reallocated (Eigen's GEMM

@@ -131,8 +131,9 @@ struct Tiles {
             const __m256i exact = _mm256_sub_epi32(sum, _mm256_mullo_epi32(zero, group_sum));
             acc[t][h] = _mm256_fmadd_ps(scaled ? _mm256_mul_ps(scale, c) : scale,
                                         _mm256_cvtepi32_ps(exact), acc[t][h]);
-            if (w.zero_fractions != nullptr) {
-              const __m256 fraction = _mm256_loadu_ps(w.zero_fractions + at + 8 * h);
+            if (w.zero_offsets != nullptr) {
+              const __m256 fraction =
+                  _mm256_mul_ps(scale, _mm256_loadu_ps(w.zero_offsets + at + 8 * h));
               acc[t][h] = _mm256_fnmadd_ps(scaled ? _mm256_mul_ps(fraction, c) : fraction,
                                            _mm256_cvtepi32_ps(group_sum), acc[t][h]);
             }
@@ -157,8 +158,10 @@ struct Tiles {
 
 }  // namespace detail_dot
 
-/// y[m, n] for all tokens m and the rows n of panels [panel_begin, panel_end).
-inline void gemm_dot(const DotWeightView& w, const DotActivationView& a, MatrixView y,
+/// y[m, n] for all tokens m and the rows n of panels [panel_begin, panel_end). A template
+/// only so that qlr::compiled can compile it once per program (kernels/compiled.hpp).
+template <int = 0>
+void gemm_dot(const DotWeightView& w, const DotActivationView& a, MatrixView y,
                      const Epilogue& e, index_t panel_begin, index_t panel_end) noexcept {
   kernels::detail::gemm_dot_with_tiles<detail_dot::Tiles, 1, 3>(w, a, y, e, panel_begin, panel_end);
 }

@@ -175,8 +175,8 @@ struct Tiles {
               _mm512_sub_epi32(_mm512_load_si512(sums[pp][t]), _mm512_mullo_epi32(zero, group_sum));
           __m512 total = _mm512_fmadd_ps(scaled ? _mm512_mul_ps(scale, c) : scale,
                                          _mm512_cvtepi32_ps(exact), _mm512_load_ps(acc[pp][t]));
-          if (w.zero_fractions != nullptr) {
-            const __m512 fraction = _mm512_loadu_ps(w.zero_fractions + at);
+          if (w.zero_offsets != nullptr) {
+            const __m512 fraction = _mm512_mul_ps(scale, _mm512_loadu_ps(w.zero_offsets + at));
             total = _mm512_fnmadd_ps(scaled ? _mm512_mul_ps(fraction, c) : fraction,
                                      _mm512_cvtepi32_ps(group_sum), total);
           }
@@ -196,8 +196,10 @@ struct Tiles {
 
 }  // namespace detail_dot
 
-/// y[m, n] for all tokens m and the rows n of panels [panel_begin, panel_end).
-inline void gemm_dot(const DotWeightView& w, const DotActivationView& a, MatrixView y,
+/// y[m, n] for all tokens m and the rows n of panels [panel_begin, panel_end). A template
+/// only so that qlr::compiled can compile it once per program (kernels/compiled.hpp).
+template <int = 0>
+void gemm_dot(const DotWeightView& w, const DotActivationView& a, MatrixView y,
                      const Epilogue& e, index_t panel_begin, index_t panel_end) noexcept {
   // 4 panels × 6 tokens: 24 int32 sums, 4 code vectors and a broadcast in the 32 zmm; each
   // code vector feeds 6 vpdpbusd, each broadcast 4. At M = 512 on Zen 4 (one thread) it

@@ -52,9 +52,9 @@ struct Tiles {
           for (index_t r = 0; r < lanes; ++r) {
             const std::int32_t exact = dot[t][r] - w.zeros[at + r] * group_sum;
             acc[t][r] = std::fma(w.scales[at + r] * c, static_cast<float>(exact), acc[t][r]);
-            if (w.zero_fractions != nullptr)
-              acc[t][r] = std::fma(-w.zero_fractions[at + r] * c, static_cast<float>(group_sum),
-                                   acc[t][r]);
+            if (w.zero_offsets != nullptr)
+              acc[t][r] = std::fma(-(w.scales[at + r] * w.zero_offsets[at + r]) * c,
+                                   static_cast<float>(group_sum), acc[t][r]);
           }
         }
       }
@@ -72,8 +72,10 @@ struct Tiles {
 
 }  // namespace detail_dot
 
-/// y[m, n] for all tokens m and the rows n of panels [panel_begin, panel_end).
-inline void gemm_dot(const DotWeightView& w, const DotActivationView& a, MatrixView y,
+/// y[m, n] for all tokens m and the rows n of panels [panel_begin, panel_end). A template
+/// only so that qlr::compiled can compile it once per program (kernels/compiled.hpp).
+template <int = 0>
+void gemm_dot(const DotWeightView& w, const DotActivationView& a, MatrixView y,
                      const Epilogue& e, index_t panel_begin, index_t panel_end) noexcept {
   kernels::detail::gemm_dot_with_tiles<detail_dot::Tiles, 1, 4>(w, a, y, e, panel_begin, panel_end);
 }

@@ -42,15 +42,17 @@ inline float row_sum(const DotWeightView& w, const DotActivationView& a, index_t
     const index_t at = w.params(o / panel_rows, l) + o % panel_rows;
     const float c = a.group_scale(m, l);
     acc = std::fma(w.scales[at] * c, static_cast<float>(group_dot(w, a, o, m, l)), acc);
-    if (w.zero_fractions != nullptr)
-      acc = std::fma(-w.zero_fractions[at] * c,
+    if (w.zero_offsets != nullptr)
+      acc = std::fma(-(w.scales[at] * w.zero_offsets[at]) * c,
                      static_cast<float>(a.group_sums[m * a.groups + l]), acc);
   }
   return acc;
 }
 
-/// y[m, n] for all tokens m and the rows n of panels [panel_begin, panel_end).
-inline void gemm_dot(const DotWeightView& w, const DotActivationView& a, MatrixView y,
+/// y[m, n] for all tokens m and the rows n of panels [panel_begin, panel_end). A template
+/// only so that qlr::compiled can compile it once per program (kernels/compiled.hpp).
+template <int = 0>
+void gemm_dot(const DotWeightView& w, const DotActivationView& a, MatrixView y,
                      const Epilogue& e, index_t panel_begin, index_t panel_end) noexcept {
   const index_t row_end = panel_end * panel_rows < w.rows ? panel_end * panel_rows : w.rows;
   for (index_t o = panel_begin * panel_rows; o < row_end; ++o) {
