@@ -29,7 +29,7 @@ if(NOT status EQUAL 0)
   message(FATAL_ERROR "the README's install recipe failed (${status}):\n${out}")
 endif()
 foreach(installed IN ITEMS include/qlr/qlr.hpp include/qlr/layers/any_linear.hpp
-                           include/qlr/kernels/kernels.cpp include/qlr/layers/any_linear.cpp
+                           include/qlr/kernels/kernels.cpp include/qlr/layers/layers.cpp
                            share/cmake/qlr/qlrConfig.cmake share/cmake/qlr/qlrCompiled.cmake)
   if(NOT EXISTS "${prefix}/${installed}")
     message(FATAL_ERROR "the recipe did not install ${installed}")

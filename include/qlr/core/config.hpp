@@ -46,9 +46,16 @@
 #define QLR_ISA_END _Pragma("GCC diagnostic pop") _Pragma("GCC pop_options")
 #define QLR_STRINGIFY(x) #x
 
+/// Opens the definition of a function whose one copy qlr::compiled can hold: a function
+/// template with nothing to deduce, so that a unit built with QLR_COMPILED can declare it
+/// extern (explicit instantiation declaration) instead of compiling it. Its callers do not
+/// see the difference; the same tokens are compiled in either mode.
+#define QLR_COMPILED_FUNCTION template <int = 0>
+
 // QLR_COMPILED is defined by the CMake target qlr::compiled for the units that link it:
-// they declare the kernels' and make_linear's heavy templates instead of compiling them, and
-// qlr/kernels/kernels.cpp and qlr/layers/any_linear.cpp define them once. A unit built with
+// they declare the kernels' bodies, make_linear's compositions and every QLR_COMPILED_FUNCTION
+// instead of compiling them, and the .cpp files beside the headers (kernels/kernels.cpp,
+// quant/quant.cpp, io/io.cpp, layers/layers.cpp) define them once. A unit built with
 // QLR_COMPILED in a program without those files fails to link on this name first.
 #if defined(QLR_COMPILED)
 namespace qlr::detail {

@@ -30,6 +30,7 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include "qlr/core/config.hpp"
 #include "qlr/core/error.hpp"
 #include "qlr/core/matrix.hpp"
 #include "qlr/io/detail/file.hpp"
@@ -225,7 +226,8 @@ inline bool is_off(const OrderedJson& v) {
 /// alpha or an unusable pattern key, and Errc::corrupt_file for malformed or duplicated JSON.
 /// Keys qlr does not know, and known ones whose non-default value it does not apply, become
 /// warnings.
-inline PeftConfig parse_peft_config(std::string_view json_text) {
+QLR_COMPILED_FUNCTION
+PeftConfig parse_peft_config(std::string_view json_text) {
   constexpr std::string_view entity = "io::parse_peft_config";
   const auto j = detail::parse_json_strict<detail::OrderedJson>(json_text, entity, "adapter_config.json");
   QLR_CHECK(j.is_object(), corrupt_file, "{}: adapter_config.json is a JSON {}; expected an object",
@@ -312,7 +314,7 @@ inline PeftConfig parse_peft_config(std::string_view json_text) {
   for (const auto& [key, value] : j.items()) {
     if (in(parsed, key) || in(ignored, key)) continue;
     if (key == "bias") {
-      if (!(value.is_string() && value.get<std::string>() == "none"))
+      if (!(value.is_string() && value.template get<std::string>() == "none"))
         c.warnings.push_back(fmt::format(
             "\"bias\" = {}: the adapter's trained base-layer biases are not applied", value.dump()));
     } else if (in(not_applied, key)) {
@@ -328,7 +330,8 @@ inline PeftConfig parse_peft_config(std::string_view json_text) {
 namespace detail {
 
 /// The loader shared by the folder and the in-memory entry points.
-inline PeftAdapter load_peft_adapter_from(PeftConfig config, const SafetensorsView& file) {
+QLR_COMPILED_FUNCTION
+PeftAdapter load_peft_adapter_from(PeftConfig config, const SafetensorsView& file) {
   constexpr std::string_view entity = "io::load_peft_adapter";
   struct Parts {
     const TensorView* a = nullptr;
@@ -459,8 +462,9 @@ inline PeftAdapter load_peft_adapter(const std::filesystem::path& folder) {
 /// factors stored as `dtype` (F32, F16 or BF16). The config is the source of truth for rank
 /// and alpha: a module whose rank or alpha disagrees with it, or whose shapes do not fit, is
 /// Errc::invalid_argument, so that what is saved loads back.
-inline void save_peft_adapter(const std::filesystem::path& folder, const PeftAdapter& adapter,
-                              Dtype dtype = Dtype::f32) {
+QLR_COMPILED_FUNCTION
+void save_peft_adapter(const std::filesystem::path& folder, const PeftAdapter& adapter,
+                       Dtype dtype = Dtype::f32) {
   constexpr std::string_view entity = "io::save_peft_adapter";
   const PeftConfig& c = adapter.config;
   QLR_CHECK(c.peft_type == "LORA", unsupported, "{}: peft_type = \"{}\"; expected \"LORA\"",
@@ -544,5 +548,16 @@ inline void save_peft_adapter(const std::filesystem::path& folder, const PeftAda
                                 entity);
   detail::write_file_atomically(folder / "adapter_model.safetensors", bytes, entity);
 }
+
+// qlr::compiled (qlr/io/io.cpp) holds the one copy of these in a program.
+#define QLR_IO_PEFT_FUNCTIONS(prefix)                                                         \
+  prefix template PeftConfig parse_peft_config<>(std::string_view);                            \
+  prefix template PeftAdapter detail::load_peft_adapter_from<>(PeftConfig,                     \
+                                                               const SafetensorsView&);        \
+  prefix template void save_peft_adapter<>(const std::filesystem::path&, const PeftAdapter&,   \
+                                           Dtype);
+#if defined(QLR_COMPILED)
+QLR_IO_PEFT_FUNCTIONS(extern)
+#endif
 
 }  // namespace qlr::io

@@ -28,6 +28,7 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include "qlr/core/config.hpp"
 #include "qlr/core/error.hpp"
 #include "qlr/core/half.hpp"
 #include "qlr/core/matrix.hpp"
@@ -228,7 +229,8 @@ inline Entry parse_entry(const std::string& name, const nlohmann::json& j) {
 /// the format forbids (short or truncated file, bad header length, malformed or duplicated
 /// JSON, wrong field types, byte ranges that do not match dtype × shape or do not tile the
 /// data section exactly) and Errc::unsupported for a dtype qlr does not read.
-inline SafetensorsView parse_safetensors(std::span<const std::byte> bytes) {
+QLR_COMPILED_FUNCTION
+SafetensorsView parse_safetensors(std::span<const std::byte> bytes) {
   constexpr std::string_view entity = "io::parse_safetensors";
   QLR_CHECK(bytes.size() >= 8, corrupt_file,
             "{}: file size = {} bytes; expected at least the 8-byte header length", entity,
@@ -262,7 +264,7 @@ inline SafetensorsView parse_safetensors(std::span<const std::byte> bytes) {
         QLR_CHECK(mvalue.is_string(), corrupt_file,
                   "{}: __metadata__ \"{}\" is {}; expected a string", entity, mkey,
                   mvalue.type_name());
-        out.metadata.emplace(mkey, mvalue.get<std::string>());
+        out.metadata.emplace(mkey, mvalue.template get<std::string>());
       }
       continue;
     }
@@ -555,5 +557,12 @@ class SafetensorsWriter {
   std::map<std::string, Entry, std::less<>> tensors_;
   std::map<std::string, std::string> metadata_;
 };
+
+// qlr::compiled (qlr/io/io.cpp) holds the one copy of these in a program.
+#define QLR_IO_SAFETENSORS_FUNCTIONS(prefix) \
+  prefix template SafetensorsView parse_safetensors<>(std::span<const std::byte>);
+#if defined(QLR_COMPILED)
+QLR_IO_SAFETENSORS_FUNCTIONS(extern)
+#endif
 
 }  // namespace qlr::io

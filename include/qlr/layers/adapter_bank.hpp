@@ -23,6 +23,7 @@
 #include "qlr/adapter/low_rank.hpp"
 #include "qlr/adapter/qa_lora.hpp"
 #include "qlr/adapter/quantized_low_rank.hpp"
+#include "qlr/core/config.hpp"
 #include "qlr/core/error.hpp"
 #include "qlr/core/matrix.hpp"
 #include "qlr/core/view.hpp"
@@ -86,6 +87,7 @@ class AdapterBank {
   /// Attaches `a` under `name`, enabled, reading `basis`; `base` gives the base weight if
   /// `a` is DoRA. `entity` names the layer in errors. Throws for a taken name or an adapter
   /// whose shape is not N×K.
+  QLR_COMPILED_FUNCTION
   void attach(std::string name, AnyAdapter a, Basis basis, const BaseWeight& base,
               const char* entity) {
     QLR_CHECK(std::none_of(attached_.begin(), attached_.end(),
@@ -172,6 +174,7 @@ class AdapterBank {
   /// The low-rank half of a forward in which every enabled adapter adds to every row of x
   /// (M×K); `rotated_x` is Qᵀ·x when reads_rotated_basis(), else unused. Throws when a DoRA
   /// adapter is enabled beside others (it rescales the whole output).
+  QLR_COMPILED_FUNCTION
   [[nodiscard]] detail::LowRankPlan plan(ConstMatrixRef x, const Matrix* rotated_x) const {
     detail::LowRankPlan p;
     const index_t m = x.rows();
@@ -198,6 +201,7 @@ class AdapterBank {
 
   /// The low-rank half of a forward in which row i of x uses adapter adapter_of_row[i] (an
   /// id, or no_adapter). Throws for an id out of range or a disabled adapter.
+  QLR_COMPILED_FUNCTION
   [[nodiscard]] detail::LowRankPlan plan(ConstMatrixRef x, const Matrix* rotated_x,
                                          std::span<const index_t> adapter_of_row) const {
     constexpr const char* entity = "layers::QuantizedLinear::forward";
@@ -247,6 +251,7 @@ class AdapterBank {
 
   /// w (N×K, original basis) with every enabled adapter's update added, DoRA's rows
   /// rescaled; `unrotate` takes a rotated-basis update back to the original basis.
+  QLR_COMPILED_FUNCTION
   void add_updates(Matrix& w, const std::function<void(Matrix&)>& unrotate) const {
     for (std::size_t i = 0; i < attached_.size(); ++i) {
       const AttachedAdapter& e = attached_[i];
@@ -357,5 +362,18 @@ class AdapterBank {
   Matrix bt_;                              // R×(N + padding): Bᵀ of the enabled adapters, stacked
   index_t stacked_rank_ = 0;
 };
+
+// qlr::compiled (qlr/layers/layers.cpp) holds the one copy of these in a program.
+#define QLR_ADAPTER_BANK_FUNCTIONS(prefix)                                                     \
+  prefix template void AdapterBank::attach<>(std::string, AnyAdapter, Basis, const BaseWeight&, \
+                                             const char*);                                      \
+  prefix template detail::LowRankPlan AdapterBank::plan<>(ConstMatrixRef, const Matrix*) const; \
+  prefix template detail::LowRankPlan AdapterBank::plan<>(ConstMatrixRef, const Matrix*,        \
+                                                          std::span<const index_t>) const;      \
+  prefix template void AdapterBank::add_updates<>(Matrix&,                                      \
+                                                  const std::function<void(Matrix&)>&) const;
+#if defined(QLR_COMPILED)
+QLR_ADAPTER_BANK_FUNCTIONS(extern)
+#endif
 
 }  // namespace qlr::layers

@@ -9,7 +9,7 @@
 //
 // Header-only, every unit that calls make_linear compiles the 21 compositions. Linking
 // qlr::compiled (which defines QLR_COMPILED) compiles them once per program instead, in
-// qlr/layers/any_linear.cpp; units with and without it mix freely (docs/building.md).
+// qlr/layers/layers.cpp; units with and without it mix freely (docs/building.md).
 #pragma once
 
 #include <charconv>
@@ -302,7 +302,7 @@ inline constexpr Composition compositions[] = {QLR_LINEAR_COMPOSITIONS(QLR_COMPO
 #undef QLR_COMPOSITION_ENTRY
 
 #if defined(QLR_COMPILED)
-// qlr::compiled (qlr/layers/any_linear.cpp) holds the one copy of each composition.
+// qlr::compiled (qlr/layers/layers.cpp) holds the one copy of each composition.
 #  define QLR_COMPOSITION_EXTERN(B, E, A, K)                                                \
     extern template AnyLinear                                                               \
     detail::make_composed<QuantFormat<B, Encoding::E>, detail::activations_of<A>, K>(       \
@@ -348,7 +348,8 @@ inline AnyRotation rotation_of(const LinearSpec& spec, index_t k) {
 /// AnyLinear::base() returns it): how a saved layer comes back bit for bit. The spec's
 /// weight format must be base's; its quantizer options are not used. Throws for a
 /// composition that is not compiled (e.g. INT3 weights with INT8 activations), naming it.
-inline AnyLinear make_linear(const quant::AnyQuantizedMatrix& base, const LinearSpec& spec) {
+QLR_COMPILED_FUNCTION
+AnyLinear make_linear(const quant::AnyQuantizedMatrix& base, const LinearSpec& spec) {
   const auto [bits, encoding, k] = std::visit(
       [](const auto& q) {
         using F = typename std::remove_cvref_t<decltype(q)>::format;
@@ -366,7 +367,8 @@ inline AnyLinear make_linear(const quant::AnyQuantizedMatrix& base, const Linear
 
 /// Rotates, quantizes and packs `w` (N×K) as `spec` says. Throws for a composition that is
 /// not compiled (e.g. INT3 weights with INT8 activations), naming it.
-inline AnyLinear make_linear(ConstMatrixRef w, const LinearSpec& spec) {
+QLR_COMPILED_FUNCTION
+AnyLinear make_linear(ConstMatrixRef w, const LinearSpec& spec) {
   const Composition& c = detail::find_composition(spec.weights.bits, spec.weights.encoding, spec);
   AnyRotation rotation = detail::rotation_of(spec, w.cols());
   if (!spec.rotated) return c.make(quant::quantize(w, spec.weights), std::move(rotation), spec);
@@ -374,5 +376,13 @@ inline AnyLinear make_linear(ConstMatrixRef w, const LinearSpec& spec) {
   rotate::rotate_weight_input(rotation, rotated);  // checks finiteness
   return c.make(quant::quantize(rotated, spec.weights), std::move(rotation), spec);
 }
+
+// qlr::compiled (qlr/layers/layers.cpp) holds the one copy of these in a program.
+#define QLR_MAKE_LINEAR_FUNCTIONS(prefix)                                                      \
+  prefix template AnyLinear make_linear<>(const quant::AnyQuantizedMatrix&, const LinearSpec&); \
+  prefix template AnyLinear make_linear<>(ConstMatrixRef, const LinearSpec&);
+#if defined(QLR_COMPILED)
+QLR_MAKE_LINEAR_FUNCTIONS(extern)
+#endif
 
 }  // namespace qlr::layers

@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "qlr/core/config.hpp"
 #include "qlr/adapter/dora.hpp"
 #include "qlr/adapter/lora.hpp"
 #include "qlr/adapter/low_rank.hpp"
@@ -317,7 +318,8 @@ std::string stored_names(const Map& items, const char* what) {
 /// Saves `layers` (name → layer) with their adapters to `path` as one safetensors file
 /// (written atomically); adapters with quantized factors keep their codes. Throws for a name
 /// with ',' or '/'.
-inline void save_layers(const std::filesystem::path& path, const std::map<std::string, AnyLinear>& layers) {
+QLR_COMPILED_FUNCTION
+void save_layers(const std::filesystem::path& path, const std::map<std::string, AnyLinear>& layers) {
   io::SafetensorsWriter out;
   out.set_metadata("qlr.format", std::string(detail::layer_file_format));
   out.set_metadata("qlr.layers", detail::stored_names(layers, "layer"));
@@ -343,7 +345,8 @@ inline void save_layers(const std::filesystem::path& path, const std::map<std::s
 
 /// Reads a file save_layers wrote: every layer with its base bit for bit, its bias, and its
 /// adapters in their saved state. Throws Errc::corrupt_file naming what is missing or wrong.
-inline std::map<std::string, AnyLinear> load_layers(const std::filesystem::path& path) {
+QLR_COMPILED_FUNCTION
+std::map<std::string, AnyLinear> load_layers(const std::filesystem::path& path) {
   const io::SafetensorsFile file(path);
   const auto& m = detail::checked_metadata(file, path, detail::layer_file_format);
   std::map<std::string, AnyLinear> layers;
@@ -370,8 +373,9 @@ inline std::map<std::string, AnyLinear> load_layers(const std::filesystem::path&
 /// Saves `adapters` (name → adapter, e.g. a PEFT module's name) without a base, as one
 /// safetensors file of format "qlr-adapters/1" (written atomically); quantized factors keep
 /// their codes. Throws for a name with ',' or '/'.
-inline void save_adapters(const std::filesystem::path& path,
-                          const std::map<std::string, AnyAdapter>& adapters) {
+QLR_COMPILED_FUNCTION
+void save_adapters(const std::filesystem::path& path,
+                   const std::map<std::string, AnyAdapter>& adapters) {
   io::SafetensorsWriter out;
   out.set_metadata("qlr.format", std::string(detail::adapter_file_format));
   out.set_metadata("qlr.adapters", detail::stored_names(adapters, "adapter"));
@@ -386,7 +390,8 @@ inline void save_adapters(const std::filesystem::path& path,
 
 /// Reads a file save_adapters wrote, every adapter bit for bit. Throws Errc::corrupt_file
 /// naming what is missing or wrong.
-inline std::map<std::string, AnyAdapter> load_adapters(const std::filesystem::path& path) {
+QLR_COMPILED_FUNCTION
+std::map<std::string, AnyAdapter> load_adapters(const std::filesystem::path& path) {
   const io::SafetensorsFile file(path);
   const auto& m = detail::checked_metadata(file, path, detail::adapter_file_format);
   std::map<std::string, AnyAdapter> adapters;
@@ -402,5 +407,18 @@ inline std::map<std::string, AnyAdapter> load_adapters(const std::filesystem::pa
   }
   return adapters;
 }
+
+// qlr::compiled (qlr/layers/layers.cpp) holds the one copy of these in a program.
+#define QLR_LAYER_FILE_FUNCTIONS(prefix)                                                        \
+  prefix template void save_layers<>(const std::filesystem::path&,                             \
+                                     const std::map<std::string, AnyLinear>&);                 \
+  prefix template std::map<std::string, AnyLinear> load_layers<>(const std::filesystem::path&); \
+  prefix template void save_adapters<>(const std::filesystem::path&,                           \
+                                       const std::map<std::string, AnyAdapter>&);              \
+  prefix template std::map<std::string, AnyAdapter> load_adapters<>(                           \
+      const std::filesystem::path&);
+#if defined(QLR_COMPILED)
+QLR_LAYER_FILE_FUNCTIONS(extern)
+#endif
 
 }  // namespace qlr::layers

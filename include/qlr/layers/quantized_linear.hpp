@@ -18,7 +18,7 @@
 #include <variant>
 
 #include "qlr/adapter/concept.hpp"
-#include "qlr/adapter/merge.hpp"
+#include "qlr/adapter/zero_merge.hpp"
 #include "qlr/core/error.hpp"
 #include "qlr/core/format.hpp"
 #include "qlr/core/matrix.hpp"

@@ -10,6 +10,7 @@
 #include <variant>
 #include <vector>
 
+#include "qlr/core/config.hpp"
 #include "qlr/core/error.hpp"
 #include "qlr/core/format.hpp"
 #include "qlr/core/matrix.hpp"
@@ -54,7 +55,8 @@ AnyQuantizedMatrix quantize_int_bits(ConstMatrixRef w, const QuantSpec& spec) {
 }  // namespace detail
 
 /// Quantizes `w` (N×K) as `spec` says. Throws for a width or encoding qlr has no policy for.
-inline AnyQuantizedMatrix quantize(ConstMatrixRef w, const QuantSpec& spec) {
+QLR_COMPILED_FUNCTION
+AnyQuantizedMatrix quantize(ConstMatrixRef w, const QuantSpec& spec) {
   if (spec.encoding == Encoding::codebook) {
     QLR_CHECK(spec.bits == 4, unsupported,
               "quant::quantize: bits = {} with encoding = codebook; expected 4 (NF4)", spec.bits);
@@ -72,7 +74,8 @@ inline AnyQuantizedMatrix quantize(ConstMatrixRef w, const QuantSpec& spec) {
 }
 
 /// Ŵ (N×K) in FP32, whatever the format.
-inline Matrix dequantize(const AnyQuantizedMatrix& q) {
+QLR_COMPILED_FUNCTION
+Matrix dequantize(const AnyQuantizedMatrix& q) {
   return std::visit([](const auto& m) { return dequantize(m); }, q);
 }
 
@@ -174,5 +177,13 @@ inline QuantSpec parse_quant_spec(std::string_view text) {
   }
   return spec;
 }
+
+// qlr::compiled (qlr/quant/quant.cpp) holds the one copy of these in a program.
+#define QLR_QUANT_SPEC_FUNCTIONS(prefix)                                                     \
+  prefix template AnyQuantizedMatrix quantize<>(ConstMatrixRef, const QuantSpec&);          \
+  prefix template Matrix dequantize<>(const AnyQuantizedMatrix&);
+#if defined(QLR_COMPILED)
+QLR_QUANT_SPEC_FUNCTIONS(extern)
+#endif
 
 }  // namespace qlr::quant

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
-// Part of qlr::compiled: the one copy of make_linear's compositions in a program. Compiled by
-// the consumer's build from the installed sources (docs/building.md); units that define
-// QLR_COMPILED see only their declarations.
+// Part of qlr::compiled: the one copy in a program of make_linear and its compositions, the
+// adapter bank's forward half and the layer file. Compiled by the consumer's build from the
+// installed sources (docs/building.md); units that define QLR_COMPILED see only declarations.
+#include "qlr/layers/adapter_bank.hpp"
 #include "qlr/layers/any_linear.hpp"
+#include "qlr/layers/layer_file.hpp"
 
 namespace qlr::layers {
 
@@ -12,5 +14,9 @@ namespace qlr::layers {
       const quant::AnyQuantizedMatrix&, AnyRotation, const LinearSpec&);
 QLR_LINEAR_COMPOSITIONS(QLR_COMPOSITION_INSTANCE)
 #undef QLR_COMPOSITION_INSTANCE
+
+QLR_MAKE_LINEAR_FUNCTIONS()
+QLR_ADAPTER_BANK_FUNCTIONS()
+QLR_LAYER_FILE_FUNCTIONS()
 
 }  // namespace qlr::layers
