@@ -484,7 +484,7 @@ class QuantizedLinear {
     } else {
       const quant::ActivationOptions options{Act::bits, act_.clip};
       const quant::QuantizedActivations codes =
-          std::is_same_v<R, rotate::Identity> ? quant::quantize_per_token(x, options)
+          std::is_same_v<R, rotate::Identity> ? quantize_activations(x, options)
                                               : rotate_quantize_per_token(rotation_, x, options);
       K::gemm(packed_, codes.view(), out, epilogue);
     }
