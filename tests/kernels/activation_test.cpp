@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // The per-token row quantizer (ALGORITHMS.md §2.6) on every path this CPU has: codes and
 // scales bitwise equal to quant::quantize_per_token over tails in K, ties k + 1/2 (exact
-// ones, and ones only the f32 quotient lands on), extreme values and zeros; NaN/Inf rows
-// give a NaN scale and leave the codes alone.
+// ones, and values an f32 quotient would round the wrong way), extreme values and zeros;
+// NaN/Inf rows give a NaN scale and leave the codes alone.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -111,30 +111,35 @@ TEST_CASE("quantize_token: exact ties k + 1/2 go to even on every path", "[kerne
   check_every_path(x, {.bits = bits});
 }
 
-TEST_CASE("quantize_token: quotients the f32 division rounds onto k + 1/2 are coded as the exact ones",
+TEST_CASE("quantize_token: values a few ulps from a tie k + 1/2 are coded as the exact quotient says",
           "[kernels][activation]") {
-  // A scale that is no power of two: x/s is inexact, and for x next to (k + 1/2)·s the f32
-  // quotient often rounds to k + 1/2 exactly while the exact one lies just beside it.
+  // A scale that is no power of two: x/s is inexact, and for x next to (k + 1/2)·s an f32
+  // quotient (x/s or x·(1/s)) often rounds onto the tie, or past it, while the exact one
+  // lies just beside it.
   const int bits = GENERATE(8, 4);
   const float absmax = GENERATE(100.3f, 0.0123f, 3.7e5f);
   CAPTURE(bits, absmax);
   const int max_code = qlr::token_max_code(bits);
   const float s = qlr::token_scale(absmax, bits, 1.0f);
+  const float inverse = 1.0f / s;
   std::vector<float> values;
-  int false_ties = 0;
-  for (int code = -max_code - 1; code < max_code; ++code) {
+  int f32_division_wrong = 0;    // codes of nearbyint(x/s) in f32 that differ from the exact ones
+  int f32_reciprocal_wrong = 0;  // the same for nearbyint(x·(1/s))
+  for (int code = -max_code; code < max_code; ++code) {
     const double tie = code + 0.5;
     float x = static_cast<float>(tie * s);
     for (int i = 0; i < 4; ++i) x = std::nextafter(x, -INFINITY);
     for (int i = 0; i < 9; ++i, x = std::nextafter(x, INFINITY)) {
       if (std::abs(x) > absmax) continue;
       values.push_back(x);
-      const float f32_quotient = x / s;
-      if (f32_quotient == static_cast<float>(tie) && static_cast<double>(x) / s != tie) ++false_ties;
+      const double exact = std::nearbyint(static_cast<double>(x) / s);
+      f32_division_wrong += std::nearbyint(x / s) != exact ? 1 : 0;
+      f32_reciprocal_wrong += std::nearbyint(x * inverse) != exact ? 1 : 0;
     }
   }
-  CAPTURE(values.size(), false_ties);
-  CHECK(false_ties > 0);  // the case under test does occur
+  CAPTURE(values.size(), f32_division_wrong, f32_reciprocal_wrong);
+  CHECK(f32_division_wrong > 0);  // the cases under test do occur
+  CHECK(f32_reciprocal_wrong > 0);
   const Matrix x = row_of(absmax, values);
   REQUIRE(quant::quantize_per_token(x, {.bits = bits}).scales[0] == s);
   check_every_path(x, {.bits = bits});

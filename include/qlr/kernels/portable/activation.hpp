@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The per-token activation quantizer's row kernel on xsimd batches of the translation unit's
 // own ISA (SSE2 on x86-64 by default, NEON on arm64): the reference's codes and scale, bit
-// for bit, from FP32 vector division instead of scalar double division and libm nearbyint.
+// for bit, from an FP32 vector multiply instead of scalar double division and nearbyint.
 #pragma once
 
 #include <algorithm>
@@ -28,20 +28,29 @@ inline constexpr index_t width = static_cast<index_t>(V::size);
 /// Floats coded per block: their int32 codes wait in 256 B of stack before narrowing to int8.
 inline constexpr index_t block = 64;
 
+/// |c − nearbyint(c)| at or above this lies within 2^-15 of a tie k + 1/2: too close for an
+/// approximate quotient (see stage_codes) to decide the rounding.
+inline constexpr float near_tie = 0.5f - 0x1p-15f;
+
 /// staged[0, len) = token_code(x_i, scale, bits) as int32.
 inline void stage_codes(const float* x, index_t len, float scale, int bits,
                         std::int32_t* staged) noexcept {
   const auto max_code = static_cast<float>(token_max_code(bits));
-  const V s(scale), hi(max_code), lo(-max_code - 1.0f), half(0.5f);
+  // x·(1/s) in f32 is within 2^-23 (two roundings) of x/s, so within 2^-16 for |x/s| ≤ 128
+  // (beyond, the clamp decides), and s ≥ FLT_MIN keeps 1/s finite: a quotient farther than
+  // 2^-15 from every tie k + 1/2 rounds as the exact one does. Nearer ones — rare, except
+  // for values built to be ties — are redone in double. No vector division: a multiply is
+  // cheaper, and xsimd 8.1's f32 division on arm64 is a reciprocal estimate refined by two
+  // Newton steps (xsimd_neon.hpp), not IEEE division, so it is no exact quotient either.
+  const V inverse(1.0f / scale);
+  const V hi(max_code), lo(-max_code - 1.0f), tie_distance(near_tie);
   index_t j = 0;
   for (; j + width <= len; j += width) {
     // Clamping before rounding is the same as after (the bounds are integers) and keeps
-    // the conversion in int32 range when x/s overflows.
-    const V c = xsimd::min(xsimd::max(V::load_unaligned(x + j) / s, lo), hi);
+    // the conversion in int32 range.
+    const V c = xsimd::min(xsimd::max(V::load_unaligned(x + j) * inverse, lo), hi);
     const Codes r = xsimd::nearbyint_as_int(c);  // ties to even, as std::nearbyint
-    // The f32 quotient can round onto a tie k + 1/2 that the exact quotient misses (by
-    // ≥ 2^-25 relative; the double one never does): ties, rare, are redone in double.
-    if (xsimd::any(xsimd::abs(c - xsimd::to_float(r)) == half)) [[unlikely]] {
+    if (xsimd::any(xsimd::abs(c - xsimd::to_float(r)) >= tie_distance)) [[unlikely]] {
       for (index_t l = 0; l < width; ++l) staged[j + l] = token_code(x[j + l], scale, bits);
     } else {
       r.store_aligned(staged + j);
