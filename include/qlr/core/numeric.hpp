@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// Rounding and scale-storage rules every quantizer shares (ALGORITHMS.md §1.2–1.3, §2.3, §2.6):
-// ties to even, and scales rounded to the type they are stored in before codes are computed.
+// Rounding and scale-storage rules every quantizer shares (ALGORITHMS.md §1.2–1.3, §2.3,
+// §2.6): ties to even, and scales rounded to their storage type before codes are computed.
 #pragma once
 
 #include <algorithm>
@@ -58,7 +58,9 @@ inline float store_scale(double s, ScaleType t, std::string_view entity) {
 }
 
 /// Largest symmetric per-token code of `bits` (8 or 4): 127 or 7; the smallest is −qmax − 1.
-constexpr int token_max_code(int bits) noexcept { return bits == 8 ? 127 : 7; }
+constexpr int token_max_code(int bits) noexcept {
+  return bits == 8 ? 127 : 7;
+}
 
 /// The f32 scale of a per-token row (ALGORITHMS.md §2.6) whose max|x| is the finite `absmax`:
 /// s* = clip·absmax/qmax rounded to f32 as store_scale() does, or 1 for an all-zero row

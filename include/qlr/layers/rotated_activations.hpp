@@ -26,7 +26,8 @@ inline quant::QuantizedActivations quantize_activations(ConstMatrixRef x,
                                                         kernels::Isa isa = kernels::best_isa()) {
   constexpr const char* entity = "layers::quantize_activations";
   const kernels::QuantizeTokenFn quantize_token = kernels::quantize_token_for(isa);
-  quant::QuantizedActivations a = quant::detail::prepare_per_token(x.rows(), x.cols(), options, entity);
+  quant::QuantizedActivations a =
+      quant::detail::prepare_per_token(x.rows(), x.cols(), options, entity);
   parallel_for(a.rows, 16, [&](index_t begin, index_t end) {
     for (index_t t = begin; t < end; ++t) {
       a.scales[static_cast<std::size_t>(t)] = quantize_token(
@@ -49,7 +50,8 @@ quant::QuantizedActivations rotate_quantize_per_token(const R& rotation, ConstMa
             "{}: x has rows of {} values; expected the rotation's size n = {}", entity, x.cols(),
             rotation.size());
   const kernels::QuantizeTokenFn quantize_token = kernels::quantize_token_for(isa);
-  quant::QuantizedActivations a = quant::detail::prepare_per_token(x.rows(), x.cols(), options, entity);
+  quant::QuantizedActivations a =
+      quant::detail::prepare_per_token(x.rows(), x.cols(), options, entity);
   parallel_for(a.rows, 4, [&](index_t begin, index_t end) {
     std::vector<float> row(static_cast<std::size_t>(a.cols));
     std::vector<float> scratch(static_cast<std::size_t>(rotation.scratch_size()));

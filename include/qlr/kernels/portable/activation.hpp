@@ -22,8 +22,11 @@ namespace qlr::kernels::portable {
 
 namespace detail_activation {
 
-using V = xsimd::batch<float>;          // xsimd::default_arch: the unit's own ISA
+/// Floats of xsimd::default_arch, the unit's own ISA: 4 on SSE2 and NEON.
+using V = xsimd::batch<float>;
+/// The int32 codes of one V.
 using Codes = xsimd::batch<std::int32_t>;
+/// Floats per V.
 inline constexpr index_t width = static_cast<index_t>(V::size);
 /// Floats coded per block: their int32 codes wait in 256 B of stack before narrowing to int8.
 inline constexpr index_t block = 64;
@@ -112,7 +115,9 @@ inline void token_codes(const float* x, index_t n, float scale, int bits, std::i
 #else  // no SIMD arch xsimd 8.1 knows (neither SSE2 nor arm64's NEON): the scalar loops
 
 /// max|x_i| over the n values at x; NaN when one of them is NaN or ±Inf.
-inline float absmax(const float* x, index_t n) noexcept { return reference::absmax(x, n); }
+inline float absmax(const float* x, index_t n) noexcept {
+  return reference::absmax(x, n);
+}
 
 /// q_i = clamp(nearbyint(x_i/scale), −qmax − 1, qmax) for i < n (core's token_code).
 inline void token_codes(const float* x, index_t n, float scale, int bits, std::int8_t* q) noexcept {
@@ -123,7 +128,8 @@ inline void token_codes(const float* x, index_t n, float scale, int bits, std::i
 
 /// Codes one token row of n values at `bits` (8 or 4) and `clip` into q[0, n) and returns its
 /// scale; returns NaN, writing nothing, when the row holds a NaN or an infinity.
-inline float quantize_token(const float* x, index_t n, int bits, float clip, std::int8_t* q) noexcept {
+inline float quantize_token(const float* x, index_t n, int bits, float clip,
+                            std::int8_t* q) noexcept {
   return kernels::detail::quantize_token<&absmax, &token_codes>(x, n, bits, clip, q);
 }
 

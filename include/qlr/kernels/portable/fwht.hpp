@@ -22,8 +22,8 @@ namespace detail_fwht {
 struct Lanes {
   // xsimd::default_arch, the arch the unit is compiled for: a wider batch<T, avx2> would need
   // -mavx2 for the whole unit (xsimd 8.1), which is what the intrinsics paths avoid.
-  using V = xsimd::batch<float>;                          ///< 4 floats on SSE2 and NEON
-  using Index = xsimd::batch<std::uint32_t>;              ///< lane indices of a permute
+  using V = xsimd::batch<float>;                           ///< 4 floats on SSE2 and NEON
+  using Index = xsimd::batch<std::uint32_t>;               ///< lane indices of a permute
   static constexpr int width = static_cast<int>(V::size);  ///< floats per vector
   /// 8 vectors per pass: half of SSE2's 16 xmm. NEON's 32 registers would hold 16, a pass
   /// fewer for n ≥ 2^9; not taken without an arm64 machine to measure it on.
@@ -56,7 +56,9 @@ struct Lanes {
 #else  // no SIMD arch xsimd 8.1 knows (neither SSE2 nor arm64's NEON): the scalar loops
 
 /// x ← scale·H·x in place for the Sylvester H of order n = 2^log2n: reference::fwht here.
-inline void fwht(float* x, int log2n, float scale) noexcept { reference::fwht(x, log2n, scale); }
+inline void fwht(float* x, int log2n, float scale) noexcept {
+  reference::fwht(x, log2n, scale);
+}
 
 /// out (K×P) = scale·H·X for a K×K ±1 matrix H: reference::hadamard_mix here.
 inline void hadamard_mix(const float* h_rows, const float* h_cols, index_t k, const float* x,

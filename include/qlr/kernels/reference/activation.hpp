@@ -32,7 +32,8 @@ inline void token_codes(const float* x, index_t n, float scale, int bits, std::i
 
 /// Codes one token row of n values at `bits` (8 or 4) and `clip` into q[0, n) and returns its
 /// scale; returns NaN, writing nothing, when the row holds a NaN or an infinity.
-inline float quantize_token(const float* x, index_t n, int bits, float clip, std::int8_t* q) noexcept {
+inline float quantize_token(const float* x, index_t n, int bits, float clip,
+                            std::int8_t* q) noexcept {
   return detail::quantize_token<&absmax, &token_codes>(x, n, bits, clip, q);
 }
 
