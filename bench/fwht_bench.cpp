@@ -2,7 +2,7 @@
 // Walsh–Hadamard transform throughput over a batch of rows, in GB/s of rows transformed
 // (each read and written once), beside the machine's memory-read limit in the same binary:
 //   fwht/qlr/N:<n>/rows:<r>/threads:<t>        HadamardTransform on the best path
-//   fwht/qlr-<isa>/…                             each kernel path
+//   fwht/qlr-<isa>/…                             each kernel path (reference: the scalar loop)
 //   fwht/naive/…                                 the radix-2 scalar loop, a row at a time
 //   fwht/eigen/…                                 the dense product X·Ĥᵀ (n ≤ 4096)
 // A batch of 256 MB lives in DRAM (what the target is about); rows:16 stays in cache.
@@ -11,6 +11,8 @@
 #include <cmath>
 #include <random>
 #include <string>
+
+#include <xsimd/xsimd.hpp>
 
 #include "bench_support.hpp"
 #include "memread.hpp"
@@ -113,7 +115,7 @@ void register_all() {
       for (const index_t rows : {static_cast<index_t>(dram_batch_bytes / sizeof(float)) / n, index_t{16}}) {
         add(name("qlr", n, rows, threads), bench_qlr, n, rows, threads, kernels::best_isa());
         for (const kernels::Isa isa : kernels::available_isas())
-          if (isa != kernels::Isa::reference && isa != kernels::Isa::avx_vnni)  // avx_vnni runs avx2's
+          if (isa != kernels::Isa::avx_vnni)  // avx_vnni runs avx2's
             add(name(std::string("qlr-") + kernels::to_string(isa), n, rows, threads), bench_qlr, n, rows,
                 threads, isa);
         if (pow2) add(name("naive", n, rows, threads), bench_naive, n, rows, threads);
@@ -127,5 +129,7 @@ void register_all() {
 
 int main(int argc, char** argv) {
   register_all();
+  // The portable path's xsimd arch is the unit's own: sse2 unless built with -march flags.
+  benchmark::AddCustomContext("qlr_portable_arch", xsimd::default_arch::name());
   return qlr_bench::run_benchmarks(argc, argv);
 }

@@ -17,6 +17,7 @@
 #include <catch2/catch.hpp>
 
 #include "qlr/core/bit_pack.hpp"
+#include "qlr/core/config.hpp"
 #include "qlr/core/parallel.hpp"
 #include "qlr/kernels/gemm.hpp"
 #include "qlr/quant/dequantize.hpp"
@@ -141,6 +142,10 @@ TEST_CASE("kernels: the paths this CPU has", "[kernels][isa]") {
   WARN("kernel paths under test: " << names << "(best: " << kernels::to_string(kernels::best_isa())
                                    << ")");
   CHECK(kernels::available_isas().front() == kernels::Isa::reference);
+#if !QLR_ARCH_X86  // arm64 (CI runs it under qemu): the two paths every target has, no more
+  CHECK(kernels::available_isas() == std::vector{kernels::Isa::reference, kernels::Isa::portable});
+  CHECK(kernels::best_isa() == kernels::Isa::portable);
+#endif
   // e.g. "avx2,avx_vnni,avx512_vnni": .ci/run names every path /proc/cpuinfo says the CPU
   // has, so that a detection that silently falls back to a narrower path fails CI.
   if (const char* required = std::getenv("QLR_REQUIRE_ISAS")) {

@@ -4,6 +4,7 @@
 // RMSNorm fold, the fused rotate-then-quantize, and what a rotation does to outliers.
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -11,6 +12,7 @@
 
 #include "qlr/core/error.hpp"
 #include "qlr/kernels/gemm.hpp"
+#include "qlr/kernels/isa.hpp"
 #include "qlr/layers/rotated_activations.hpp"
 #include "qlr/quant/activation.hpp"
 #include "qlr/quant/int_group.hpp"
@@ -176,6 +178,55 @@ TEST_CASE("Rotation: rotate-then-quantize equals the two steps and leaves x alon
   x(2, 9) = -INFINITY;
   CHECK_THROWS_WITH(qlr::layers::rotate_quantize_per_token(h, x), Catch::Contains("row 2"));
   CHECK_THROWS_WITH(qlr::layers::rotate_quantize_per_token(h, x, {.bits = 3}), Catch::Contains("bits = 3"));
+}
+
+TEST_CASE("quantize_activations: every kernel path gives quant::quantize_per_token's codes and errors",
+          "[rotate][online]") {
+  std::mt19937 rng(12);
+  for (const index_t k : {1, 7, 33, 4096 + 7}) {
+    for (const index_t m : {1, 3, 17}) {
+      Matrix x = qlr::test::heavy_tailed(rng, m, k);
+      x.row(m / 2) *= 40.0f;
+      for (const int bits : {8, 4}) {
+        const quant::QuantizedActivations want = quant::quantize_per_token(x, {.bits = bits});
+        for (const qlr::kernels::Isa isa : qlr::kernels::available_isas()) {
+          CAPTURE(k, m, bits, qlr::kernels::to_string(isa));
+          const quant::QuantizedActivations got = qlr::layers::quantize_activations(x, {.bits = bits}, isa);
+          CHECK(got.codes == want.codes);
+          CHECK(got.scales == want.scales);
+        }
+      }
+    }
+  }
+  // The fused rotation codes on every path as on the reference one.
+  const rotate::RandomizedHadamard r(172, 9);
+  const Matrix tokens = tokens_with_outliers(rng, 5, 172);
+  const auto reference = qlr::layers::rotate_quantize_per_token(r, tokens, {.bits = 4}, qlr::kernels::Isa::reference);
+  for (const qlr::kernels::Isa isa : qlr::kernels::available_isas()) {
+    CAPTURE(qlr::kernels::to_string(isa));
+    const auto fused = qlr::layers::rotate_quantize_per_token(r, tokens, {.bits = 4}, isa);
+    CHECK(fused.codes == reference.codes);
+    CHECK(fused.scales == reference.scales);
+  }
+  // The errors of quant::quantize_per_token, under this entity's name.
+  Matrix x = qlr::test::gaussian(rng, 3, 33);
+  for (const float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                          -std::numeric_limits<float>::infinity()}) {
+    x(2, 17) = bad;
+    for (const qlr::kernels::Isa isa : qlr::kernels::available_isas()) {
+      CAPTURE(bad, qlr::kernels::to_string(isa));
+      CHECK_THROWS_WITH(qlr::layers::quantize_activations(x, {}, isa),
+                        "layers::quantize_activations: row 2 of x holds a NaN or an infinity; "
+                        "expected finite activations");
+    }
+  }
+  x(2, 17) = 0.0f;
+  CHECK_THROWS_WITH(qlr::layers::quantize_activations(x, {.bits = 3}),
+                    "layers::quantize_activations: bits = 3; expected 8 or 4");
+  CHECK_THROWS_WITH(qlr::layers::quantize_activations(x, {.clip = 1.5f}),
+                    "layers::quantize_activations: clip = 1.5; expected a value in (0, 1]");
+  CHECK_THROWS_WITH(qlr::layers::quantize_activations(Matrix(0, 4)),
+                    "layers::quantize_activations: x is 0x4; expected a non-empty matrix");
 }
 
 TEST_CASE("Rotation: a randomized Hadamard removes activation outliers", "[rotate][outliers]") {

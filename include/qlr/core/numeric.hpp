@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-// Rounding and scale-storage rules every quantizer shares (ALGORITHMS.md §1.2–1.3, §2.3):
-// ties to even, and scales rounded to the type they are stored in before codes are computed.
+// Rounding and scale-storage rules every quantizer shares (ALGORITHMS.md §1.2–1.3, §2.3,
+// §2.6): ties to even, and scales rounded to their storage type before codes are computed.
 #pragma once
 
+#include <algorithm>
 #include <cfenv>
 #include <cmath>
 #include <cstdint>
@@ -34,20 +35,49 @@ inline double round_to_storage(double v, ScaleType t) noexcept {
   return t == ScaleType::f16 ? static_cast<double>(round_to_half(f)) : static_cast<double>(f);
 }
 
+/// store_scale() without its checks, for an s > 0 known to be finite and to fit the type:
+/// s rounded to nearest even in the storage type, lifted to the type's smallest normal.
+inline float round_scale(double s, ScaleType t) noexcept {
+  const double min_normal = t == ScaleType::f16 ? 0x1p-14 : std::numeric_limits<float>::min();
+  if (s <= min_normal) return static_cast<float>(min_normal);
+  return static_cast<float>(round_to_storage(s, t));
+}
+
 /// The scale s* stored for an ideal scale s > 0: s rounded to nearest even in the storage
 /// type (ALGORITHMS.md §1.2), lifted to the type's smallest normal when it falls below it
 /// (§2.3). Throws when s is not finite or does not fit the type.
 inline float store_scale(double s, ScaleType t, std::string_view entity) {
   const double max_value = t == ScaleType::f16 ? 65504.0 : std::numeric_limits<float>::max();
-  const double min_normal = t == ScaleType::f16 ? 0x1p-14 : std::numeric_limits<float>::min();
   QLR_CHECK(std::isfinite(s) && s <= max_value, invalid_argument,
             "{}: scale = {}; expected a finite value that fits the {} scale type", entity, s,
             t == ScaleType::f16 ? "f16" : "f32");
-  if (s <= min_normal) return static_cast<float>(min_normal);
-  const double stored = round_to_storage(s, t);
+  const float stored = round_scale(s, t);
   QLR_CHECK(stored <= max_value, invalid_argument,  // f16 rounding may carry past 65504
             "{}: scale = {}; expected a value that fits the f16 scale type", entity, s);
-  return static_cast<float>(stored);
+  return stored;
+}
+
+/// Largest symmetric per-token code of `bits` (8 or 4): 127 or 7; the smallest is −qmax − 1.
+constexpr int token_max_code(int bits) noexcept {
+  return bits == 8 ? 127 : 7;
+}
+
+/// The f32 scale of a per-token row (ALGORITHMS.md §2.6) whose max|x| is the finite `absmax`:
+/// s* = clip·absmax/qmax rounded to f32 as store_scale() does, or 1 for an all-zero row
+/// (whose codes are zeros at any scale). Quantizer and kernels share it, so they agree.
+inline float token_scale(float absmax, int bits, float clip) noexcept {
+  const double range = static_cast<double>(clip) * static_cast<double>(absmax);
+  if (range == 0.0) return 1.0f;
+  // range ≤ FLT_MAX and qmax ≥ 7: the quotient fits f32, so no check can fail here.
+  return round_scale(range / token_max_code(bits), ScaleType::f32);
+}
+
+/// The per-token code of x at scale s (ALGORITHMS.md §2.6): clamp(nearbyint(x/s), −qmax − 1,
+/// qmax) with the quotient in double, so that ties k + 1/2 go to even exactly.
+inline std::int8_t token_code(float x, float s, int bits) noexcept {
+  const double max_code = token_max_code(bits);
+  const double code = std::nearbyint(static_cast<double>(x) / static_cast<double>(s));
+  return static_cast<std::int8_t>(std::clamp(code, -max_code - 1.0, max_code));
 }
 
 /// The next storable scale above `s`, one step up in the storage type.

@@ -17,7 +17,7 @@ namespace qlr::kernels {
 /// A kernel path, from the plainest to the widest.
 enum class Isa {
   reference,    ///< scalar oracle: double accumulation, one element at a time
-  portable,     ///< compiler-vectorized C++ at the translation unit's own ISA
+  portable,     ///< the unit's own ISA: xsimd (FWHT, token codes), auto-vectorized GEMM
   avx2,         ///< AVX2 + FMA intrinsics (256-bit)
   avx_vnni,     ///< AVX2 + the VEX-encoded 256-bit u8×s8 dot products (AVX-VNNI)
   avx512_vnni,  ///< AVX-512 F/BW/VL + VNNI (512-bit)

@@ -149,7 +149,7 @@ class QuantizedBase {
     } else {
       const quant::ActivationOptions options{Act::bits, act_.clip};
       const quant::QuantizedActivations codes =
-          rotation_is_identity() ? quant::quantize_per_token(x, options)
+          rotation_is_identity() ? quantize_activations(x, options)
                                  : rotate_quantize_per_token(rotation_, x, options);
       K::gemm(packed_, codes.view(), out, e);
     }

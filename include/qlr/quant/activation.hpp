@@ -55,21 +55,11 @@ inline float quantize_token(const float* x, index_t n, int bits, float clip,
     absmax = std::max(absmax, std::abs(x[i]));
   }
   if (!finite) return std::numeric_limits<float>::quiet_NaN();
-  const double range = static_cast<double>(clip) * static_cast<double>(absmax);
-  if (range == 0.0) {  // an all-zero token: exact zeros
-    std::fill(q, q + n, std::int8_t{0});
-    return 1.0f;
-  }
-  const double max_code = bits == 8 ? 127.0 : 7.0;
-  const double min_code = -max_code - 1.0;
-  // |x| ≤ range maps to |x/s| ≤ qmax·(1 + 2^-24): within half a step, never clamped.
-  const double scale =
-      static_cast<double>(store_scale(range / max_code, ScaleType::f32, "quantize_per_token"));
-  for (index_t i = 0; i < n; ++i) {
-    const double code = std::nearbyint(static_cast<double>(x[i]) / scale);
-    q[i] = static_cast<std::int8_t>(std::clamp(code, min_code, max_code));
-  }
-  return static_cast<float>(scale);
+  // |x| ≤ clip·max|x| maps to |x/s| ≤ qmax·(1 + 2^-24): within half a step, never clamped.
+  // An all-zero token gets s = 1 and exact zeros.
+  const float scale = token_scale(absmax, bits, clip);
+  for (index_t i = 0; i < n; ++i) q[i] = token_code(x[i], scale, bits);
+  return scale;
 }
 
 }  // namespace detail

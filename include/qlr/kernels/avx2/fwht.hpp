@@ -19,6 +19,7 @@ namespace qlr::kernels::avx2 {
 inline constexpr int fwht_width = 8;       ///< floats per ymm
 inline constexpr int fwht_max_levels = 3;  ///< 8 of the 16 ymm hold a pass's vectors
 
+#  include "qlr/kernels/detail/fwht_vector_lanes.inc"
 #  include "qlr/kernels/detail/fwht_passes.inc"
 
 }  // namespace qlr::kernels::avx2

@@ -19,6 +19,7 @@ namespace qlr::kernels::avx512_vnni {
 inline constexpr int fwht_width = 16;      ///< floats per zmm
 inline constexpr int fwht_max_levels = 4;  ///< 16 of the 32 zmm hold a pass's vectors
 
+#  include "qlr/kernels/detail/fwht_vector_lanes.inc"
 #  include "qlr/kernels/detail/fwht_passes.inc"
 
 }  // namespace qlr::kernels::avx512_vnni
