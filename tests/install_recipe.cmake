@@ -57,7 +57,7 @@ execute_process(COMMAND ${CMAKE_COMMAND} --build "${consumer}" RESULT_VARIABLE s
 if(NOT status EQUAL 0)
   message(FATAL_ERROR "building the consumer failed:\n${out}")
 endif()
-foreach(program IN ITEMS qlr_consumer qlr_consumer_mixed)
+foreach(program IN ITEMS qlr_consumer)
   execute_process(COMMAND "${consumer}/${program}" "${WORK_DIR}/scratch-${program}"
                   RESULT_VARIABLE status OUTPUT_VARIABLE out ERROR_VARIABLE err)
   message(STATUS "${program}:\n${out}${err}")
