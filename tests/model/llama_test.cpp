@@ -173,6 +173,25 @@ TEST_CASE("llama: FP32 logits after BOS and the greedy story are llama2.c's", "[
   CHECK(tokens.size() == 257);  // BOS and a token from each of the 256 positions
 }
 
+TEST_CASE("llama: an NF4 model holds its block layers in at most 5 bits per weight",
+          "[model][llama][memory]") {
+  const auto s = load_stories("the NF4 memory check");
+  if (!s) return;
+  const qlr::io::Llama2cConfig& c = s->checkpoint.config;
+  // wq, wo: dim x dim; wk, wv: kv_dim x dim; w1, w3: hidden x dim; w2: dim x hidden.
+  const auto weights = static_cast<double>(
+      c.n_layers * (2 * c.dim * c.dim + 2 * c.kv_dim() * c.dim + 3 * c.hidden_dim * c.dim));
+  const llama::Model fp32(s->checkpoint);
+  CHECK(static_cast<double>(fp32.weight_bytes(false)) == 4.0 * weights);
+  llama::ModelOptions options;
+  options.linear = qlr::layers::parse_linear_spec("nf4-g64");
+  const llama::Model nf4(s->checkpoint, options);
+  const double bits = 8.0 * static_cast<double>(nf4.weight_bytes(false)) / weights;
+  CAPTURE(bits, nf4.bits_per_parameter(false));
+  CHECK(nf4.bits_per_parameter(false) == Approx(4.5).margin(0.02));  // codes + f32 absmax / 64
+  CHECK(bits <= 5.0);
+}
+
 TEST_CASE("llama: a block of tokens equals feeding them one at a time", "[model][llama]") {
   const auto s = load_stories("the block forward check");
   if (!s) return;

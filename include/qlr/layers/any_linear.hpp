@@ -37,37 +37,38 @@
 
 namespace qlr::layers {
 
-/// A rotation chosen at run time: none (the identity) or a randomized Hadamard.
+/// A rotation chosen at run time: none (the identity) or a randomized Hadamard. An unrotated
+/// layer pays 16 bytes for it; a rotation is held once and shared by the copies.
 class AnyRotation {
  public:
   /// The identity of size n.
-  explicit AnyRotation(index_t n) : r_(rotate::Identity(n)) {}
+  explicit AnyRotation(index_t n) : n_(rotate::Identity(n).size()) {}
   /// A randomized Hadamard rotation.
-  explicit AnyRotation(rotate::RandomizedHadamard r) : r_(std::move(r)) {}
+  explicit AnyRotation(rotate::RandomizedHadamard r)
+      : n_(r.size()), r_(std::make_shared<const rotate::RandomizedHadamard>(std::move(r))) {}
 
   /// n.
-  [[nodiscard]] index_t size() const noexcept {
-    return std::visit([](const auto& r) { return r.size(); }, r_);
-  }
+  [[nodiscard]] index_t size() const noexcept { return n_; }
   /// Whether it is the identity (a layer built without rotation).
-  [[nodiscard]] bool is_identity() const noexcept {
-    return std::holds_alternative<rotate::Identity>(r_);
-  }
+  [[nodiscard]] bool is_identity() const noexcept { return r_ == nullptr; }
   /// Floats of scratch a row needs.
-  [[nodiscard]] index_t scratch_size() const noexcept {
-    return std::visit([](const auto& r) { return r.scratch_size(); }, r_);
-  }
+  [[nodiscard]] index_t scratch_size() const noexcept { return r_ ? r_->scratch_size() : 0; }
   /// x ← Qᵀ·x.
   void rotate(float* x, float* scratch) const noexcept {
-    std::visit([&](const auto& r) { r.rotate(x, scratch); }, r_);
+    if (r_) r_->rotate(x, scratch);
   }
   /// x ← Q·x.
   void unrotate(float* x, float* scratch) const noexcept {
-    std::visit([&](const auto& r) { r.unrotate(x, scratch); }, r_);
+    if (r_) r_->unrotate(x, scratch);
+  }
+  /// Bytes of the rotation held beside this handle.
+  [[nodiscard]] std::size_t memory_bytes() const noexcept {
+    return r_ ? sizeof(rotate::RandomizedHadamard) : 0;
   }
 
  private:
-  std::variant<rotate::Identity, rotate::RandomizedHadamard> r_;
+  index_t n_;
+  std::shared_ptr<const rotate::RandomizedHadamard> r_;  // null: the identity
 };
 
 /// Which kernel a runtime layer uses.

@@ -5,7 +5,10 @@
 // this way without the layer ever holding an FP32 copy of its weight.
 #pragma once
 
+#include <algorithm>
+#include <array>
 #include <cstddef>
+#include <cstring>
 #include <cstdint>
 #include <span>
 #include <utility>
@@ -20,34 +23,49 @@ namespace qlr::layers {
 
 namespace detail {
 
-/// Per-group floats at the width their ScaleType stores: 16 bits for f16, else 32.
+/// Per-group floats at the width their ScaleType stores: 16 bits for f16, else 32 (as two
+/// 16-bit halves, so that one vector serves both widths).
 class GroupFloats {
  public:
   GroupFloats() = default;
   /// Keeps `values`, which are exact in `type`.
-  GroupFloats(std::span<const float> values, ScaleType type) {
-    if (type == ScaleType::f16) {
-      half_.reserve(values.size());
-      for (const float v : values) half_.push_back(float_to_half_bits(v));
-    } else {
-      full_.assign(values.begin(), values.end());
+  GroupFloats(std::span<const float> values, ScaleType type) : half_(type == ScaleType::f16) {
+    bits_.resize(values.size() * (half_ ? 1 : 2));
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      if (half_)
+        bits_[i] = float_to_half_bits(values[i]);
+      else
+        std::memcpy(&bits_[2 * i], &values[i], sizeof(float));
     }
   }
   /// Value `i`.
   [[nodiscard]] float operator[](std::size_t i) const noexcept {
-    return full_.empty() ? half_bits_to_float(half_[i]) : full_[i];
+    if (half_) return half_bits_to_float(bits_[i]);
+    float v;
+    std::memcpy(&v, &bits_[2 * i], sizeof(float));
+    return v;
   }
   /// Number of values.
-  [[nodiscard]] std::size_t size() const noexcept { return full_.empty() ? half_.size() : full_.size(); }
+  [[nodiscard]] std::size_t size() const noexcept { return half_ ? bits_.size() : bits_.size() / 2; }
   /// Bytes held.
   [[nodiscard]] std::size_t bytes() const noexcept {
-    return sizeof(std::uint16_t) * half_.capacity() + sizeof(float) * full_.capacity();
+    return sizeof(std::uint16_t) * bits_.capacity();
   }
 
  private:
-  std::vector<std::uint16_t> half_;
-  std::vector<float> full_;
+  std::vector<std::uint16_t> bits_;
+  bool half_ = false;
 };
+
+/// The codebook of a codebook format, held in place; nothing for the others.
+template <QuantFormatType Format>
+struct Codebook {
+  std::array<float, 1 << Format::bits> values{};  ///< 2^bits ascending values
+};
+/// Integer formats decode without a table.
+template <QuantFormatType Format>
+  requires(Format::encoding != Encoding::codebook)
+struct Codebook<Format> {};
 
 }  // namespace detail
 
@@ -64,15 +82,10 @@ class DenseWeights {
         zero_mode_(q.zero_mode()),
         codes_(q.codes().begin(), q.codes().end()),
         scales_(q.scales(), q.scale_type()),
-        codebook_(q.codebook().begin(), q.codebook().end()) {
-    if constexpr (Format::encoding == Encoding::int_asym) {
-      if (zero_mode_ == ZeroMode::integer) {
-        integer_zeros_.reserve(q.zeros().size());
-        for (const float z : q.zeros()) integer_zeros_.push_back(static_cast<std::uint8_t>(z));
-      } else {
-        float_zeros_ = detail::GroupFloats(q.zeros(), scale_type_);
-      }
-    }
+        // Integer zeros (0 … 255) are exact in f16; floating ones keep the scales' type.
+        zeros_(q.zeros(), zero_mode_ == ZeroMode::integer ? ScaleType::f16 : scale_type_) {
+    if constexpr (Format::encoding == Encoding::codebook)
+      std::copy(q.codebook().begin(), q.codebook().end(), codebook_.values.begin());
   }
 
   [[nodiscard]] index_t rows() const noexcept { return rows_; }  ///< N
@@ -86,7 +99,7 @@ class DenseWeights {
       const auto at = static_cast<std::size_t>(o * groups);
       quant::detail::decode_row(
           Format::bits, codes_.data() + o * stride, cols_, group_size_,
-          codebook_.empty() ? nullptr : codebook_.data(),
+          table(),
           [&](index_t l) { return scales_[at + static_cast<std::size_t>(l)]; },
           [&](index_t l) { return zero(at + static_cast<std::size_t>(l)); },
           out + (o - n0) * cols_);
@@ -102,7 +115,8 @@ class DenseWeights {
     parts.scale_type = scale_type_;
     parts.zero_mode = zero_mode_;
     parts.codes = codes_;
-    parts.codebook = codebook_;
+    if constexpr (Format::encoding == Encoding::codebook)
+      parts.codebook.assign(codebook_.values.begin(), codebook_.values.end());
     for (std::size_t i = 0; i < scales_.size(); ++i) parts.scales.push_back(scales_[i]);
     if constexpr (Format::encoding == Encoding::int_asym)
       for (std::size_t i = 0; i < scales_.size(); ++i) parts.zeros.push_back(zero(i));
@@ -111,8 +125,7 @@ class DenseWeights {
 
   /// Bytes this object holds.
   [[nodiscard]] std::size_t memory_bytes() const noexcept {
-    return sizeof(*this) + codes_.capacity() + scales_.bytes() + integer_zeros_.capacity() +
-           float_zeros_.bytes() + sizeof(float) * codebook_.capacity();
+    return sizeof(*this) + codes_.capacity() + scales_.bytes() + zeros_.bytes();
   }
   /// The storage cost per weight of the matrix it holds (QuantizedMatrix::bits_per_parameter).
   [[nodiscard]] double bits_per_parameter() const noexcept {
@@ -125,7 +138,14 @@ class DenseWeights {
     if constexpr (Format::encoding != Encoding::int_asym)
       return static_cast<float>(1 << (Format::bits - 1));
     else
-      return integer_zeros_.empty() ? float_zeros_[i] : static_cast<float>(integer_zeros_[i]);
+      return zeros_[i];
+  }
+
+  [[nodiscard]] const float* table() const noexcept {
+    if constexpr (Format::encoding == Encoding::codebook)
+      return codebook_.values.data();
+    else
+      return nullptr;
   }
 
   index_t rows_;
@@ -133,11 +153,10 @@ class DenseWeights {
   index_t group_size_;
   ScaleType scale_type_;
   ZeroMode zero_mode_;
-  std::vector<std::uint8_t> codes_;          // rows × ⌈K·bits/8⌉, as QuantizedMatrix
-  detail::GroupFloats scales_;               // rows × groups
-  std::vector<std::uint8_t> integer_zeros_;  // rows × groups: int_asym, ZeroMode::integer
-  detail::GroupFloats float_zeros_;          // rows × groups: int_asym, ZeroMode::floating
-  std::vector<float> codebook_;              // 2^bits values: codebook encoding
+  std::vector<std::uint8_t> codes_;  // rows × ⌈K·bits/8⌉, as QuantizedMatrix
+  detail::GroupFloats scales_;       // rows × groups
+  detail::GroupFloats zeros_;        // rows × groups for int_asym; else empty
+  [[no_unique_address]] detail::Codebook<Format> codebook_;  // the table of a codebook format
 };
 
 }  // namespace qlr::layers
