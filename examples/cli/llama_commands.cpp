@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <system_error>
 
 #include "cli/commands.hpp"
 #include "cli/support.hpp"
@@ -221,10 +222,15 @@ llama::ModelOptions model_options(const ModelFlags& f, const CalibrationFlags& c
 /// first from the FP32 model over the calibration text (a progress bar on stderr).
 Loaded load(const ModelFlags& f, const CalibrationFlags& c = {}, int window = 256,
             const std::string* default_text = nullptr) {
-  // The defaults are the source tree's vendored files: an installed tool may not have them.
-  QLR_CHECK(f.model != QLR_DEFAULT_MODEL || std::filesystem::exists(f.model), invalid_argument,
-            "qlr: no --model given and this qlr has no default model; expected --model FILE (a "
-            "llama2.c checkpoint) and --tokenizer FILE");
+  // The defaults are the source tree's vendored files, known only to the program in its build
+  // folder: an installed qlr has no source tree to take them from.
+  std::error_code ec;
+  const bool in_build_tree =
+      std::filesystem::canonical("/proc/self/exe", ec).parent_path() ==
+      std::filesystem::path(QLR_BUILT_IN);
+  QLR_CHECK(f.model != QLR_DEFAULT_MODEL || in_build_tree, invalid_argument,
+            "no --model given and an installed qlr has no default model; expected --model "
+            "FILE (a llama2.c checkpoint) and --tokenizer FILE");
   const qlr::io::Llama2cModel checkpoint = qlr::io::load_llama2c(f.model);
   qlr::model::Tokenizer tokenizer = qlr::model::Tokenizer::load(f.tokenizer, checkpoint.config.vocab_size);
   std::optional<llama::Calibration> statistics;

@@ -95,14 +95,17 @@ void check_every_isa(const Policy& policy, int activation_bits, index_t m, index
 template <class Policy>
 void sweep(int activation_bits, std::initializer_list<index_t> ms,
            std::initializer_list<index_t> ns, std::initializer_list<index_t> ks,
-           std::initializer_list<index_t> gs, quant::IntOptions base = {}) {
+           std::initializer_list<index_t> gs, quant::IntOptions base = {},
+           index_t max_volume = std::numeric_limits<index_t>::max()) {
   qlr::test::for_each_packable_shape(
-      ms, ns, ks, gs, [&](index_t m, index_t n, index_t k, index_t g) {
+      ms, ns, ks, gs,
+      [&](index_t m, index_t n, index_t k, index_t g) {
         quant::IntOptions options = base;
         options.group_size = g;
         check_every_isa(Policy(options), activation_bits, m, n, k,
                         static_cast<std::uint32_t>(m * 131 + n * 17 + k + g));
-      });
+      },
+      max_volume);
 }
 
 /// A QuantizedMatrix with given codes, scale 1 and zero point `zero` in every group.
@@ -184,13 +187,13 @@ TEST_CASE("gemm_dot: the issue's full sweep of shapes", "[kernels][gemm_dot][.sl
   const std::initializer_list<index_t> ks{32, 64, 96, 257, 512, 4096};
   const std::initializer_list<index_t> gs{32, 64, 128};
   SECTION("W8A8") {
-    sweep<quant::IntSym<8>>(8, ms, ns, ks, gs);
+    sweep<quant::IntSym<8>>(8, ms, ns, ks, gs, {}, qlr::test::slow_sweep_max_volume);
   }
   SECTION("W4A8") {
-    sweep<quant::IntAsym<4>>(8, ms, ns, ks, gs);
+    sweep<quant::IntAsym<4>>(8, ms, ns, ks, gs, {}, qlr::test::slow_sweep_max_volume);
   }
   SECTION("W4A4") {
-    sweep<quant::IntSym<4>>(4, ms, ns, ks, gs);
+    sweep<quant::IntSym<4>>(4, ms, ns, ks, gs, {}, qlr::test::slow_sweep_max_volume);
   }
 }
 

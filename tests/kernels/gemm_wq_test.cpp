@@ -115,12 +115,15 @@ void check_every_isa(const Policy& policy, index_t m, index_t n, index_t k, std:
 
 template <class Policy>
 void sweep(std::initializer_list<index_t> ms, std::initializer_list<index_t> ns,
-           std::initializer_list<index_t> ks, std::initializer_list<index_t> gs) {
+           std::initializer_list<index_t> ks, std::initializer_list<index_t> gs,
+           index_t max_volume = std::numeric_limits<index_t>::max()) {
   qlr::test::for_each_packable_shape(
-      ms, ns, ks, gs, [](index_t m, index_t n, index_t k, index_t g) {
+      ms, ns, ks, gs,
+      [](index_t m, index_t n, index_t k, index_t g) {
         check_every_isa(Policy({.group_size = g}), m, n, k,
                         static_cast<std::uint32_t>(m * 131 + n * 17 + k + g));
-      });
+      },
+      max_volume);
 }
 
 /// x̂ of token m, column i from the limb rows: Σ_j c_j·q_j, in double.
@@ -239,10 +242,10 @@ TEST_CASE("gemm_wq: the issue's full sweep of shapes", "[kernels][gemm_wq][.slow
   const std::initializer_list<index_t> ks{32, 64, 96, 257, 512, 4096};
   const std::initializer_list<index_t> gs{32, 64, 128};
   SECTION("int4 asymmetric") {
-    sweep<qlr::quant::IntAsym<4>>(ms, ns, ks, gs);
+    sweep<qlr::quant::IntAsym<4>>(ms, ns, ks, gs, qlr::test::slow_sweep_max_volume);
   }
   SECTION("int8 symmetric") {
-    sweep<qlr::quant::IntSym<8>>(ms, ns, ks, gs);
+    sweep<qlr::quant::IntSym<8>>(ms, ns, ks, gs, qlr::test::slow_sweep_max_volume);
   }
 }
 

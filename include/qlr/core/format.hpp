@@ -99,6 +99,19 @@ struct QuantizedParts {
   ScaleType scale_type = ScaleType::f32;   ///< storage type scales were rounded to
 };
 
+/// Parts of a rows×cols matrix in groups of `group_size` with the given storage types and no
+/// values yet: what a packed form fills in when it unpacks.
+inline QuantizedParts empty_parts(index_t rows, index_t cols, index_t group_size,
+                                  ScaleType scale_type, ZeroMode zero_mode) {
+  QuantizedParts parts;
+  parts.rows = rows;
+  parts.cols = cols;
+  parts.group_size = group_size;
+  parts.scale_type = scale_type;
+  parts.zero_mode = zero_mode;
+  return parts;
+}
+
 /// A weight W (N×K) quantized group-wise: packed codes, a scale per group and, for
 /// asymmetric formats, a zero point per group. Immutable once built; every invariant is
 /// checked by the constructor, so kernels can trust it.

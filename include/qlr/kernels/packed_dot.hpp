@@ -178,12 +178,7 @@ class DotWeights {
 
   /// The canonical matrix back, bit for bit what was packed.
   [[nodiscard]] QuantizedMatrix<Format> unpack() const {
-    QuantizedParts parts;
-    parts.rows = rows_;
-    parts.cols = cols_;
-    parts.group_size = group_size_;
-    parts.scale_type = scale_type_;
-    parts.zero_mode = zero_mode_;
+    QuantizedParts parts = empty_parts(rows_, cols_, group_size_, scale_type_, zero_mode_);
     const index_t stride = packed_size(Format::bits, cols_);
     parts.codes.assign(static_cast<std::size_t>(rows_ * stride), 0);
     const index_t panel_bytes = panel_rows * padded_cols_ * Format::bits / 8;

@@ -108,12 +108,7 @@ class DenseWeights {
 
   /// The canonical matrix back, bit for bit.
   [[nodiscard]] QuantizedMatrix<Format> unpack() const {
-    QuantizedParts parts;
-    parts.rows = rows_;
-    parts.cols = cols_;
-    parts.group_size = group_size_;
-    parts.scale_type = scale_type_;
-    parts.zero_mode = zero_mode_;
+    QuantizedParts parts = empty_parts(rows_, cols_, group_size_, scale_type_, zero_mode_);
     parts.codes = codes_;
     if constexpr (Format::encoding == Encoding::codebook)
       parts.codebook.assign(codebook_.values.begin(), codebook_.values.end());
