@@ -122,7 +122,7 @@ class AdapterBank {
   /// Multiplies adapter `name`'s update by `scale` (1 as attached; 0 silences it).
   void set_scale(std::string_view name, float scale, const BaseWeight& base) {
     QLR_CHECK(std::isfinite(scale), invalid_argument,
-              "layers::AdapterBank::set_scale: scale = {}; expected a finite value", scale);
+              "layers::QuantizedLinear::set_scale: scale = {}; expected a finite value", scale);
     const auto at = static_cast<std::size_t>(id(name));
     AttachedAdapter& a = attached_[at];
     a.scale = scale;
