@@ -42,8 +42,8 @@ TEST_CASE("make_linear: every compiled composition matches its dense oracle", "[
       spec.activation_bits = c.activation_bits;
       spec.rotated = rotated;
       spec.rotation_seed = 5;
-      const bool simd = (c.bits == 4 || c.bits == 8) && c.encoding != qlr::Encoding::codebook;
-      if (c.dense && simd) spec.kernel = layers::KernelChoice::dense;
+      if (c.dense && layers::is_simd_packable(c.bits, c.encoding))
+        spec.kernel = layers::KernelChoice::dense;
       const std::string name = layers::to_string(spec);
       CAPTURE(name);
       CHECK(layers::to_string(layers::parse_linear_spec(name)) == name);

@@ -12,6 +12,7 @@
 
 #include "qlr/core/error.hpp"
 #include "qlr/core/half.hpp"
+#include "qlr/core/types.hpp"
 
 namespace qlr {
 
@@ -78,6 +79,36 @@ inline std::int8_t token_code(float x, float s, int bits) noexcept {
   const double max_code = token_max_code(bits);
   const double code = std::nearbyint(static_cast<double>(x) / static_cast<double>(s));
   return static_cast<std::int8_t>(std::clamp(code, -max_code - 1.0, max_code));
+}
+
+/// max|x_i| over the n values at x; NaN when one of them is NaN or ±Inf.
+inline float finite_absmax(const float* x, index_t n) noexcept {
+  float m = 0.0f;
+  bool finite = true;
+  for (index_t i = 0; i < n; ++i) {
+    finite = finite && std::isfinite(x[i]);
+    m = std::max(m, std::abs(x[i]));
+  }
+  return finite ? m : std::numeric_limits<float>::quiet_NaN();
+}
+
+/// q_i = token_code(x_i, scale, bits) for i < n.
+inline void token_codes(const float* x, index_t n, float scale, int bits, std::int8_t* q) noexcept {
+  for (index_t i = 0; i < n; ++i) q[i] = token_code(x[i], scale, bits);
+}
+
+/// Codes one token row of n values at `bits` (8 or 4) and `clip` into q[0, n) and returns its
+/// scale (ALGORITHMS.md §2.6), in scalar loops: the definition quant's quantize_per_token and
+/// the reference kernel path share. Returns NaN, writing nothing, when the row holds a NaN or
+/// an infinity (the caller throws). |x| ≤ clip·max|x| maps to |x/s| ≤ qmax·(1 + 2^-24):
+/// within half a step, never clamped; an all-zero row gets s = 1 and exact zeros.
+inline float quantize_token_row(const float* x, index_t n, int bits, float clip,
+                                std::int8_t* q) noexcept {
+  const float absmax = finite_absmax(x, n);
+  if (std::isnan(absmax)) return absmax;
+  const float scale = token_scale(absmax, bits, clip);
+  token_codes(x, n, scale, bits, q);
+  return scale;
 }
 
 /// The next storable scale above `s`, one step up in the storage type.

@@ -325,8 +325,7 @@ inline const Composition& find_composition(int bits, Encoding encoding, const Li
   QLR_CHECK(spec.activation_bits == 0 || spec.activation_bits == 8 || spec.activation_bits == 4,
             unsupported, "{}: activation_bits = {}; expected 0 (FP32), 8 or 4", entity,
             spec.activation_bits);
-  const bool simd = (bits == 4 || bits == 8) && encoding != Encoding::codebook;
-  const bool dense = spec.kernel == KernelChoice::dense || !simd;
+  const bool dense = spec.kernel == KernelChoice::dense || !is_simd_packable(bits, encoding);
   for (const Composition& c : compositions)
     if (c.bits == bits && c.encoding == encoding && c.activation_bits == spec.activation_bits &&
         c.dense == dense)

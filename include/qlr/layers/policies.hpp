@@ -47,11 +47,15 @@ concept ActivationPolicy = requires {
   requires A::bits == 0 || A::bits == 8 || A::bits == 4;  // the widths qlr's kernels take
 };
 
-/// The weight formats qlr's SIMD kernels pack: INT4 or INT8 codes with a scale (and zero).
+/// Whether qlr's SIMD kernels pack `bits`-bit codes of `encoding`: INT4 or INT8 integer codes
+/// with a scale (and zero).
+constexpr bool is_simd_packable(int bits, Encoding encoding) noexcept {
+  return (bits == 4 || bits == 8) &&
+         (encoding == Encoding::int_sym || encoding == Encoding::int_asym);
+}
+/// The weight formats qlr's SIMD kernels pack (is_simd_packable).
 template <class Format>
-inline constexpr bool simd_packable =
-    (Format::bits == 4 || Format::bits == 8) &&
-    (Format::encoding == Encoding::int_sym || Format::encoding == Encoding::int_asym);
+inline constexpr bool simd_packable = is_simd_packable(Format::bits, Format::encoding);
 
 /// qlr's SIMD kernels (kernels::gemm) on the best path of this CPU, or the one QLR_ISA names.
 /// Weights are packed once, as DotWeights, for FP32 activations and for codes alike.
@@ -114,12 +118,13 @@ struct DenseKernel {
     constexpr index_t tile = 64;
     parallel_for((w.rows() + tile - 1) / tile, 1, [&](index_t begin, index_t end) {
       Matrix scratch(tile, w.cols());
+      Matrix acc(x.rows, tile);  // (M, tile): one buffer per task, not per tile
       for (index_t b = begin; b < end; ++b) {
         const index_t n0 = b * tile;
         const index_t count = std::min(tile, w.rows() - n0);
         w.decode_rows(n0, count, scratch.data());
-        const Matrix acc = xs * scratch.topRows(count).transpose();  // (M, count)
-        finish_dense_tile(acc, n0, y, e);
+        acc.leftCols(count).noalias() = xs * scratch.topRows(count).transpose();
+        finish_dense_tile(acc.leftCols(count), n0, y, e);
       }
     });
   }
@@ -134,12 +139,13 @@ struct DenseKernel {
 
  private:
   // The epilogue of outputs [n0, n0 + acc.cols()) for every token.
-  static void finish_dense_tile(const Matrix& acc, index_t n0, MatrixView y, const Epilogue& e) {
+  static void finish_dense_tile(ConstMatrixRef acc, index_t n0, MatrixView y, const Epilogue& e) {
     for (index_t m = 0; m < acc.rows(); ++m) {
       for (index_t j = 0; j < acc.cols(); ++j) {
         float side = 0.0f;
         kernels::detail::add_low_rank<1>(e, m, n0 + j, 1, &side);
-        kernels::detail::finish_outputs(e, &acc(m, j), &side, nullptr, m, n0 + j, 1,
+        const float sum = acc(m, j);
+        kernels::detail::finish_outputs(e, &sum, &side, nullptr, m, n0 + j, 1,
                                         y.row(m) + n0 + j);
       }
     }

@@ -157,12 +157,7 @@ class QuantizedBase {
 
   /// The dequantized weight Ŵ (N×K) in `basis`.
   [[nodiscard]] Matrix dequantized(Basis basis) const {
-    Matrix w(out_features(), in_features());
-    if constexpr (requires { packed_.decode_rows(0, 1, w.data()); }) {
-      packed_.decode_rows(0, out_features(), w.data());
-    } else {
-      w = quant::dequantize(packed_.unpack());
-    }
+    Matrix w = decoded();
     if (basis == Basis::original && !rotation_is_identity()) unrotate_rows(w);
     return w;
   }
@@ -192,6 +187,17 @@ class QuantizedBase {
   [[nodiscard]] double bits_per_parameter() const noexcept { return packed_.bits_per_parameter(); }
 
  private:
+  // Ŵ in the rotated basis, from the form the kernel holds.
+  [[nodiscard]] Matrix decoded() const {
+    if constexpr (requires(float* out) { packed_.decode_rows(0, 1, out); }) {
+      Matrix w(out_features(), in_features());
+      packed_.decode_rows(0, out_features(), w.data());
+      return w;
+    } else {
+      return quant::dequantize(packed_.unpack());
+    }
+  }
+
   template <class Q>
   static QuantizedMatrix<F> rotate_and_quantize(ConstMatrixRef w, const Q& quantizer,
                                                 const R& rotation) {

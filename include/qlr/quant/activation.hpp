@@ -42,27 +42,6 @@ struct QuantizedActivations {
   }
 };
 
-namespace detail {
-
-/// Codes one token row of `n` values into q[0, n) and returns its scale. Returns a NaN
-/// scale, writing nothing, when the row holds a NaN or an infinity (the caller throws).
-inline float quantize_token(const float* x, index_t n, int bits, float clip,
-                            std::int8_t* q) noexcept {
-  float absmax = 0.0f;
-  bool finite = true;
-  for (index_t i = 0; i < n; ++i) {
-    finite = finite && std::isfinite(x[i]);
-    absmax = std::max(absmax, std::abs(x[i]));
-  }
-  if (!finite) return std::numeric_limits<float>::quiet_NaN();
-  // |x| ≤ clip·max|x| maps to |x/s| ≤ qmax·(1 + 2^-24): within half a step, never clamped.
-  // An all-zero token gets s = 1 and exact zeros.
-  const float scale = token_scale(absmax, bits, clip);
-  for (index_t i = 0; i < n; ++i) q[i] = token_code(x[i], scale, bits);
-  return scale;
-}
-
-}  // namespace detail
 
 namespace detail {
 
@@ -105,7 +84,7 @@ inline QuantizedActivations quantize_per_token(ConstMatrixRef x, ActivationOptio
   QuantizedActivations a = detail::prepare_per_token(x.rows(), x.cols(), options, entity);
   parallel_for(a.rows, 16, [&](index_t begin, index_t end) {
     for (index_t t = begin; t < end; ++t) {
-      a.scales[static_cast<std::size_t>(t)] = detail::quantize_token(
+      a.scales[static_cast<std::size_t>(t)] = quantize_token_row(
           x.row(t).data(), a.cols, a.bits, options.clip, a.codes.data() + t * a.cols);
     }
   });
