@@ -97,18 +97,33 @@ inline void token_codes(const float* x, index_t n, float scale, int bits, std::i
   for (index_t i = 0; i < n; ++i) q[i] = token_code(x[i], scale, bits);
 }
 
+/// max|x_i| over n values, NaN when one is not finite (finite_absmax or a vector twin).
+using AbsmaxFn = float (*)(const float* x, index_t n) noexcept;
+/// q[0, n) = token_code(x_i, scale, bits) (token_codes or a vector twin).
+using TokenCodesFn = void (*)(const float* x, index_t n, float scale, int bits,
+                              std::int8_t* q) noexcept;
+
 /// Codes one token row of n values at `bits` (8 or 4) and `clip` into q[0, n) and returns its
-/// scale (ALGORITHMS.md §2.6), in scalar loops: the definition quant's quantize_per_token and
-/// the reference kernel path share. Returns NaN, writing nothing, when the row holds a NaN or
-/// an infinity (the caller throws). |x| ≤ clip·max|x| maps to |x/s| ≤ qmax·(1 + 2^-24):
-/// within half a step, never clamped; an all-zero row gets s = 1 and exact zeros.
-inline float quantize_token_row(const float* x, index_t n, int bits, float clip,
-                                std::int8_t* q) noexcept {
-  const float absmax = finite_absmax(x, n);
+/// scale (ALGORITHMS.md §2.6), with the max and the codes from Absmax and Codes: every kernel
+/// path brings its loops, this brings the rule, so all of them give the same codes and scale.
+/// Returns NaN, writing nothing, when the row holds a NaN or an infinity (the caller throws).
+/// |x| ≤ clip·max|x| maps to |x/s| ≤ qmax·(1 + 2^-24): within half a step, never clamped; an
+/// all-zero row gets s = 1 and exact zeros.
+template <AbsmaxFn Absmax, TokenCodesFn Codes>
+float quantize_token_with(const float* x, index_t n, int bits, float clip,
+                          std::int8_t* q) noexcept {
+  const float absmax = Absmax(x, n);
   if (std::isnan(absmax)) return absmax;
   const float scale = token_scale(absmax, bits, clip);
-  token_codes(x, n, scale, bits, q);
+  Codes(x, n, scale, bits, q);
   return scale;
+}
+
+/// quantize_token_with in scalar loops: the definition quant's quantize_per_token and the
+/// reference kernel path share.
+inline float quantize_token_row(const float* x, index_t n, int bits, float clip,
+                                std::int8_t* q) noexcept {
+  return quantize_token_with<&finite_absmax, &token_codes>(x, n, bits, clip, q);
 }
 
 /// The next storable scale above `s`, one step up in the storage type.

@@ -13,7 +13,6 @@
 
 #include "qlr/core/numeric.hpp"
 #include "qlr/core/types.hpp"
-#include "qlr/kernels/detail/quantize_token.hpp"
 #include "qlr/kernels/reference/activation.hpp"
 
 namespace qlr::kernels::portable {
@@ -130,7 +129,7 @@ inline void token_codes(const float* x, index_t n, float scale, int bits, std::i
 /// scale; returns NaN, writing nothing, when the row holds a NaN or an infinity.
 inline float quantize_token(const float* x, index_t n, int bits, float clip,
                             std::int8_t* q) noexcept {
-  return kernels::detail::quantize_token<&absmax, &token_codes>(x, n, bits, clip, q);
+  return quantize_token_with<&absmax, &token_codes>(x, n, bits, clip, q);
 }
 
 }  // namespace qlr::kernels::portable
