@@ -10,6 +10,7 @@
 
 #include "qlr/adapter/detail/factors.hpp"
 #include "qlr/adapter/lora.hpp"
+#include "qlr/core/config.hpp"
 #include "qlr/core/error.hpp"
 #include "qlr/core/matrix.hpp"
 #include "qlr/core/parallel.hpp"
@@ -52,6 +53,7 @@ class Dora {
 
   /// m = ‖W0[o,:]‖ for every output row (PEFT's initialization), by the routine row_norms
   /// uses, so that with B = 0 output_scale(W0) is exactly 1.0f (T5.1).
+  QLR_COMPILED_FUNCTION
   [[nodiscard]] static Vector initial_magnitude(ConstMatrixRef w0) {
     check_base_values(w0, "adapter::Dora::initial_magnitude");
     Vector m(w0.rows());
@@ -84,11 +86,14 @@ class Dora {
   }
 
   /// t (M×r) = s·x·Aᵀ, the LoRA part; the caller scales the layer output by output_scale.
+  QLR_COMPILED_FUNCTION
   void project(ConstMatrixRef x, MatrixRef t) const { lora_.project(x, t); }
   /// s·B·A (N×K), the LoRA part only: the merged weight also needs diag(m/n) (merge.hpp).
+  QLR_COMPILED_FUNCTION
   [[nodiscard]] Matrix delta() const { return lora_.delta(); }
 
   /// n_o = ‖W0[o,:] + s·(B·A)[o,:]‖ (N) for W0 (N×K): squared_row_norms rounded to float.
+  QLR_COMPILED_FUNCTION
   [[nodiscard]] Vector row_norms(ConstMatrixRef w0) const {
     return squared_row_norms(w0).cwiseSqrt().cast<float>();
   }
@@ -97,6 +102,7 @@ class Dora {
   /// s²·B_o·(A·Aᵀ)·B_oᵀ (§5.1), O(N·K·r). Where the terms cancel to below 1e-6 of their size
   /// the formula would keep too few digits, and that row is formed explicitly instead (same
   /// cost, one row at a time). Throws for a shape mismatch or a NaN/Inf in W0.
+  QLR_COMPILED_FUNCTION
   [[nodiscard]] Eigen::VectorXd squared_row_norms(ConstMatrixRef w0) const {
     check_base(w0, "adapter::Dora::row_norms");
     const index_t r = rank();
@@ -132,6 +138,7 @@ class Dora {
 
   /// The per-output factor c = m/n (N) for base W0 (N×K), in float: y = c ⊙ (W0·x +
   /// s·B·(A·x)) + b, the bias not rescaled. Throws when a row of W0 + s·B·A has norm 0.
+  QLR_COMPILED_FUNCTION
   [[nodiscard]] Vector output_scale(ConstMatrixRef w0) const {
     const Vector n = row_norms(w0);
     for (index_t o = 0; o < n.size(); ++o) {
@@ -147,12 +154,14 @@ class Dora {
   static constexpr const char* entity = "adapter::Dora";
 
   /// Throws unless w0 is a non-empty, finite weight.
+  QLR_COMPILED_FUNCTION
   static void check_base_values(ConstMatrixRef w0, const char* where) {
     QLR_CHECK(w0.rows() >= 1 && w0.cols() >= 1, shape_mismatch,
               "{}: w0 is {}x{}; expected a non-empty N x K weight", where, w0.rows(), w0.cols());
     check_finite(w0, std::string(where) + ": w0");
   }
   /// Throws unless w0 is a finite N×K weight for this adapter.
+  QLR_COMPILED_FUNCTION
   void check_base(ConstMatrixRef w0, const char* where) const {
     QLR_CHECK(w0.rows() == out_features() && w0.cols() == in_features(), shape_mismatch,
               "{}: w0 is {}x{}; expected {}x{} (out_features x in_features)", where, w0.rows(),

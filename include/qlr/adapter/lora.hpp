@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "qlr/adapter/detail/factors.hpp"
+#include "qlr/core/config.hpp"
 #include "qlr/core/error.hpp"
 #include "qlr/core/matrix.hpp"
 #include "qlr/core/types.hpp"
@@ -22,7 +23,8 @@ enum class Scaling : std::uint8_t {
 
 /// The scale s for `alpha` at rank `r`, rounded once to float (every product uses that
 /// float, so forward passes and merges agree). Throws for a non-finite alpha or r < 1.
-inline float lora_scale(double alpha, index_t r, Scaling scaling, const char* entity) {
+QLR_COMPILED_FUNCTION
+float lora_scale(double alpha, index_t r, Scaling scaling, const char* entity) {
   QLR_CHECK(std::isfinite(alpha), invalid_argument, "{}: alpha = {}; expected a finite value",
             entity, alpha);
   QLR_CHECK(r >= 1, invalid_argument, "{}: rank = a.rows() = {}; expected >= 1", entity, r);

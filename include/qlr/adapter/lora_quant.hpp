@@ -4,9 +4,6 @@
 // at 2–3 bits, the rest binary (1 bit). The result is a QuantizedLowRank the layer runs.
 #pragma once
 
-#include <Eigen/QR>
-#include <Eigen/SVD>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -14,8 +11,12 @@
 #include <utility>
 #include <vector>
 
+#include <Eigen/QR>
+#include <Eigen/SVD>
+
 #include "qlr/adapter/detail/factors.hpp"
 #include "qlr/adapter/quantized_low_rank.hpp"
+#include "qlr/core/config.hpp"
 #include "qlr/core/error.hpp"
 #include "qlr/core/format.hpp"
 #include "qlr/core/matrix.hpp"
@@ -64,7 +65,8 @@ struct SvdFactors {
 /// The SVD of B·A (B: N×r, A: r×K) without forming the N×K product: thin QRs of B and Aᵀ,
 /// then the r×r SVD of R_B·R_Aᵀ (double). Each (u_j, v_j) is signed so that the entry of
 /// largest magnitude of u_j is positive. Throws for mismatched or non-finite factors.
-inline SvdFactors svd_reparameterize(const Matrix& a, const Matrix& b) {
+QLR_COMPILED_FUNCTION
+SvdFactors svd_reparameterize(const Matrix& a, const Matrix& b) {
   constexpr const char* entity = "adapter::svd_reparameterize";
   detail::check_factor_pair(a, b, a.cols(), a.cols(), entity);
   const index_t r = a.rows();
@@ -92,7 +94,8 @@ inline SvdFactors svd_reparameterize(const Matrix& a, const Matrix& b) {
 
 /// The split point h for singular values σ (descending) and threshold ρ ∈ (0, 1] (§6.2):
 /// k* = min{k ≥ 1 : Σ_{i≤k} σ_i² ≥ ρ·Σ σ_i²}. 0 when all σ are 0. Throws for ρ ∉ (0, 1].
-inline index_t split_point(const Eigen::VectorXd& sigma, double energy, SplitRule rule) {
+QLR_COMPILED_FUNCTION
+index_t split_point(const Eigen::VectorXd& sigma, double energy, SplitRule rule) {
   QLR_CHECK(energy > 0.0 && energy <= 1.0, invalid_argument,
             "adapter::split_point: energy = {}; expected a value in (0, 1]", energy);
   const double total = sigma.squaredNorm();
@@ -127,7 +130,8 @@ struct LoraQuantized {
 };
 
 /// Reference bits over many adapters, weighted by each one's r·(N + K) values (§6.5).
-inline double average_reference_bits(std::span<const LoraQuantized> adapters) {
+QLR_COMPILED_FUNCTION
+double average_reference_bits(std::span<const LoraQuantized> adapters) {
   double bits = 0.0;
   double values = 0.0;
   for (const LoraQuantized& q : adapters) {
@@ -139,8 +143,9 @@ inline double average_reference_bits(std::span<const LoraQuantized> adapters) {
 }
 
 /// f = ‖u·vᵀ − p̂·q̂ᵀ‖_F from inner products alone (§6.4's rank-1 identity, no m×n matrix).
-inline double rank1_distance(const Eigen::VectorXd& u, const Eigen::VectorXd& v,
-                             const Eigen::VectorXd& p_hat, const Eigen::VectorXd& q_hat) {
+QLR_COMPILED_FUNCTION
+double rank1_distance(const Eigen::VectorXd& u, const Eigen::VectorXd& v,
+                      const Eigen::VectorXd& p_hat, const Eigen::VectorXd& q_hat) {
   const double squared = u.squaredNorm() * v.squaredNorm() - 2.0 * u.dot(p_hat) * v.dot(q_hat) +
                          p_hat.squaredNorm() * q_hat.squaredNorm();
   return std::sqrt(std::max(squared, 0.0));  // cancellation can leave a tiny negative
@@ -157,9 +162,10 @@ struct QuantizedComponent {
 
 /// Q(x) by the very steps quant::quantize takes on a row of float latents, so Q(x) here
 /// is what the stored codes decode to.
-inline QuantizedComponent quantize_component(const Eigen::VectorXd& x,
-                                             const quant::detail::IntCoding& coding,
-                                             const quant::IntOptions& options) {
+QLR_COMPILED_FUNCTION
+QuantizedComponent quantize_component(const Eigen::VectorXd& x,
+                                      const quant::detail::IntCoding& coding,
+                                      const quant::IntOptions& options) {
   constexpr const char* entity = "adapter::lora_quant";
   const index_t n = x.size();
   const index_t g = effective_group_size(options.group_size, n, entity);
@@ -185,9 +191,10 @@ inline QuantizedComponent quantize_component(const Eigen::VectorXd& x,
 /// ∂f/∂x from ∂f/∂x̂ = `outer` through Q: ŵ = s·(u − Z) with s = (hi − lo)/qmax, so the scale
 /// path reaches only each group's ends; STE adds ∂f/∂x̂ itself and takes round(w/s) − w/s as
 /// ∂(u − Z)·s/∂s.
-inline Eigen::VectorXd latent_gradient(const Eigen::VectorXd& x, const QuantizedComponent& q,
-                                       const Eigen::VectorXd& outer, double max_code,
-                                       index_t group_size, RefineGradient rule) {
+QLR_COMPILED_FUNCTION
+Eigen::VectorXd latent_gradient(const Eigen::VectorXd& x, const QuantizedComponent& q,
+                                const Eigen::VectorXd& outer, double max_code, index_t group_size,
+                                RefineGradient rule) {
   const bool ste = rule == RefineGradient::straight_through;
   Eigen::VectorXd grad = ste ? outer : Eigen::VectorXd::Zero(x.size());
   for (std::size_t l = 0; l < q.scales.size(); ++l) {
@@ -217,8 +224,9 @@ struct RefinedComponent {
 /// Refines one high component (u = b'_j, v = a'_j) under the asymmetric `high` quantizer:
 /// `steps` gradient steps on f = ‖u·vᵀ − Q(p)·Q(q)ᵀ‖_F from (p, q) = (u, v), keeping the
 /// best pair seen (the reference keeps the last; keeping the best is ours, so f never rises).
-inline RefinedComponent refine_component(const Eigen::VectorXd& u, const Eigen::VectorXd& v,
-                                         const quant::QuantSpec& high, const Refinement& options) {
+QLR_COMPILED_FUNCTION
+RefinedComponent refine_component(const Eigen::VectorXd& u, const Eigen::VectorXd& v,
+                                  const quant::QuantSpec& high, const Refinement& options) {
   constexpr const char* entity = "adapter::refine_component";
   QLR_CHECK(options.steps >= 0, invalid_argument, "{}: steps = {}; expected >= 0", entity,
             options.steps);
@@ -257,8 +265,9 @@ inline RefinedComponent refine_component(const Eigen::VectorXd& u, const Eigen::
 /// Deviation [ours]: high grids keep 0 in range (include_zero) instead of the reference's
 /// clamped integer zero, which clips groups that do not straddle 0; on the zero-mean SVD
 /// components the two grids differ only on such groups.
-inline LoraQuantized lora_quant(const Matrix& a, const Matrix& b, double scale,
-                                const LoraQuantOptions& options = {}) {
+QLR_COMPILED_FUNCTION
+LoraQuantized lora_quant(const Matrix& a, const Matrix& b, double scale,
+                         const LoraQuantOptions& options = {}) {
   constexpr const char* entity = "adapter::lora_quant";
   QLR_CHECK(options.high_bits == 2 || options.high_bits == 3 || options.high_bits == 4 ||
                 options.high_bits == 8,

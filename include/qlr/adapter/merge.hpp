@@ -22,6 +22,7 @@
 #include "qlr/adapter/qa_lora.hpp"
 #include "qlr/adapter/quantized_low_rank.hpp"
 #include "qlr/adapter/zero_merge.hpp"
+#include "qlr/core/config.hpp"
 #include "qlr/core/error.hpp"
 #include "qlr/core/format.hpp"
 #include "qlr/core/matrix.hpp"
@@ -72,43 +73,52 @@ index_t stored_values(const A& a) {
 }
 
 /// ‖num‖/‖den‖ with 0/0 = 0 and x/0 = ∞.
-inline double norm_ratio(double num, double den) noexcept {
+QLR_COMPILED_FUNCTION
+double norm_ratio(double num, double den) noexcept {
   if (den == 0.0) return num == 0.0 ? 0.0 : std::numeric_limits<double>::infinity();
   return num / den;
 }
 }  // namespace detail
 
 /// W + s·B·A (N×K) for W (N×K). Throws for a shape mismatch or a NaN/Inf in W.
-inline Matrix merge(ConstMatrixRef w, const Lora& lora) {
+QLR_COMPILED_FUNCTION
+Matrix merge(ConstMatrixRef w, const Lora& lora) {
   return detail::dense_merge(w, lora, "adapter::merge(Lora)");
 }
 /// W_merged − s·B·A: the inverse of merge, up to FP32 rounding.
-inline Matrix unmerge(ConstMatrixRef merged, const Lora& lora) {
+QLR_COMPILED_FUNCTION
+Matrix unmerge(ConstMatrixRef merged, const Lora& lora) {
   return detail::dense_unmerge(merged, lora, "adapter::unmerge(Lora)");
 }
 /// W + B·A (N×K) for W (N×K). Throws for a shape mismatch or a NaN/Inf in W.
-inline Matrix merge(ConstMatrixRef w, const LowRank& term) {
+QLR_COMPILED_FUNCTION
+Matrix merge(ConstMatrixRef w, const LowRank& term) {
   return detail::dense_merge(w, term, "adapter::merge(LowRank)");
 }
 /// W_merged − B·A: the inverse of merge, up to FP32 rounding.
-inline Matrix unmerge(ConstMatrixRef merged, const LowRank& term) {
+QLR_COMPILED_FUNCTION
+Matrix unmerge(ConstMatrixRef merged, const LowRank& term) {
   return detail::dense_unmerge(merged, term, "adapter::unmerge(LowRank)");
 }
 /// W + s·B̂·Â (N×K) with the dequantized factors. Throws for a shape mismatch or NaN/Inf.
-inline Matrix merge(ConstMatrixRef w, const QuantizedLowRank& term) {
+QLR_COMPILED_FUNCTION
+Matrix merge(ConstMatrixRef w, const QuantizedLowRank& term) {
   return detail::dense_merge(w, term, "adapter::merge(QuantizedLowRank)");
 }
 /// W_merged − s·B̂·Â: the inverse of merge, up to FP32 rounding.
-inline Matrix unmerge(ConstMatrixRef merged, const QuantizedLowRank& term) {
+QLR_COMPILED_FUNCTION
+Matrix unmerge(ConstMatrixRef merged, const QuantizedLowRank& term) {
   return detail::dense_unmerge(merged, term, "adapter::unmerge(QuantizedLowRank)");
 }
 /// W + ΔW (N×K), ΔW the per-cell constant update of QA-LoRA expanded over its groups. For
 /// a quantized base, merge_into_zeros is the exact merge.
-inline Matrix merge(ConstMatrixRef w, const QaLora& qa) {
+QLR_COMPILED_FUNCTION
+Matrix merge(ConstMatrixRef w, const QaLora& qa) {
   return detail::dense_merge(w, qa, "adapter::merge(QaLora)");
 }
 /// W_merged − ΔW: the inverse of merge, up to FP32 rounding.
-inline Matrix unmerge(ConstMatrixRef merged, const QaLora& qa) {
+QLR_COMPILED_FUNCTION
+Matrix unmerge(ConstMatrixRef merged, const QaLora& qa) {
   return detail::dense_unmerge(merged, qa, "adapter::unmerge(QaLora)");
 }
 
@@ -120,7 +130,8 @@ struct DoraMerge {
 
 /// diag(m/n)·(W0 + s·B·A) for W0 (N×K) (§5.3). Throws for a shape mismatch, a NaN/Inf in W0
 /// or a row of W0 + s·B·A with norm 0.
-inline DoraMerge merge(ConstMatrixRef w0, const Dora& dora) {
+QLR_COMPILED_FUNCTION
+DoraMerge merge(ConstMatrixRef w0, const Dora& dora) {
   constexpr const char* entity = "adapter::merge(Dora)";
   detail::check_merge_operand(w0, dora, entity, "w0");
   DoraMerge out{Matrix(w0), dora.row_norms(w0)};
@@ -138,7 +149,8 @@ inline DoraMerge merge(ConstMatrixRef w0, const Dora& dora) {
 /// W0 = diag(n/m)·W_merged − s·B·A, with n the row_norms merge returned. Throws for a shape
 /// mismatch, a NaN/Inf, a norm ≤ 0 or a magnitude m_o = 0 (that row of W_merged is zero:
 /// W0 cannot be recovered from it).
-inline Matrix unmerge(ConstMatrixRef merged, const Dora& dora, const Vector& row_norms) {
+QLR_COMPILED_FUNCTION
+Matrix unmerge(ConstMatrixRef merged, const Dora& dora, const Vector& row_norms) {
   constexpr const char* entity = "adapter::unmerge(Dora)";
   detail::check_merge_operand(merged, dora, entity, "merged");
   QLR_CHECK(row_norms.size() == dora.out_features(), shape_mismatch,

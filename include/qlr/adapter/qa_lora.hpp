@@ -12,6 +12,7 @@
 
 #include "qlr/adapter/detail/factors.hpp"
 #include "qlr/adapter/lora.hpp"
+#include "qlr/core/config.hpp"
 #include "qlr/core/error.hpp"
 #include "qlr/core/format.hpp"
 #include "qlr/core/matrix.hpp"
@@ -106,6 +107,7 @@ class QaLora {
   /// t (M×r) = s·P·Aᵀ with P = pool(x) (M×L) for x (M×K), without a buffer for P: each
   /// group's pooled value is added to its token's row of t as soon as it is summed.
   /// Throws for wrong shapes or a NaN/Inf in x.
+  QLR_COMPILED_FUNCTION
   void project(ConstMatrixRef x, MatrixRef t) const {
     constexpr const char* where = "adapter::QaLora::project";
     detail::check_projection_shapes(x, t, k_, rank(), where);
@@ -124,6 +126,7 @@ class QaLora {
 
   /// D (N×L) = s·(κ/g_l)·(B·A)[o,l], the update's constant value in cell (o, l), in double:
   /// the zero-point merge divides it by the scales, Z' = Z − D/S (§3.3).
+  QLR_COMPILED_FUNCTION
   [[nodiscard]] MatrixD group_delta() const {
     MatrixD d = b_.cast<double>() * a_.cast<double>();
     for (index_t l = 0; l < groups(); ++l)
@@ -132,6 +135,7 @@ class QaLora {
   }
 
   /// ΔW (N×K) in FP32: ΔW[o,i] = D[o, ⌊i/g⌋], the dense form of the update.
+  QLR_COMPILED_FUNCTION
   [[nodiscard]] Matrix delta() const {
     const MatrixD d = group_delta();
     Matrix w(out_features(), k_);

@@ -12,6 +12,7 @@
 #include "qlr/adapter/detail/factors.hpp"
 #include "qlr/adapter/lora.hpp"
 #include "qlr/adapter/low_rank.hpp"
+#include "qlr/core/config.hpp"
 #include "qlr/core/error.hpp"
 #include "qlr/core/matrix.hpp"
 #include "qlr/core/types.hpp"
@@ -43,10 +44,12 @@ class QuantizedLowRank {
 
   /// All of `lora`'s components as one block: A and Bᵀ quantized with `spec` (groups along
   /// K and along N), scale s kept.
+  QLR_COMPILED_FUNCTION
   [[nodiscard]] static QuantizedLowRank quantize(const Lora& lora, const quant::QuantSpec& spec) {
     return from_factors(lora.a(), lora.b(), lora.scale(), spec);
   }
   /// All of `term`'s components as one block, quantized with `spec`; scale 1.
+  QLR_COMPILED_FUNCTION
   [[nodiscard]] static QuantizedLowRank quantize(const LowRank& term,
                                                  const quant::QuantSpec& spec) {
     return from_factors(term.a(), term.b(), 1.0f, spec);
@@ -80,6 +83,7 @@ class QuantizedLowRank {
   /// Stored bits per adapter value: Σ over blocks of each quantized matrix's
   /// bits_per_parameter (codes, scales and zeros) times its size, over r·(N + K). The one
   /// scale s is not counted: it can be folded into the factors' scales.
+  QLR_COMPILED_FUNCTION
   [[nodiscard]] double bits_per_parameter() const {
     double bits = 0.0;
     for (const ComponentBlock& block : blocks_) {
@@ -91,8 +95,10 @@ class QuantizedLowRank {
   }
 
   /// t (M×r) = s·x·Âᵀ for x (M×K). Throws for wrong shapes or a NaN/Inf in x.
+  QLR_COMPILED_FUNCTION
   void project(ConstMatrixRef x, MatrixRef t) const { factors_.project(x, t); }
   /// ΔW (N×K) = s·B̂·Â in FP32.
+  QLR_COMPILED_FUNCTION
   [[nodiscard]] Matrix delta() const { return factors_.delta(); }
 
  private:

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "qlr/core/config.hpp"
 #include "qlr/core/error.hpp"
 #include "qlr/core/matrix.hpp"
 #include "qlr/core/parallel.hpp"
@@ -45,6 +46,7 @@ class Covariance {
 
   /// Adds the rows of x (M×K), one input each. Throws for K ≠ in_features() or a NaN/Inf in
   /// x, before anything is added: a failed call leaves the statistics as they were.
+  QLR_COMPILED_FUNCTION
   void add(ConstMatrixRef x) {
     constexpr const char* entity = "compensate::Covariance::add";
     QLR_CHECK(x.cols() == in_features(), shape_mismatch,
@@ -70,6 +72,7 @@ class Covariance {
   [[nodiscard]] std::int64_t samples() const noexcept { return samples_; }
 
   /// Σ x·xᵀ (K×K, symmetric) over every input added so far.
+  QLR_COMPILED_FUNCTION
   [[nodiscard]] MatrixD sum() const {
     MatrixD total = sum_;
     if (pending_rows_ > 0) accumulate(total, pending_.topRows(pending_rows_));
@@ -78,6 +81,7 @@ class Covariance {
 
   /// The calibration loss of a weight error E (N×K): ‖E·Xᵀ‖_F² = Σ_o e_o·C·e_oᵀ, the squared
   /// output error of the layer on every input added. Throws for K ≠ in_features().
+  QLR_COMPILED_FUNCTION
   [[nodiscard]] double output_error(const MatrixD& e) const {
     QLR_CHECK(e.cols() == in_features(), shape_mismatch,
               "compensate::Covariance::output_error: e is {}x{}; expected {} columns", e.rows(),

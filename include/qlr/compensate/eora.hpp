@@ -5,9 +5,6 @@
 // and mapped back (Eckart–Young). Plain SVD of ΔW (C = I) is the baseline.
 #pragma once
 
-#include <Eigen/Eigenvalues>
-#include <Eigen/QR>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -16,8 +13,12 @@
 #include <utility>
 #include <vector>
 
+#include <Eigen/Eigenvalues>
+#include <Eigen/QR>
+
 #include "qlr/adapter/low_rank.hpp"
 #include "qlr/compensate/calibration.hpp"
+#include "qlr/core/config.hpp"
 #include "qlr/core/error.hpp"
 #include "qlr/core/matrix.hpp"
 #include "qlr/core/random.hpp"
@@ -45,6 +46,7 @@ class Eigenspace {
  public:
   /// Decomposes `cov` (O(K³), Eigen's self-adjoint solver, double). Throws when λ_max ≤ 0
   /// or is not finite (no input, or all-zero inputs) and for invalid options.
+  QLR_COMPILED_FUNCTION
   explicit Eigenspace(const Covariance& cov, const EigenspaceOptions& options = {}) {
     constexpr const char* entity = "compensate::Eigenspace";
     QLR_CHECK(options.relative_floor > 0.0 && options.relative_floor < 1.0, invalid_argument,
@@ -115,8 +117,9 @@ struct Compensation {
 namespace detail {
 
 /// Throws unless W and Ŵ are finite matrices of one shape and 1 ≤ rank ≤ min(N, K).
-inline void check_compensation_inputs(ConstMatrixRef w, ConstMatrixRef w_hat, index_t rank,
-                                      const char* entity) {
+QLR_COMPILED_FUNCTION
+void check_compensation_inputs(ConstMatrixRef w, ConstMatrixRef w_hat, index_t rank,
+                               const char* entity) {
   QLR_CHECK(w.rows() >= 1 && w.cols() >= 1, shape_mismatch,
             "{}: w is {}x{}; expected a non-empty matrix", entity, w.rows(), w.cols());
   QLR_CHECK(w_hat.rows() == w.rows() && w_hat.cols() == w.cols(), shape_mismatch,
@@ -131,7 +134,8 @@ inline void check_compensation_inputs(ConstMatrixRef w, ConstMatrixRef w_hat, in
 }
 
 /// Thin orthonormal basis of the columns of y (rows ≥ cols).
-inline Eigen::MatrixXd orthonormal_columns(const Eigen::MatrixXd& y) {
+QLR_COMPILED_FUNCTION
+Eigen::MatrixXd orthonormal_columns(const Eigen::MatrixXd& y) {
   const Eigen::HouseholderQR<Eigen::MatrixXd> qr(y);
   return qr.householderQ() * Eigen::MatrixXd::Identity(y.rows(), y.cols());
 }
@@ -150,7 +154,8 @@ struct Triplets {
 /// accurate to ~ε·σ_1 instead of √ε·σ_1; the other side, y·v_i/σ_i, is orthonormal to
 /// ~ε·(σ_1/σ_i)² (the Gram matrix squares the condition number), which the top-r triplets
 /// EoRA keeps can afford, and U·Σ·Vᵀ = y·V·Vᵀ still reproduces y at full rank.
-inline Triplets thin_svd(const Eigen::MatrixXd& y, const char* entity) {
+QLR_COMPILED_FUNCTION
+Triplets thin_svd(const Eigen::MatrixXd& y, const char* entity) {
   const bool wide = y.rows() < y.cols();
   const Eigen::MatrixXd tall = wide ? Eigen::MatrixXd(y.transpose()) : y;  // (m, n), m ≥ n
   const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> solver(tall.transpose() * tall);
@@ -186,8 +191,9 @@ inline Triplets thin_svd(const Eigen::MatrixXd& y, const char* entity) {
 
 /// Top-`rank` SVD of y (N×K): exact, or randomized (Halko–Martinsson–Tropp: range sketch
 /// Y·Ω, power iterations re-orthonormalized each pass, SVD of the small projection).
-inline Triplets top_singular(const Eigen::MatrixXd& y, index_t rank, const SvdOptions& opt,
-                             const char* entity) {
+QLR_COMPILED_FUNCTION
+Triplets top_singular(const Eigen::MatrixXd& y, index_t rank, const SvdOptions& opt,
+                      const char* entity) {
   if (opt.method == SvdMethod::exact) {
     return thin_svd(y, entity);
   }
@@ -207,7 +213,8 @@ inline Triplets top_singular(const Eigen::MatrixXd& y, index_t rank, const SvdOp
 }
 
 /// B = U_r·Σ_r^½ and A = Σ_r^½·V_rᵀ·back, where back maps the SVD's basis to the inputs'.
-inline Compensation split_factors(const Triplets& t, index_t rank, const Eigen::MatrixXd* back) {
+QLR_COMPILED_FUNCTION
+Compensation split_factors(const Triplets& t, index_t rank, const Eigen::MatrixXd* back) {
   const Eigen::VectorXd root = t.sigma.head(rank).cwiseSqrt();
   Compensation c;
   c.b = t.u.leftCols(rank) * root.asDiagonal();                        // (N, r)
@@ -222,8 +229,9 @@ inline Compensation split_factors(const Triplets& t, index_t rank, const Eigen::
 /// EoRA: the rank-`rank` B·A minimizing ‖(ΔW − B·A)·Xᵀ‖_F for ΔW = w − w_hat (N×K) over the
 /// inputs `space` was built from (§7.1 steps 4–6). Throws for mismatched shapes, rank ∉
 /// [1, min(N, K)] or a NaN/Inf in w or w_hat.
-inline Compensation eora(ConstMatrixRef w, ConstMatrixRef w_hat, const Eigenspace& space,
-                         index_t rank, const SvdOptions& options = {}) {
+QLR_COMPILED_FUNCTION
+Compensation eora(ConstMatrixRef w, ConstMatrixRef w_hat, const Eigenspace& space, index_t rank,
+                  const SvdOptions& options = {}) {
   constexpr const char* entity = "compensate::eora";
   detail::check_compensation_inputs(w, w_hat, rank, entity);
   QLR_CHECK(space.in_features() == w.cols(), shape_mismatch,
@@ -239,8 +247,9 @@ inline Compensation eora(ConstMatrixRef w, ConstMatrixRef w_hat, const Eigenspac
 
 /// The plain-SVD baseline (ZeroQuant-V2 LoRC, §7.2): the best rank-`rank` B·A for ‖ΔW − B·A‖_F,
 /// i.e. EoRA with C = I. Throws as eora does.
-inline Compensation svd_compensation(ConstMatrixRef w, ConstMatrixRef w_hat, index_t rank,
-                                     const SvdOptions& options = {}) {
+QLR_COMPILED_FUNCTION
+Compensation svd_compensation(ConstMatrixRef w, ConstMatrixRef w_hat, index_t rank,
+                              const SvdOptions& options = {}) {
   constexpr const char* entity = "compensate::svd_compensation";
   detail::check_compensation_inputs(w, w_hat, rank, entity);
   const Eigen::MatrixXd delta = w.cast<double>() - w_hat.cast<double>();

@@ -5,8 +5,6 @@
 // the same QuantizedMatrix as RTN (contiguous groups, same grid rules), so every kernel runs it.
 #pragma once
 
-#include <Eigen/Cholesky>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -14,7 +12,10 @@
 #include <numeric>
 #include <vector>
 
+#include <Eigen/Cholesky>
+
 #include "qlr/compensate/calibration.hpp"
+#include "qlr/core/config.hpp"
 #include "qlr/core/error.hpp"
 #include "qlr/core/format.hpp"
 #include "qlr/core/matrix.hpp"
@@ -44,7 +45,8 @@ struct GptqPlan {
 };
 
 /// H = 2·C/M, dead columns, optional act order, damping, U = chol(H⁻¹)ᵀ (§2.7).
-inline GptqPlan make_plan(const Covariance& cov, const GptqOptions& opt) {
+QLR_COMPILED_FUNCTION
+GptqPlan make_plan(const Covariance& cov, const GptqOptions& opt) {
   constexpr const char* entity = "compensate::Gptq";
   QLR_CHECK(cov.samples() >= 1, invalid_argument,
             "{}: covariance samples = 0; expected >= 1 calibration input", entity);
@@ -221,9 +223,10 @@ using GptqSym = Gptq<Bits, Encoding::int_sym>;
 
 /// GPTQ of `w` (N×K) on the integer format `spec` names, the run-time twin of Gptq. Throws
 /// for NF4 (GPTQ needs an integer grid) and as Gptq does.
-inline quant::AnyQuantizedMatrix gptq_quantize(ConstMatrixRef w, const Covariance& cov,
-                                               const quant::QuantSpec& spec,
-                                               const GptqOptions& options = {}) {
+QLR_COMPILED_FUNCTION
+quant::AnyQuantizedMatrix gptq_quantize(ConstMatrixRef w, const Covariance& cov,
+                                        const quant::QuantSpec& spec,
+                                        const GptqOptions& options = {}) {
   QLR_CHECK(spec.encoding != Encoding::codebook, unsupported,
             "compensate::gptq_quantize: spec = {}; expected an integer format (int2/3/4/8)",
             quant::to_string(spec));

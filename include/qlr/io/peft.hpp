@@ -104,7 +104,8 @@ inline constexpr std::size_t max_matched_name = 512;
 /// ECMAScript syntax, at most 256 characters, and no counted or nested repetition (`{n}`,
 /// `(…)*`), whose backtracking can take exponential time on a hostile file, nor a
 /// back-reference (`\1`): libstdc++ reads its number into a long without an overflow check.
-inline void check_pattern_key(const std::string& key, std::string_view field) {
+QLR_COMPILED_FUNCTION
+void check_pattern_key(const std::string& key, std::string_view field) {
   constexpr std::string_view entity = "io::parse_peft_config";
   QLR_CHECK(!key.empty() && key.size() <= max_pattern_key, invalid_argument,
             "{}: {} key \"{}\" has {} characters; expected 1 to {}", entity, field, key,
@@ -131,7 +132,8 @@ inline void check_pattern_key(const std::string& key, std::string_view field) {
 
 /// PEFT's `get_pattern_key` rule: `key` (a regex) matches the whole module name or a suffix
 /// of it that starts after a dot, i.e. `re.match(r"(.*\.)?(key)$", module)`.
-inline bool pattern_matches(const std::string& key, std::string_view module) {
+QLR_COMPILED_FUNCTION
+bool pattern_matches(const std::string& key, std::string_view module) {
   QLR_CHECK(module.size() <= max_matched_name, unsupported,
             "io::PeftConfig: module name of {} characters matched against pattern \"{}\"; "
             "expected at most {}",
@@ -167,6 +169,7 @@ class ConfigReader {
     const auto it = j_.find(std::string(key));
     return it == j_.end() ? nullptr : &*it;
   }
+  QLR_COMPILED_FUNCTION
   void boolean(std::string_view key, bool& out) const {
     if (const auto* v = get(key)) {
       QLR_CHECK(v->is_boolean(), invalid_argument,
@@ -174,13 +177,16 @@ class ConfigReader {
       out = v->get<bool>();
     }
   }
+  QLR_COMPILED_FUNCTION
   void positive_integer(std::string_view key, index_t& out) const {
     if (const auto* v = get(key)) out = positive_integer_value(*v, key);
   }
+  QLR_COMPILED_FUNCTION
   void finite_number(std::string_view key, double& out) const {
     if (const auto* v = get(key)) out = finite_number_value(*v, key);
   }
   /// A string, or "" for null.
+  QLR_COMPILED_FUNCTION
   void string(std::string_view key, std::string& out) const {
     if (const auto* v = get(key)) {
       QLR_CHECK(v->is_string() || v->is_null(), invalid_argument,
@@ -189,6 +195,7 @@ class ConfigReader {
     }
   }
 
+  QLR_COMPILED_FUNCTION
   static index_t positive_integer_value(const OrderedJson& v, std::string_view key) {
     QLR_CHECK(v.is_number_integer(), invalid_argument,
               "io::parse_peft_config: \"{}\" = {}; expected a positive integer", key, v.dump());
@@ -199,6 +206,7 @@ class ConfigReader {
               key, v.dump(), key);
     return static_cast<index_t>(v.get<std::int64_t>());
   }
+  QLR_COMPILED_FUNCTION
   static double finite_number_value(const OrderedJson& v, std::string_view key) {
     QLR_CHECK(v.is_number(), invalid_argument,
               "io::parse_peft_config: \"{}\" = {}; expected a finite number", key, v.dump());
@@ -213,7 +221,8 @@ class ConfigReader {
 };
 
 /// Whether `v` is the value PEFT writes when a feature is off (null, false, "", [], {}).
-inline bool is_off(const OrderedJson& v) {
+QLR_COMPILED_FUNCTION
+bool is_off(const OrderedJson& v) {
   return v.is_null() || (v.is_boolean() && !v.get<bool>()) ||
          ((v.is_array() || v.is_object()) && v.empty()) ||
          (v.is_string() && v.get<std::string>().empty());
@@ -420,8 +429,9 @@ PeftAdapter load_peft_adapter_from(PeftConfig config, const SafetensorsView& fil
 /// parse_peft_config and parse_safetensors, plus Errc::corrupt_file / Errc::shape_mismatch
 /// naming the module for a missing factor, a rank that disagrees with the config, a missing
 /// or misshapen DoRA magnitude, and Errc::invalid_argument for a non-finite value.
-inline PeftAdapter load_peft_adapter(std::string_view config_json,
-                                     std::span<const std::byte> safetensors) {
+QLR_COMPILED_FUNCTION
+PeftAdapter load_peft_adapter(std::string_view config_json,
+                              std::span<const std::byte> safetensors) {
   PeftConfig config = parse_peft_config(config_json);
   const SafetensorsView file = parse_safetensors(safetensors);
   return detail::load_peft_adapter_from(std::move(config), file);
@@ -430,7 +440,8 @@ inline PeftAdapter load_peft_adapter(std::string_view config_json,
 /// Loads the adapter saved by PEFT in `folder` (adapter_config.json and
 /// adapter_model.safetensors). Errc::io when a file cannot be read; a folder with only the
 /// pickled adapter_model.bin is Errc::unsupported.
-inline PeftAdapter load_peft_adapter(const std::filesystem::path& folder) {
+QLR_COMPILED_FUNCTION
+PeftAdapter load_peft_adapter(const std::filesystem::path& folder) {
   constexpr std::string_view entity = "io::load_peft_adapter";
   const auto config_path = folder / "adapter_config.json";
   const auto weights_path = folder / "adapter_model.safetensors";

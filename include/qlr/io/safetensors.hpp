@@ -135,8 +135,9 @@ constexpr std::optional<std::uint64_t> checked_mul(std::uint64_t a, std::uint64_
 }
 
 /// The non-negative integer `j`, or a corrupt_file naming `tensor` and `field`.
-inline std::uint64_t json_unsigned(const nlohmann::json& j, std::string_view tensor,
-                                   std::string_view field) {
+QLR_COMPILED_FUNCTION
+std::uint64_t json_unsigned(const nlohmann::json& j, std::string_view tensor,
+                            std::string_view field) {
   if (j.is_number_unsigned()) return j.get<std::uint64_t>();
   QLR_CHECK(!j.is_number_integer(), corrupt_file,
             "io::parse_safetensors: tensor \"{}\": {} holds {}; expected a non-negative integer "
@@ -154,7 +155,8 @@ struct Entry {
   std::uint64_t begin = 0, end = 0;
 };
 
-inline Entry parse_entry(const std::string& name, const nlohmann::json& j) {
+QLR_COMPILED_FUNCTION
+Entry parse_entry(const std::string& name, const nlohmann::json& j) {
   constexpr std::string_view entity = "io::parse_safetensors";
   QLR_CHECK(j.is_object(), corrupt_file,
             "{}: tensor \"{}\" is described by {}; expected an object with dtype, shape and "
@@ -343,6 +345,7 @@ class SafetensorsFile {
   [[nodiscard]] const std::filesystem::path& path() const noexcept { return path_; }
 
  private:
+  QLR_COMPILED_FUNCTION
   SafetensorsView parse_with_path() const {
     try {
       return parse_safetensors(file_.bytes());
@@ -359,7 +362,8 @@ class SafetensorsFile {
 namespace detail {
 
 /// Decodes `t`'s F32/F16/BF16 elements into `out` (t.numel() floats).
-inline void decode_floats(const TensorView& t, float* out, std::string_view entity) {
+QLR_COMPILED_FUNCTION
+void decode_floats(const TensorView& t, float* out, std::string_view entity) {
   const auto n = static_cast<std::size_t>(t.numel());
   QLR_CHECK(t.bytes.size() == n * dtype_size(t.dtype), corrupt_file,
             "{}: tensor \"{}\" holds {} bytes; expected {} for shape [{}] of {}", entity, t.name,
@@ -383,8 +387,9 @@ inline void decode_floats(const TensorView& t, float* out, std::string_view enti
 }
 
 /// Throws Errc::invalid_argument naming the tensor and the first non-finite element.
-inline void check_finite_tensor(const float* v, index_t rows, index_t cols, const TensorView& t,
-                                std::string_view entity) {
+QLR_COMPILED_FUNCTION
+void check_finite_tensor(const float* v, index_t rows, index_t cols, const TensorView& t,
+                         std::string_view entity) {
   for (index_t i = 0; i < rows; ++i)
     for (index_t j = 0; j < cols; ++j)
       QLR_CHECK(std::isfinite(v[i * cols + j]), invalid_argument,
@@ -397,7 +402,8 @@ inline void check_finite_tensor(const float* v, index_t rows, index_t cols, cons
 /// A rank-2 F32/F16/BF16 tensor as an (rows, cols) Matrix, widened exactly to float. Throws
 /// Errc::shape_mismatch for another rank, Errc::unsupported for an integer dtype, and
 /// Errc::invalid_argument naming the element for a NaN or an infinity (ALGORITHMS.md §1.4).
-inline Matrix to_matrix(const TensorView& t) {
+QLR_COMPILED_FUNCTION
+Matrix to_matrix(const TensorView& t) {
   constexpr std::string_view entity = "io::to_matrix";
   QLR_CHECK(t.shape.size() == 2, shape_mismatch,
             "{}: tensor \"{}\" has shape [{}]; expected rank 2 (rows, cols)", entity, t.name,
@@ -409,7 +415,8 @@ inline Matrix to_matrix(const TensorView& t) {
 }
 
 /// A rank-1 F32/F16/BF16 tensor as a Vector; errors as to_matrix (the element is (0, j)).
-inline Vector to_vector(const TensorView& t) {
+QLR_COMPILED_FUNCTION
+Vector to_vector(const TensorView& t) {
   constexpr std::string_view entity = "io::to_vector";
   QLR_CHECK(t.shape.size() == 1, shape_mismatch,
             "{}: tensor \"{}\" has shape [{}]; expected rank 1", entity, t.name,
@@ -458,11 +465,13 @@ class SafetensorsWriter {
 
   /// Adds `m` as a rank-2 tensor of `dtype` F32, F16 or BF16 (narrowed with round to nearest
   /// even). Throws Errc::invalid_argument for a non-finite element or one that overflows F16.
+  QLR_COMPILED_FUNCTION
   void add(std::string name, ConstMatrixRef m, Dtype dtype = Dtype::f32) {
     add_floats(std::move(name), m, {m.rows(), m.cols()}, dtype);
   }
 
   /// Adds `v` as a rank-1 tensor, as add(name, matrix, dtype) does.
+  QLR_COMPILED_FUNCTION
   void add_vector(std::string name, const Vector& v, Dtype dtype = Dtype::f32) {
     const ConstMatrixMap row(v.data(), 1, v.size(), Eigen::OuterStride<>(v.size()));
     add_floats(std::move(name), row, {v.size()}, dtype);
@@ -475,6 +484,7 @@ class SafetensorsWriter {
 
   /// The whole file. Throws Errc::invalid_argument when a name or metadata string is not
   /// valid UTF-8 (JSON cannot hold it).
+  QLR_COMPILED_FUNCTION
   [[nodiscard]] std::vector<std::byte> to_bytes() const {
     nlohmann::ordered_json header = nlohmann::ordered_json::object();
     if (!metadata_.empty()) {
@@ -513,6 +523,7 @@ class SafetensorsWriter {
 
   /// Writes to_bytes() to `path` through a temporary file in the same folder and a rename, so
   /// a crash never leaves half a file under `path`. Throws Errc::io.
+  QLR_COMPILED_FUNCTION
   void write(const std::filesystem::path& path) const {
     detail::write_file_atomically(path, to_bytes(), "io::SafetensorsWriter::write");
   }
@@ -524,6 +535,7 @@ class SafetensorsWriter {
     std::vector<std::byte> bytes;
   };
 
+  QLR_COMPILED_FUNCTION
   void add_floats(std::string name, ConstMatrixRef m, std::vector<std::int64_t> shape, Dtype dtype) {
     constexpr std::string_view entity = "io::SafetensorsWriter::add";
     QLR_CHECK(dtype == Dtype::f32 || dtype == Dtype::f16 || dtype == Dtype::bf16, unsupported,

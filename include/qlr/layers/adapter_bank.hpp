@@ -89,54 +89,23 @@ class AdapterBank {
   /// whose shape is not N×K.
   QLR_COMPILED_FUNCTION
   void attach(std::string name, AnyAdapter a, Basis basis, const BaseWeight& base,
-              const char* entity) {
-    QLR_CHECK(std::none_of(attached_.begin(), attached_.end(),
-                           [&](const AttachedAdapter& held) { return held.name == name; }),
-              invalid_argument,
-              "{}: name = '{}'; expected a name no attached adapter has", entity, name);
-    const auto [n, k] = std::visit(
-        [](const auto& held) { return std::pair(held.out_features(), held.in_features()); }, a);
-    QLR_CHECK(k == k_ && n == n_, shape_mismatch,
-              "{}: adapter '{}' is {}x{} (N x K); expected {}x{}", entity, name, n, k, n_, k_);
-    State state;
-    refresh_output_scale(a, basis, 1.0f, state, base);
-    attached_.push_back({std::move(name), std::move(a), basis});
-    states_.push_back(std::move(state));
-    restack();
-  }
+              const char* entity);
 
   /// Removes adapter `name`. Ids of the adapters attached after it drop by one.
-  void detach(std::string_view name) {
-    const index_t at = id(name);
-    attached_.erase(attached_.begin() + at);
-    states_.erase(states_.begin() + at);
-    restack();
-  }
+  QLR_COMPILED_FUNCTION
+  void detach(std::string_view name);
 
   /// Enables or disables adapter `name`: a disabled adapter takes no part in any forward.
-  void set_enabled(std::string_view name, bool enabled) {
-    attached_[static_cast<std::size_t>(id(name))].enabled = enabled;
-    restack();
-  }
+  QLR_COMPILED_FUNCTION
+  void set_enabled(std::string_view name, bool enabled);
 
   /// Multiplies adapter `name`'s update by `scale` (1 as attached; 0 silences it).
-  void set_scale(std::string_view name, float scale, const BaseWeight& base) {
-    QLR_CHECK(std::isfinite(scale), invalid_argument,
-              "layers::QuantizedLinear::set_scale: scale = {}; expected a finite value", scale);
-    const auto at = static_cast<std::size_t>(id(name));
-    AttachedAdapter& a = attached_[at];
-    a.scale = scale;
-    refresh_output_scale(a.adapter, a.basis, a.scale, states_[at], base);
-    restack();
-  }
+  QLR_COMPILED_FUNCTION
+  void set_scale(std::string_view name, float scale, const BaseWeight& base);
 
   /// Recomputes DoRA's factors after the base changed (a merge into its zero points).
-  void base_changed(const BaseWeight& base) {
-    for (std::size_t i = 0; i < attached_.size(); ++i)
-      refresh_output_scale(attached_[i].adapter, attached_[i].basis, attached_[i].scale,
-                           states_[i], base);
-    restack();
-  }
+  QLR_COMPILED_FUNCTION
+  void base_changed(const BaseWeight& base);
 
   /// The id of adapter `name` for a multi-adapter forward. Throws for an unknown name.
   [[nodiscard]] index_t id(std::string_view name) const {
@@ -175,105 +144,22 @@ class AdapterBank {
   /// (M×K); `rotated_x` is Qᵀ·x when reads_rotated_basis(), else unused. Throws when a DoRA
   /// adapter is enabled beside others (it rescales the whole output).
   QLR_COMPILED_FUNCTION
-  [[nodiscard]] detail::LowRankPlan plan(ConstMatrixRef x, const Matrix* rotated_x) const {
-    detail::LowRankPlan p;
-    const index_t m = x.rows();
-    p.t.resize(m, stacked_rank_);
-    for (std::size_t i = 0; i < attached_.size(); ++i) {
-      const AttachedAdapter& a = attached_[i];
-      if (!a.enabled) continue;
-      project(a, input_of(a, x, rotated_x), p.t.middleCols(states_[i].first, rank_of(a)));
-    }
-    const std::optional<std::size_t> dora = enabled_dora();
-    if (dora) {
-      const auto enabled = std::count_if(attached_.begin(), attached_.end(),
-                                         [](const AttachedAdapter& a) { return a.enabled; });
-      QLR_CHECK(enabled == 1, invalid_argument,
-                "layers::QuantizedLinear::forward: DoRA adapter '{}' rescales the whole output; "
-                "expected it to be the only enabled adapter (or pick adapters per row)",
-                attached_[*dora].name);
-      p.slices.assign(static_cast<std::size_t>(m),
-                      LowRankSlice{0, stacked_rank_, states_[*dora].output_scale.data()});
-    }
-    finish(p, dora.has_value());
-    return p;
-  }
+  [[nodiscard]] detail::LowRankPlan plan(ConstMatrixRef x, const Matrix* rotated_x) const;
 
   /// The low-rank half of a forward in which row i of x uses adapter adapter_of_row[i] (an
   /// id, or no_adapter). Throws for an id out of range or a disabled adapter.
   QLR_COMPILED_FUNCTION
   [[nodiscard]] detail::LowRankPlan plan(ConstMatrixRef x, const Matrix* rotated_x,
-                                         std::span<const index_t> adapter_of_row) const {
-    constexpr const char* entity = "layers::QuantizedLinear::forward";
-    const index_t m = x.rows();
-    QLR_CHECK(static_cast<index_t>(adapter_of_row.size()) == m, shape_mismatch,
-              "{}: adapter_of_row has {} ids; expected one per row of x (M = {})", entity,
-              adapter_of_row.size(), m);
-    index_t widest = 0;
-    for (index_t i = 0; i < m; ++i) {
-      const index_t id = adapter_of_row[static_cast<std::size_t>(i)];
-      QLR_CHECK(id == no_adapter || (id >= 0 && id < static_cast<index_t>(attached_.size())),
-                invalid_argument, "{}: adapter_of_row[{}] = {}; expected -1 or an id in [0, {})",
-                entity, i, id, attached_.size());
-      if (id == no_adapter) continue;
-      const AttachedAdapter& a = attached_[static_cast<std::size_t>(id)];
-      QLR_CHECK(a.enabled, invalid_argument,
-                "{}: adapter_of_row[{}] names '{}'; expected an enabled adapter", entity, i, a.name);
-      widest = std::max(widest, rank_of(a));
-    }
-    detail::LowRankPlan p;
-    p.t = Matrix::Zero(m, widest);
-    p.slices.resize(static_cast<std::size_t>(m));
-    std::vector<index_t> rows;
-    for (std::size_t id = 0; id < attached_.size(); ++id) {
-      const AttachedAdapter& e = attached_[id];
-      const State& state = states_[id];
-      rows.clear();
-      for (index_t i = 0; i < m; ++i)
-        if (adapter_of_row[static_cast<std::size_t>(i)] == static_cast<index_t>(id)) rows.push_back(i);
-      if (rows.empty()) continue;
-      const ConstMatrixRef in = input_of(e, x, rotated_x);
-      Matrix gathered(static_cast<index_t>(rows.size()), in.cols());
-      for (std::size_t j = 0; j < rows.size(); ++j)
-        gathered.row(static_cast<index_t>(j)) = in.row(rows[j]);
-      Matrix part(gathered.rows(), rank_of(e));
-      project(e, gathered, part);
-      for (std::size_t j = 0; j < rows.size(); ++j) {
-        p.t.row(rows[j]).head(part.cols()) = part.row(static_cast<index_t>(j));
-        p.slices[static_cast<std::size_t>(rows[j])] =
-            LowRankSlice{state.first, rank_of(e),
-                         state.output_scale.size() ? state.output_scale.data() : nullptr};
-      }
-    }
-    finish(p, true);
-    return p;
-  }
+                                         std::span<const index_t> adapter_of_row) const;
 
   /// w (N×K, original basis) with every enabled adapter's update added, DoRA's rows
   /// rescaled; `unrotate` takes a rotated-basis update back to the original basis.
   QLR_COMPILED_FUNCTION
-  void add_updates(Matrix& w, const std::function<void(Matrix&)>& unrotate) const {
-    for (std::size_t i = 0; i < attached_.size(); ++i) {
-      const AttachedAdapter& e = attached_[i];
-      if (!e.enabled) continue;
-      Matrix delta = std::visit([](const auto& a) { return a.delta(); }, e.adapter) * e.scale;
-      if (e.basis == Basis::rotated) unrotate(delta);
-      w += delta;
-      const Vector& output_scale = states_[i].output_scale;
-      if (output_scale.size() != 0) w = output_scale.asDiagonal() * w;
-    }
-  }
+  void add_updates(Matrix& w, const std::function<void(Matrix&)>& unrotate) const;
 
   /// Bytes held: the adapters, their names, DoRA factors and the stacked Bᵀ.
-  [[nodiscard]] std::size_t memory_bytes() const noexcept {
-    std::size_t bytes = sizeof(*this) + sizeof(float) * static_cast<std::size_t>(bt_.size());
-    for (std::size_t i = 0; i < attached_.size(); ++i) {
-      bytes += sizeof(AttachedAdapter) + sizeof(State) + attached_[i].name.capacity() +
-               sizeof(float) * static_cast<std::size_t>(states_[i].output_scale.size()) +
-               std::visit([](const auto& a) { return a.memory_bytes(); }, attached_[i].adapter);
-    }
-    return bytes;
-  }
+  QLR_COMPILED_FUNCTION
+  [[nodiscard]] std::size_t memory_bytes() const noexcept;
 
  private:
   // What a forward needs beside an AttachedAdapter.
@@ -294,18 +180,9 @@ class AdapterBank {
 
   // DoRA's factor depends on the base in the adapter's basis and on the runtime scale
   // (n = ‖W + scale·s·B·A‖): computed when either changes, never per forward.
+  QLR_COMPILED_FUNCTION
   static void refresh_output_scale(const AnyAdapter& a, Basis basis, float scale, State& state,
-                                   const BaseWeight& base) {
-    if (const auto* dora = std::get_if<adapter::Dora>(&a)) {
-      const Matrix w0 = base(basis);
-      state.output_scale =
-          scale == 1.0f
-              ? dora->output_scale(w0)
-              : adapter::Dora(dora->a(), dora->b(), dora->magnitude(), dora->alpha() * scale,
-                              dora->scaling())
-                    .output_scale(w0);
-    }
-  }
+                                   const BaseWeight& base);
 
   // Floats between rows of bt_: an odd number of 64-byte lines. A tile's epilogue reads r
   // rows at one column; at N = 4096 a stride of N put all of them in one L1 set (rows 16 KB
@@ -318,22 +195,8 @@ class AdapterBank {
 
   // Stacks Bᵀ of the enabled adapters, in id order, into bt_ (R×N, rows low_rank_stride
   // apart): the epilogue's operand.
-  void restack() {
-    stacked_rank_ = 0;
-    for (std::size_t i = 0; i < attached_.size(); ++i) {
-      states_[i].first = stacked_rank_;
-      if (attached_[i].enabled) stacked_rank_ += rank_of(attached_[i]);
-    }
-    bt_ = Matrix::Zero(stacked_rank_, low_rank_stride(n_));
-    for (std::size_t i = 0; i < attached_.size(); ++i) {
-      if (!attached_[i].enabled) continue;
-      std::visit(
-          [&](const auto& a) {
-            bt_.middleRows(states_[i].first, a.rank()).leftCols(n_) = a.up().transpose();
-          },
-          attached_[i].adapter);
-    }
-  }
+  QLR_COMPILED_FUNCTION
+  void restack();
 
   // x itself for an adapter of the original basis, else Qᵀ·x.
   static ConstMatrixRef input_of(const AttachedAdapter& e, ConstMatrixRef x,
@@ -341,10 +204,8 @@ class AdapterBank {
     return e.basis == Basis::rotated && rotated_x != nullptr ? ConstMatrixRef(*rotated_x) : x;
   }
 
-  static void project(const AttachedAdapter& e, ConstMatrixRef x, MatrixRef t) {
-    std::visit([&](const auto& a) { a.project(x, t); }, e.adapter);
-    if (e.scale != 1.0f) t *= e.scale;
-  }
+  QLR_COMPILED_FUNCTION
+  static void project(const AttachedAdapter& e, ConstMatrixRef x, MatrixRef t);
 
   // Points the plan's term at bt_ and its t; `sliced` keeps its per-token slices.
   void finish(detail::LowRankPlan& p, bool sliced) const {
@@ -363,15 +224,208 @@ class AdapterBank {
   index_t stacked_rank_ = 0;
 };
 
+// The members' definitions: templates with nothing to deduce (QLR_COMPILED_FUNCTION), out of
+// the class so that a qlr::compiled unit's declarations below keep them out of every other
+// unit, even where the optimizer could inline them.
+
+template <int>
+void AdapterBank::attach(std::string name, AnyAdapter a, Basis basis, const BaseWeight& base,
+                         const char* entity) {
+  QLR_CHECK(std::none_of(attached_.begin(), attached_.end(),
+                         [&](const AttachedAdapter& held) { return held.name == name; }),
+            invalid_argument, "{}: name = '{}'; expected a name no attached adapter has", entity,
+            name);
+  const auto [n, k] = std::visit(
+      [](const auto& held) { return std::pair(held.out_features(), held.in_features()); }, a);
+  QLR_CHECK(k == k_ && n == n_, shape_mismatch, "{}: adapter '{}' is {}x{} (N x K); expected {}x{}",
+            entity, name, n, k, n_, k_);
+  State state;
+  refresh_output_scale(a, basis, 1.0f, state, base);
+  attached_.push_back({std::move(name), std::move(a), basis});
+  states_.push_back(std::move(state));
+  restack();
+}
+
+template <int>
+void AdapterBank::detach(std::string_view name) {
+  const index_t at = id(name);
+  attached_.erase(attached_.begin() + at);
+  states_.erase(states_.begin() + at);
+  restack();
+}
+
+template <int>
+void AdapterBank::set_enabled(std::string_view name, bool enabled) {
+  attached_[static_cast<std::size_t>(id(name))].enabled = enabled;
+  restack();
+}
+
+template <int>
+void AdapterBank::set_scale(std::string_view name, float scale, const BaseWeight& base) {
+  QLR_CHECK(std::isfinite(scale), invalid_argument,
+            "layers::QuantizedLinear::set_scale: scale = {}; expected a finite value", scale);
+  const auto at = static_cast<std::size_t>(id(name));
+  AttachedAdapter& a = attached_[at];
+  a.scale = scale;
+  refresh_output_scale(a.adapter, a.basis, a.scale, states_[at], base);
+  restack();
+}
+
+template <int>
+void AdapterBank::base_changed(const BaseWeight& base) {
+  for (std::size_t i = 0; i < attached_.size(); ++i)
+    refresh_output_scale(attached_[i].adapter, attached_[i].basis, attached_[i].scale, states_[i],
+                         base);
+  restack();
+}
+
+template <int>
+detail::LowRankPlan AdapterBank::plan(ConstMatrixRef x, const Matrix* rotated_x) const {
+  detail::LowRankPlan p;
+  const index_t m = x.rows();
+  p.t.resize(m, stacked_rank_);
+  for (std::size_t i = 0; i < attached_.size(); ++i) {
+    const AttachedAdapter& a = attached_[i];
+    if (!a.enabled) continue;
+    project(a, input_of(a, x, rotated_x), p.t.middleCols(states_[i].first, rank_of(a)));
+  }
+  const std::optional<std::size_t> dora = enabled_dora();
+  if (dora) {
+    const auto enabled = std::count_if(attached_.begin(), attached_.end(),
+                                       [](const AttachedAdapter& a) { return a.enabled; });
+    QLR_CHECK(enabled == 1, invalid_argument,
+              "layers::QuantizedLinear::forward: DoRA adapter '{}' rescales the whole output; "
+              "expected it to be the only enabled adapter (or pick adapters per row)",
+              attached_[*dora].name);
+    p.slices.assign(static_cast<std::size_t>(m),
+                    LowRankSlice{0, stacked_rank_, states_[*dora].output_scale.data()});
+  }
+  finish(p, dora.has_value());
+  return p;
+}
+
+template <int>
+detail::LowRankPlan AdapterBank::plan(ConstMatrixRef x, const Matrix* rotated_x,
+                                      std::span<const index_t> adapter_of_row) const {
+  constexpr const char* entity = "layers::QuantizedLinear::forward";
+  const index_t m = x.rows();
+  QLR_CHECK(static_cast<index_t>(adapter_of_row.size()) == m, shape_mismatch,
+            "{}: adapter_of_row has {} ids; expected one per row of x (M = {})", entity,
+            adapter_of_row.size(), m);
+  index_t widest = 0;
+  for (index_t i = 0; i < m; ++i) {
+    const index_t id = adapter_of_row[static_cast<std::size_t>(i)];
+    QLR_CHECK(id == no_adapter || (id >= 0 && id < static_cast<index_t>(attached_.size())),
+              invalid_argument, "{}: adapter_of_row[{}] = {}; expected -1 or an id in [0, {})",
+              entity, i, id, attached_.size());
+    if (id == no_adapter) continue;
+    const AttachedAdapter& a = attached_[static_cast<std::size_t>(id)];
+    QLR_CHECK(a.enabled, invalid_argument,
+              "{}: adapter_of_row[{}] names '{}'; expected an enabled adapter", entity, i, a.name);
+    widest = std::max(widest, rank_of(a));
+  }
+  detail::LowRankPlan p;
+  p.t = Matrix::Zero(m, widest);
+  p.slices.resize(static_cast<std::size_t>(m));
+  std::vector<index_t> rows;
+  for (std::size_t id = 0; id < attached_.size(); ++id) {
+    const AttachedAdapter& e = attached_[id];
+    const State& state = states_[id];
+    rows.clear();
+    for (index_t i = 0; i < m; ++i)
+      if (adapter_of_row[static_cast<std::size_t>(i)] == static_cast<index_t>(id))
+        rows.push_back(i);
+    if (rows.empty()) continue;
+    const ConstMatrixRef in = input_of(e, x, rotated_x);
+    Matrix gathered(static_cast<index_t>(rows.size()), in.cols());
+    for (std::size_t j = 0; j < rows.size(); ++j)
+      gathered.row(static_cast<index_t>(j)) = in.row(rows[j]);
+    Matrix part(gathered.rows(), rank_of(e));
+    project(e, gathered, part);
+    for (std::size_t j = 0; j < rows.size(); ++j) {
+      p.t.row(rows[j]).head(part.cols()) = part.row(static_cast<index_t>(j));
+      p.slices[static_cast<std::size_t>(rows[j])] = LowRankSlice{
+          state.first, rank_of(e), state.output_scale.size() ? state.output_scale.data() : nullptr};
+    }
+  }
+  finish(p, true);
+  return p;
+}
+
+template <int>
+void AdapterBank::add_updates(Matrix& w, const std::function<void(Matrix&)>& unrotate) const {
+  for (std::size_t i = 0; i < attached_.size(); ++i) {
+    const AttachedAdapter& e = attached_[i];
+    if (!e.enabled) continue;
+    Matrix delta = std::visit([](const auto& a) { return a.delta(); }, e.adapter) * e.scale;
+    if (e.basis == Basis::rotated) unrotate(delta);
+    w += delta;
+    const Vector& output_scale = states_[i].output_scale;
+    if (output_scale.size() != 0) w = output_scale.asDiagonal() * w;
+  }
+}
+
+template <int>
+std::size_t AdapterBank::memory_bytes() const noexcept {
+  std::size_t bytes = sizeof(*this) + sizeof(float) * static_cast<std::size_t>(bt_.size());
+  for (std::size_t i = 0; i < attached_.size(); ++i) {
+    bytes += sizeof(AttachedAdapter) + sizeof(State) + attached_[i].name.capacity() +
+             sizeof(float) * static_cast<std::size_t>(states_[i].output_scale.size()) +
+             std::visit([](const auto& a) { return a.memory_bytes(); }, attached_[i].adapter);
+  }
+  return bytes;
+}
+
+template <int>
+void AdapterBank::refresh_output_scale(const AnyAdapter& a, Basis basis, float scale, State& state,
+                                       const BaseWeight& base) {
+  if (const auto* dora = std::get_if<adapter::Dora>(&a)) {
+    const Matrix w0 = base(basis);
+    state.output_scale = scale == 1.0f ? dora->output_scale(w0)
+                                       : adapter::Dora(dora->a(), dora->b(), dora->magnitude(),
+                                                       dora->alpha() * scale, dora->scaling())
+                                             .output_scale(w0);
+  }
+}
+
+template <int>
+void AdapterBank::restack() {
+  stacked_rank_ = 0;
+  for (std::size_t i = 0; i < attached_.size(); ++i) {
+    states_[i].first = stacked_rank_;
+    if (attached_[i].enabled) stacked_rank_ += rank_of(attached_[i]);
+  }
+  bt_ = Matrix::Zero(stacked_rank_, low_rank_stride(n_));
+  for (std::size_t i = 0; i < attached_.size(); ++i) {
+    if (!attached_[i].enabled) continue;
+    std::visit(
+        [&](const auto& a) {
+          bt_.middleRows(states_[i].first, a.rank()).leftCols(n_) = a.up().transpose();
+        },
+        attached_[i].adapter);
+  }
+}
+
+template <int>
+void AdapterBank::project(const AttachedAdapter& e, ConstMatrixRef x, MatrixRef t) {
+  std::visit([&](const auto& a) { a.project(x, t); }, e.adapter);
+  if (e.scale != 1.0f) t *= e.scale;
+}
+
 // qlr::compiled (qlr/layers/layers.cpp) holds the one copy of these in a program.
-#define QLR_ADAPTER_BANK_FUNCTIONS(prefix)                                                     \
+#define QLR_ADAPTER_BANK_FUNCTIONS(prefix)                                                      \
   prefix template void AdapterBank::attach<>(std::string, AnyAdapter, Basis, const BaseWeight&, \
                                              const char*);                                      \
   prefix template detail::LowRankPlan AdapterBank::plan<>(ConstMatrixRef, const Matrix*) const; \
   prefix template detail::LowRankPlan AdapterBank::plan<>(ConstMatrixRef, const Matrix*,        \
                                                           std::span<const index_t>) const;      \
-  prefix template void AdapterBank::add_updates<>(Matrix&,                                      \
-                                                  const std::function<void(Matrix&)>&) const;
+  prefix template void AdapterBank::add_updates<>(Matrix&, const std::function<void(Matrix&)>&) \
+      const;                                                                                    \
+  prefix template void AdapterBank::detach<>(std::string_view);                                 \
+  prefix template void AdapterBank::set_enabled<>(std::string_view, bool);                      \
+  prefix template void AdapterBank::set_scale<>(std::string_view, float, const BaseWeight&);    \
+  prefix template void AdapterBank::base_changed<>(const BaseWeight&);                          \
+  prefix template std::size_t AdapterBank::memory_bytes<>() const noexcept;
 #if defined(QLR_COMPILED)
 QLR_ADAPTER_BANK_FUNCTIONS(extern)
 #endif

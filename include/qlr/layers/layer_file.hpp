@@ -39,7 +39,8 @@ inline constexpr std::string_view layer_file_format = "qlr-layers/1";
 inline constexpr std::string_view adapter_file_format = "qlr-adapters/1";
 
 /// A metadata value, or a corrupt_file error naming the key.
-inline const std::string& meta(const std::map<std::string, std::string>& m, const std::string& key) {
+QLR_COMPILED_FUNCTION
+const std::string& meta(const std::map<std::string, std::string>& m, const std::string& key) {
   const auto it = m.find(key);
   QLR_CHECK(it != m.end(), corrupt_file, "layers::load_layers: metadata \"{}\" is missing", key);
   return it->second;
@@ -65,7 +66,8 @@ std::string exact_text(T v) {
 }
 
 /// Splits "a,b,c" (empty: no items).
-inline std::vector<std::string> split_names(const std::string& text) {
+QLR_COMPILED_FUNCTION
+std::vector<std::string> split_names(const std::string& text) {
   std::vector<std::string> names;
   for (std::size_t begin = 0; begin < text.size();) {
     const std::size_t comma = std::min(text.find(',', begin), text.size());
@@ -76,7 +78,8 @@ inline std::vector<std::string> split_names(const std::string& text) {
 }
 
 /// Throws unless `name` can be a layer or adapter name in the file (no ',' or '/').
-inline void check_stored_name(const std::string& name, const char* what) {
+QLR_COMPILED_FUNCTION
+void check_stored_name(const std::string& name, const char* what) {
   QLR_CHECK(!name.empty() && name.find_first_of(",/") == std::string::npos, invalid_argument,
             "layers::save_layers: {} name '{}'; expected a non-empty name without ',' or '/'",
             what, name);
@@ -89,7 +92,8 @@ std::span<const std::byte> bytes_of(std::span<const T> v) {
 }
 
 /// A stored float tensor's values (F32, any rank), or a corrupt_file error.
-inline std::vector<float> floats_of(const io::TensorView& t) {
+QLR_COMPILED_FUNCTION
+std::vector<float> floats_of(const io::TensorView& t) {
   QLR_CHECK(t.dtype == io::Dtype::f32, corrupt_file,
             "layers::load_layers: tensor \"{}\" is {}; expected F32", t.name, io::to_string(t.dtype));
   std::vector<float> v(static_cast<std::size_t>(t.numel()));
@@ -103,7 +107,8 @@ quant::AnyQuantizedMatrix typed_base(QuantizedParts parts) {
 }
 
 /// The QuantizedMatrix of `bits` and `encoding` over `parts` (validated by its constructor).
-inline quant::AnyQuantizedMatrix base_of(int bits, Encoding encoding, QuantizedParts parts) {
+QLR_COMPILED_FUNCTION
+quant::AnyQuantizedMatrix base_of(int bits, Encoding encoding, QuantizedParts parts) {
   if (encoding == Encoding::codebook && bits == 4) return typed_base<quant::Nf4::format>(std::move(parts));
   if (encoding == Encoding::codebook && bits == 1) return typed_base<quant::Binary::format>(std::move(parts));
   const bool sym = encoding == Encoding::int_sym;
@@ -121,9 +126,9 @@ inline quant::AnyQuantizedMatrix base_of(int bits, Encoding encoding, QuantizedP
 /// Writes quantized matrix `q` as tensors "<tensor>.codes", ".scales", ".zeros", ".codebook"
 /// and metadata "<key>.group_size", ".cols", ".zero_mode", ".scale_type" (and, with
 /// `with_format`, ".bits" and ".encoding": a base takes them from its spec).
-inline void add_quantized(io::SafetensorsWriter& out, const std::string& tensor,
-                          const std::string& key, const quant::AnyQuantizedMatrix& any,
-                          bool with_format) {
+QLR_COMPILED_FUNCTION
+void add_quantized(io::SafetensorsWriter& out, const std::string& tensor, const std::string& key,
+                   const quant::AnyQuantizedMatrix& any, bool with_format) {
   std::visit(
       [&]<class F>(const QuantizedMatrix<F>& q) {
         const QuantizedParts& p = q.parts();
@@ -150,7 +155,8 @@ inline void add_quantized(io::SafetensorsWriter& out, const std::string& tensor,
 }
 
 /// The encoding whose to_string is `text`, or a corrupt_file error naming `key`.
-inline Encoding encoding_named(const std::string& text, const std::string& key) {
+QLR_COMPILED_FUNCTION
+Encoding encoding_named(const std::string& text, const std::string& key) {
   for (const Encoding e : {Encoding::int_sym, Encoding::int_asym, Encoding::codebook})
     if (text == to_string(e)) return e;
   qlr::detail::fail(Errc::corrupt_file, "layers::load_layers: metadata \"{}\" = '{}'; expected {}, {} or {}",
@@ -161,10 +167,11 @@ inline Encoding encoding_named(const std::string& text, const std::string& key) 
 /// Reads back what add_quantized wrote; `bits` and `encoding` from the spec, or (0, …) to
 /// read them from "<key>.bits" and ".encoding". The QuantizedMatrix constructor validates
 /// the parts against each other.
-inline quant::AnyQuantizedMatrix read_quantized(const io::SafetensorsFile& file,
-                                                const std::map<std::string, std::string>& m,
-                                                const std::string& tensor, const std::string& key,
-                                                int bits = 0, Encoding encoding = Encoding::int_sym) {
+QLR_COMPILED_FUNCTION
+quant::AnyQuantizedMatrix read_quantized(const io::SafetensorsFile& file,
+                                         const std::map<std::string, std::string>& m,
+                                         const std::string& tensor, const std::string& key,
+                                         int bits = 0, Encoding encoding = Encoding::int_sym) {
   if (bits == 0) {
     bits = meta_number<int>(m, key + ".bits");
     encoding = encoding_named(meta(m, key + ".encoding"), key + ".encoding");
@@ -193,8 +200,9 @@ inline quant::AnyQuantizedMatrix read_quantized(const io::SafetensorsFile& file,
 
 /// Writes adapter `any` as tensors "<tensor>.A", ".B", ".magnitude" (or, quantized, its
 /// blocks "<tensor>.block<i>.A.codes", …) and metadata "<key>.kind", ".alpha", … .
-inline void add_adapter(io::SafetensorsWriter& out, const std::string& tensor,
-                        const std::string& key, const AnyAdapter& any) {
+QLR_COMPILED_FUNCTION
+void add_adapter(io::SafetensorsWriter& out, const std::string& tensor, const std::string& key,
+                 const AnyAdapter& any) {
   std::visit(
       [&]<class A>(const A& held) {
         if constexpr (std::is_same_v<A, adapter::QuantizedLowRank>) {
@@ -238,10 +246,10 @@ inline void add_adapter(io::SafetensorsWriter& out, const std::string& tensor,
 
 /// Reads back what add_adapter wrote, for a layer of `in_features` inputs (QA-LoRA's groups
 /// and the block count's bound need it).
-inline AnyAdapter read_adapter(const io::SafetensorsFile& file,
-                               const std::map<std::string, std::string>& m,
-                               const std::string& tensor, const std::string& key,
-                               index_t in_features) {
+QLR_COMPILED_FUNCTION
+AnyAdapter read_adapter(const io::SafetensorsFile& file,
+                        const std::map<std::string, std::string>& m, const std::string& tensor,
+                        const std::string& key, index_t in_features) {
   const std::string& kind = meta(m, key + ".kind");
   const auto factor = [&](const char* which) { return io::to_matrix(file.at(tensor + which)); };
   const auto alpha = [&] { return meta_number<double>(m, key + ".alpha"); };
@@ -286,14 +294,16 @@ inline AnyAdapter read_adapter(const io::SafetensorsFile& file,
 }
 
 /// K of any adapter.
-inline index_t in_features_of(const AnyAdapter& a) {
+QLR_COMPILED_FUNCTION
+index_t in_features_of(const AnyAdapter& a) {
   return std::visit([](const auto& held) { return held.in_features(); }, a);
 }
 
 /// The file's metadata after checking its "qlr.format" is `expected`.
-inline const std::map<std::string, std::string>& checked_metadata(const io::SafetensorsFile& file,
-                                                                  const std::filesystem::path& path,
-                                                                  std::string_view expected) {
+QLR_COMPILED_FUNCTION
+const std::map<std::string, std::string>& checked_metadata(const io::SafetensorsFile& file,
+                                                           const std::filesystem::path& path,
+                                                           std::string_view expected) {
   const auto& m = file.metadata();
   const auto format = m.find("qlr.format");
   QLR_CHECK(format != m.end() && format->second == expected, corrupt_file,

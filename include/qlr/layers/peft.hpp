@@ -13,6 +13,7 @@
 #include "qlr/adapter/dora.hpp"
 #include "qlr/adapter/lora.hpp"
 #include "qlr/adapter/qa_lora.hpp"
+#include "qlr/core/config.hpp"
 #include "qlr/core/error.hpp"
 #include "qlr/io/peft.hpp"
 #include "qlr/layers/any_linear.hpp"
@@ -23,8 +24,9 @@ namespace qlr::layers {
 /// (use_qalora) a QA-LoRA whose input is pooled as PEFT pools it: the group mean times the
 /// number of groups, g = qalora_group_size, over `in_features` inputs (0: A's columns × g,
 /// PEFT's K). Throws for DoRA with QA-LoRA, or A's columns other than ⌈K/g⌉.
-inline AnyAdapter to_adapter(const io::PeftModule& m, const io::PeftConfig& config,
-                             index_t in_features = 0) {
+QLR_COMPILED_FUNCTION
+AnyAdapter to_adapter(const io::PeftModule& m, const io::PeftConfig& config,
+                      index_t in_features = 0) {
   const adapter::Scaling scaling =
       config.use_rslora ? adapter::Scaling::rank_stabilized : adapter::Scaling::standard;
   if (config.use_qalora) {
@@ -42,8 +44,9 @@ inline AnyAdapter to_adapter(const io::PeftModule& m, const io::PeftConfig& conf
 
 /// Attaches module `module` of `adapter` to `layer` under `name`. Throws for a module the
 /// adapter does not have, naming it.
-inline void attach_peft(AnyLinear& layer, const io::PeftAdapter& adapter, std::string_view module,
-                        std::string name) {
+QLR_COMPILED_FUNCTION
+void attach_peft(AnyLinear& layer, const io::PeftAdapter& adapter, std::string_view module,
+                 std::string name) {
   const io::PeftModule* m = adapter.find(module);
   QLR_CHECK(m != nullptr, invalid_argument,
             "layers::attach_peft: module '{}' is not in the adapter; expected one of its {} modules",

@@ -5,10 +5,11 @@
 // not online rotations of 11008 channels. Kept apart from rotation.hpp for Eigen's QR.
 #pragma once
 
-#include <Eigen/QR>
-
 #include <cstdint>
 
+#include <Eigen/QR>
+
+#include "qlr/core/config.hpp"
 #include "qlr/core/error.hpp"
 #include "qlr/core/matrix.hpp"
 #include "qlr/core/random.hpp"
@@ -19,6 +20,7 @@ namespace qlr::rotate {
 class RandomOrthogonal {
  public:
   /// The random orthogonal rotation of size n ≥ 1 from `seed`.
+  QLR_COMPILED_FUNCTION
   RandomOrthogonal(index_t n, std::uint64_t seed) {
     QLR_CHECK(n >= 1, invalid_argument, "rotate::RandomOrthogonal: n = {}; expected a size >= 1", n);
     const Eigen::HouseholderQR<MatrixD> qr(gaussian_matrix(n, n, seed));
@@ -33,13 +35,16 @@ class RandomOrthogonal {
   /// n floats: the product needs its input intact.
   [[nodiscard]] index_t scratch_size() const noexcept { return q_.rows(); }
   /// x ← Qᵀ·x.
+  QLR_COMPILED_FUNCTION
   void rotate(float* x, float* scratch) const noexcept { product(x, scratch, false); }
   /// x ← Q·x.
+  QLR_COMPILED_FUNCTION
   void unrotate(float* x, float* scratch) const noexcept { product(x, scratch, true); }
   /// Q (n×n), FP32.
   [[nodiscard]] const Matrix& matrix() const noexcept { return q_; }
 
  private:
+  QLR_COMPILED_FUNCTION
   void product(float* x, float* scratch, bool forward_q) const noexcept {
     const index_t n = q_.rows();
     Eigen::Map<Eigen::RowVectorXf> row(x, n);

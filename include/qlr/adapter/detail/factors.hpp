@@ -9,6 +9,7 @@
 #include <string>
 #include <utility>
 
+#include "qlr/core/config.hpp"
 #include "qlr/core/error.hpp"
 #include "qlr/core/matrix.hpp"
 #include "qlr/core/types.hpp"
@@ -16,7 +17,8 @@
 namespace qlr::adapter::detail {
 
 /// Throws unless `v` holds only finite values, naming `entity` and the first bad index.
-inline void check_finite_vector(const Vector& v, const std::string& entity) {
+QLR_COMPILED_FUNCTION
+void check_finite_vector(const Vector& v, const std::string& entity) {
   for (index_t i = 0; i < v.size(); ++i) {
     QLR_CHECK(std::isfinite(v(i)), invalid_argument,
               "{}: element {} = {}; expected a finite value", entity, i, v(i));
@@ -26,8 +28,9 @@ inline void check_finite_vector(const Vector& v, const std::string& entity) {
 /// Throws unless A (r×a_cols) and B (N×r) are a finite pair of rank 1 ≤ r ≤ min(N, K).
 /// a_cols is K for dense adapters and L = ⌈K/g⌉ for QA-LoRA, whose rank is still bounded
 /// by K (ALGORITHMS.md §1.4).
-inline void check_factor_pair(const Matrix& a, const Matrix& b, index_t a_cols,
-                              index_t in_features, const char* entity) {
+QLR_COMPILED_FUNCTION
+void check_factor_pair(const Matrix& a, const Matrix& b, index_t a_cols, index_t in_features,
+                       const char* entity) {
   const index_t r = a.rows();
   QLR_CHECK(r >= 1, invalid_argument, "{}: rank = a.rows() = {}; expected >= 1", entity, r);
   QLR_CHECK(a.cols() == a_cols, shape_mismatch, "{}: a is {}x{}; expected {} columns", entity,
@@ -44,8 +47,9 @@ inline void check_factor_pair(const Matrix& a, const Matrix& b, index_t a_cols,
 }
 
 /// Throws unless x has K columns and t is (rows of x)×r: the contract of Adapter::project.
-inline void check_projection_shapes(ConstMatrixRef x, const MatrixRef& t, index_t k, index_t r,
-                                    const char* entity) {
+QLR_COMPILED_FUNCTION
+void check_projection_shapes(ConstMatrixRef x, const MatrixRef& t, index_t k, index_t r,
+                             const char* entity) {
   QLR_CHECK(x.cols() == k, shape_mismatch, "{}: x is {}x{}; expected {} columns (in_features)",
             entity, x.rows(), x.cols(), k);
   QLR_CHECK(t.rows() == x.rows() && t.cols() == r, shape_mismatch,
@@ -56,7 +60,8 @@ inline void check_projection_shapes(ConstMatrixRef x, const MatrixRef& t, index_
 /// Throws when the projection t holds a NaN or an infinity. A NaN or Inf anywhere in x
 /// reaches every entry of its row of t (Inf·0 is NaN too), so checking t (M×r) costs r/K of
 /// scanning x on the hot path; x is scanned only to name the culprit.
-inline void check_projection_finite(ConstMatrixRef x, const MatrixRef& t, const char* entity) {
+QLR_COMPILED_FUNCTION
+void check_projection_finite(ConstMatrixRef x, const MatrixRef& t, const char* entity) {
   if (t.allFinite()) [[likely]]
     return;
   check_finite(x, std::string(entity) + ": x");
@@ -104,6 +109,7 @@ class ScaledFactors {
   /// t (M×r) = s·x·Aᵀ for x (M×K), written in place: t is never reallocated (Eigen's GEMM
   /// takes its packing buffers from the stack below EIGEN_STACK_ALLOCATION_LIMIT, the heap
   /// above). Throws for wrong shapes or a NaN/Inf in x.
+  QLR_COMPILED_FUNCTION
   void project(ConstMatrixRef x, MatrixRef t) const {
     check_projection_shapes(x, t, in_features(), rank(), entity_);
     if (x.rows() <= few_rows) {
@@ -120,6 +126,7 @@ class ScaledFactors {
   }
 
   /// ΔW (N×K) = s·B·A in FP32.
+  QLR_COMPILED_FUNCTION
   [[nodiscard]] Matrix delta() const {
     Matrix d = b_ * a_;
     d *= scale_;
