@@ -158,14 +158,27 @@ inline double PeftConfig::alpha_for(std::string_view module) const {
 
 namespace detail {
 
-using OrderedJson = nlohmann::ordered_json;
+using Json = nlohmann::json;
+
+/// The keys of the object at `depth` - 1 that `parent` (a key at depth - 1, or "" for the
+/// top-level object) holds, in the order of the text.
+inline std::vector<std::string_view> keys_of(std::span<const JsonKey> keys, std::string_view parent,
+                                             int depth) {
+  std::vector<std::string_view> out;
+  bool inside = parent.empty();
+  for (const JsonKey& k : keys) {
+    if (k.depth == depth - 1 && !parent.empty()) inside = k.name == parent;
+    if (inside && k.depth == depth) out.push_back(k.name);
+  }
+  return out;
+}
 
 /// Reads one typed field of the config; a wrong type is Errc::invalid_argument naming the key.
 class ConfigReader {
  public:
-  explicit ConfigReader(const OrderedJson& j) : j_(j) {}
+  explicit ConfigReader(const Json& j) : j_(j) {}
 
-  [[nodiscard]] const OrderedJson* get(std::string_view key) const {
+  [[nodiscard]] const Json* get(std::string_view key) const {
     const auto it = j_.find(std::string(key));
     return it == j_.end() ? nullptr : &*it;
   }
@@ -196,7 +209,7 @@ class ConfigReader {
   }
 
   QLR_COMPILED_FUNCTION
-  static index_t positive_integer_value(const OrderedJson& v, std::string_view key) {
+  static index_t positive_integer_value(const Json& v, std::string_view key) {
     QLR_CHECK(v.is_number_integer(), invalid_argument,
               "io::parse_peft_config: \"{}\" = {}; expected a positive integer", key, v.dump());
     const bool positive = v.is_number_unsigned() ? v.get<std::uint64_t>() >= 1
@@ -207,7 +220,7 @@ class ConfigReader {
     return static_cast<index_t>(v.get<std::int64_t>());
   }
   QLR_COMPILED_FUNCTION
-  static double finite_number_value(const OrderedJson& v, std::string_view key) {
+  static double finite_number_value(const Json& v, std::string_view key) {
     QLR_CHECK(v.is_number(), invalid_argument,
               "io::parse_peft_config: \"{}\" = {}; expected a finite number", key, v.dump());
     const double d = v.get<double>();
@@ -217,12 +230,12 @@ class ConfigReader {
   }
 
  private:
-  const OrderedJson& j_;
+  const Json& j_;
 };
 
 /// Whether `v` is the value PEFT writes when a feature is off (null, false, "", [], {}).
 QLR_COMPILED_FUNCTION
-bool is_off(const OrderedJson& v) {
+bool is_off(const Json& v) {
   return v.is_null() || (v.is_boolean() && !v.get<bool>()) ||
          ((v.is_array() || v.is_object()) && v.empty()) ||
          (v.is_string() && v.get<std::string>().empty());
@@ -238,7 +251,9 @@ bool is_off(const OrderedJson& v) {
 QLR_COMPILED_FUNCTION
 PeftConfig parse_peft_config(std::string_view json_text) {
   constexpr std::string_view entity = "io::parse_peft_config";
-  const auto j = detail::parse_json_strict<detail::OrderedJson>(json_text, entity, "adapter_config.json");
+  std::vector<detail::JsonKey> keys;  // the file's order: first matching pattern wins
+  const auto j =
+      detail::parse_json_strict<detail::Json>(json_text, entity, "adapter_config.json", &keys);
   QLR_CHECK(j.is_object(), corrupt_file, "{}: adapter_config.json is a JSON {}; expected an object",
             entity, j.type_name());
   const detail::ConfigReader read(j);
@@ -290,9 +305,10 @@ PeftConfig parse_peft_config(std::string_view json_text) {
     QLR_CHECK(p->is_object(), invalid_argument,
               "{}: \"{}\" = {}; expected an object of module pattern → value", entity, key,
               p->dump());
-    for (const auto& [pattern, value] : p->items()) {
+    for (const std::string_view name : detail::keys_of(keys, key, 2)) {
+      const std::string pattern(name);
       detail::check_pattern_key(pattern, key);
-      add(pattern, value, fmt::format("{}[\"{}\"]", key, pattern));
+      add(pattern, p->at(pattern), fmt::format("{}[\"{}\"]", key, pattern));
     }
   };
   patterns("rank_pattern", [&](const std::string& k, const auto& v, const std::string& where) {
@@ -320,7 +336,9 @@ PeftConfig parse_peft_config(std::string_view json_text) {
   const auto in = [](const auto& list, const std::string& key) {
     return std::find(std::begin(list), std::end(list), key) != std::end(list);
   };
-  for (const auto& [key, value] : j.items()) {
+  for (const std::string_view name : detail::keys_of(keys, "", 1)) {
+    const std::string key(name);
+    const detail::Json& value = j.at(key);
     if (in(parsed, key) || in(ignored, key)) continue;
     if (key == "bias") {
       if (!(value.is_string() && value.template get<std::string>() == "none"))
@@ -513,20 +531,20 @@ void save_peft_adapter(const std::filesystem::path& folder, const PeftAdapter& a
     }
   }
 
-  detail::OrderedJson j = detail::OrderedJson::object();
-  const auto number = [](double v) -> detail::OrderedJson {
+  nlohmann::ordered_json j = nlohmann::ordered_json::object();
+  const auto number = [](double v) -> nlohmann::ordered_json {
     if (v == std::floor(v) && std::abs(v) < 0x1p53) return static_cast<std::int64_t>(v);
     return v;
   };
   const auto patterns = [&](const auto& list) {
-    detail::OrderedJson o = detail::OrderedJson::object();
+    nlohmann::ordered_json o = nlohmann::ordered_json::object();
     for (const auto& [k, v] : list) o[k] = number(static_cast<double>(v));
     return o;
   };
   j["alpha_pattern"] = patterns(c.alpha_pattern);
   j["base_model_name_or_path"] = c.base_model_name_or_path.empty()
-                                     ? detail::OrderedJson(nullptr)
-                                     : detail::OrderedJson(c.base_model_name_or_path);
+                                     ? nlohmann::ordered_json(nullptr)
+                                     : nlohmann::ordered_json(c.base_model_name_or_path);
   j["bias"] = "none";
   j["fan_in_fan_out"] = c.fan_in_fan_out;
   j["inference_mode"] = true;
@@ -535,10 +553,10 @@ void save_peft_adapter(const std::filesystem::path& folder, const PeftAdapter& a
   j["qalora_group_size"] = c.qalora_group_size;
   j["r"] = c.r;
   j["rank_pattern"] = patterns(c.rank_pattern);
-  j["target_modules"] = c.target_modules_regex ? detail::OrderedJson(*c.target_modules_regex)
-                                               : detail::OrderedJson(c.target_modules);
-  j["task_type"] = c.task_type.empty() ? detail::OrderedJson(nullptr)
-                                       : detail::OrderedJson(c.task_type);
+  j["target_modules"] = c.target_modules_regex ? nlohmann::ordered_json(*c.target_modules_regex)
+                                               : nlohmann::ordered_json(c.target_modules);
+  j["task_type"] =
+      c.task_type.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(c.task_type);
   j["use_dora"] = c.use_dora;
   j["use_qalora"] = c.use_qalora;
   j["use_rslora"] = c.use_rslora;

@@ -15,13 +15,23 @@
 
 namespace qlr::io::detail {
 
+/// An object key as the text has it: its nesting depth (1 for the top-level object's keys)
+/// and its name. nlohmann::json keeps an object's keys sorted; a reader that needs the file's
+/// order (PEFT's first matching pattern) asks the parse for this list instead of using
+/// ordered_json, whose key lookup is linear (quadratic parsing for a hostile header).
+struct JsonKey {
+  int depth;         ///< 1 for a key of the top-level object
+  std::string name;  ///< the key
+};
+
 /// Parses `text` as JSON into `Json` (nlohmann::json or nlohmann::ordered_json); throws
 /// Errc::corrupt_file naming `entity` and `what` (e.g. "header") for malformed JSON or a key
-/// that appears twice in one object.
+/// that appears twice in one object. `keys`, when given, receives every key in text order.
 template <class Json>
-Json parse_json_strict(std::string_view text, std::string_view entity, std::string_view what) {
+Json parse_json_strict(std::string_view text, std::string_view entity, std::string_view what,
+                       std::vector<JsonKey>* keys = nullptr) {
   std::vector<std::set<std::string, std::less<>>> open_objects;  // keys seen, innermost last
-  const auto callback = [&](int /*depth*/, nlohmann::json::parse_event_t event, Json& parsed) {
+  const auto callback = [&](int depth, nlohmann::json::parse_event_t event, Json& parsed) {
     using Event = nlohmann::json::parse_event_t;
     if (event == Event::object_start) {
       open_objects.emplace_back();
@@ -32,6 +42,7 @@ Json parse_json_strict(std::string_view text, std::string_view entity, std::stri
       QLR_CHECK(open_objects.back().insert(key).second, corrupt_file,
                 "{}: {} has the key \"{}\" twice in one object; expected unique keys", entity,
                 what, key);
+      if (keys != nullptr) keys->push_back({depth, key});
     }
     return true;
   };
