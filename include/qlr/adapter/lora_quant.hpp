@@ -305,4 +305,12 @@ LoraQuantized lora_quant(const Matrix& a, const Matrix& b, double scale,
   return {QuantizedLowRank(std::move(blocks), scale), h, options.high_bits, std::move(f.sigma)};
 }
 
+// qlr::compiled (qlr/compensate/compensate.cpp) holds the one copy of this in a program.
+#define QLR_LORA_QUANT_FUNCTIONS(prefix)                                           \
+  prefix template LoraQuantized lora_quant<>(const Matrix&, const Matrix&, double, \
+                                             const LoraQuantOptions&);
+#if defined(QLR_COMPILED)
+QLR_LORA_QUANT_FUNCTIONS(extern)
+#endif
+
 }  // namespace qlr::adapter

@@ -47,24 +47,7 @@ class Covariance {
   /// Adds the rows of x (M×K), one input each. Throws for K ≠ in_features() or a NaN/Inf in
   /// x, before anything is added: a failed call leaves the statistics as they were.
   QLR_COMPILED_FUNCTION
-  void add(ConstMatrixRef x) {
-    constexpr const char* entity = "compensate::Covariance::add";
-    QLR_CHECK(x.cols() == in_features(), shape_mismatch,
-              "{}: x is {}x{}; expected {} columns (in_features)", entity, x.rows(), x.cols(),
-              in_features());
-    check_finite(x, entity);
-    for (index_t row = 0; row < x.rows();) {
-      const index_t take = std::min(x.rows() - row, block_rows - pending_rows_);
-      pending_.middleRows(pending_rows_, take) = x.middleRows(row, take).cast<double>();
-      pending_rows_ += take;
-      row += take;
-      if (pending_rows_ == block_rows) {
-        accumulate(sum_, pending_);
-        pending_rows_ = 0;
-      }
-    }
-    samples_ += x.rows();
-  }
+  void add(ConstMatrixRef x);
 
   /// K.
   [[nodiscard]] index_t in_features() const noexcept { return sum_.rows(); }
@@ -73,21 +56,12 @@ class Covariance {
 
   /// Σ x·xᵀ (K×K, symmetric) over every input added so far.
   QLR_COMPILED_FUNCTION
-  [[nodiscard]] MatrixD sum() const {
-    MatrixD total = sum_;
-    if (pending_rows_ > 0) accumulate(total, pending_.topRows(pending_rows_));
-    return total;
-  }
+  [[nodiscard]] MatrixD sum() const;
 
   /// The calibration loss of a weight error E (N×K): ‖E·Xᵀ‖_F² = Σ_o e_o·C·e_oᵀ, the squared
   /// output error of the layer on every input added. Throws for K ≠ in_features().
   QLR_COMPILED_FUNCTION
-  [[nodiscard]] double output_error(const MatrixD& e) const {
-    QLR_CHECK(e.cols() == in_features(), shape_mismatch,
-              "compensate::Covariance::output_error: e is {}x{}; expected {} columns", e.rows(),
-              e.cols(), in_features());
-    return (e * sum()).cwiseProduct(e).sum();
-  }
+  [[nodiscard]] double output_error(const MatrixD& e) const;
 
  private:
   static index_t checked_size(index_t k) {
@@ -115,5 +89,49 @@ class Covariance {
   index_t pending_rows_ = 0;
   std::int64_t samples_ = 0;
 };
+
+template <int>
+void Covariance::add(ConstMatrixRef x) {
+  constexpr const char* entity = "compensate::Covariance::add";
+  QLR_CHECK(x.cols() == in_features(), shape_mismatch,
+            "{}: x is {}x{}; expected {} columns (in_features)", entity, x.rows(), x.cols(),
+            in_features());
+  check_finite(x, entity);
+  for (index_t row = 0; row < x.rows();) {
+    const index_t take = std::min(x.rows() - row, block_rows - pending_rows_);
+    pending_.middleRows(pending_rows_, take) = x.middleRows(row, take).cast<double>();
+    pending_rows_ += take;
+    row += take;
+    if (pending_rows_ == block_rows) {
+      accumulate(sum_, pending_);
+      pending_rows_ = 0;
+    }
+  }
+  samples_ += x.rows();
+}
+
+template <int>
+MatrixD Covariance::sum() const {
+  MatrixD total = sum_;
+  if (pending_rows_ > 0) accumulate(total, pending_.topRows(pending_rows_));
+  return total;
+}
+
+template <int>
+double Covariance::output_error(const MatrixD& e) const {
+  QLR_CHECK(e.cols() == in_features(), shape_mismatch,
+            "compensate::Covariance::output_error: e is {}x{}; expected {} columns", e.rows(),
+            e.cols(), in_features());
+  return (e * sum()).cwiseProduct(e).sum();
+}
+
+// qlr::compiled (qlr/compensate/compensate.cpp) holds the one copy of these in a program.
+#define QLR_CALIBRATION_FUNCTIONS(prefix)                 \
+  prefix template void Covariance::add<>(ConstMatrixRef); \
+  prefix template MatrixD Covariance::sum<>() const;      \
+  prefix template double Covariance::output_error<>(const MatrixD&) const;
+#if defined(QLR_COMPILED)
+QLR_CALIBRATION_FUNCTIONS(extern)
+#endif
 
 }  // namespace qlr::compensate

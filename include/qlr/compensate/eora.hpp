@@ -47,33 +47,7 @@ class Eigenspace {
   /// Decomposes `cov` (O(K³), Eigen's self-adjoint solver, double). Throws when λ_max ≤ 0
   /// or is not finite (no input, or all-zero inputs) and for invalid options.
   QLR_COMPILED_FUNCTION
-  explicit Eigenspace(const Covariance& cov, const EigenspaceOptions& options = {}) {
-    constexpr const char* entity = "compensate::Eigenspace";
-    QLR_CHECK(options.relative_floor > 0.0 && options.relative_floor < 1.0, invalid_argument,
-              "{}: relative_floor = {}; expected a value in (0, 1)", entity,
-              options.relative_floor);
-    QLR_CHECK(options.damping >= 0.0 && std::isfinite(options.damping), invalid_argument,
-              "{}: damping = {}; expected a finite value >= 0", entity, options.damping);
-    Eigen::MatrixXd c = cov.sum();
-    c = 0.5 * (c + c.transpose()).eval();  // exact symmetry for the solver
-    if (options.damping > 0.0) c.diagonal().array() += options.damping * c.diagonal().mean();
-    const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> solver(c);
-    QLR_CHECK(solver.info() == Eigen::Success, invalid_argument,
-              "{}: the eigendecomposition did not converge; expected a finite covariance", entity);
-    values_ = solver.eigenvalues();  // ascending
-    const double lambda_max = values_.maxCoeff();
-    QLR_CHECK(std::isfinite(lambda_max) && lambda_max > 0.0, invalid_argument,
-              "{}: largest eigenvalue = {} over {} samples; expected > 0 (inputs that are not "
-              "all zero)",
-              entity, lambda_max, cov.samples());
-    if (options.floor == EigenFloor::relative) {
-      values_ = values_.cwiseMax(options.relative_floor * lambda_max);
-    } else {
-      const double smallest_positive = (values_.array() > 0.0).select(values_, lambda_max).minCoeff();
-      values_ = (values_.array() > 0.0).select(values_, smallest_positive);
-    }
-    basis_ = solver.eigenvectors();
-  }
+  explicit Eigenspace(const Covariance& cov, const EigenspaceOptions& options = {});
 
   /// Q (K×K): column i is the eigenvector of values()(i).
   [[nodiscard]] const Eigen::MatrixXd& basis() const noexcept { return basis_; }
@@ -86,6 +60,34 @@ class Eigenspace {
   Eigen::MatrixXd basis_;
   Eigen::VectorXd values_;
 };
+
+template <int>
+Eigenspace::Eigenspace(const Covariance& cov, const EigenspaceOptions& options) {
+  constexpr const char* entity = "compensate::Eigenspace";
+  QLR_CHECK(options.relative_floor > 0.0 && options.relative_floor < 1.0, invalid_argument,
+            "{}: relative_floor = {}; expected a value in (0, 1)", entity, options.relative_floor);
+  QLR_CHECK(options.damping >= 0.0 && std::isfinite(options.damping), invalid_argument,
+            "{}: damping = {}; expected a finite value >= 0", entity, options.damping);
+  Eigen::MatrixXd c = cov.sum();
+  c = 0.5 * (c + c.transpose()).eval();  // exact symmetry for the solver
+  if (options.damping > 0.0) c.diagonal().array() += options.damping * c.diagonal().mean();
+  const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> solver(c);
+  QLR_CHECK(solver.info() == Eigen::Success, invalid_argument,
+            "{}: the eigendecomposition did not converge; expected a finite covariance", entity);
+  values_ = solver.eigenvalues();  // ascending
+  const double lambda_max = values_.maxCoeff();
+  QLR_CHECK(std::isfinite(lambda_max) && lambda_max > 0.0, invalid_argument,
+            "{}: largest eigenvalue = {} over {} samples; expected > 0 (inputs that are not "
+            "all zero)",
+            entity, lambda_max, cov.samples());
+  if (options.floor == EigenFloor::relative) {
+    values_ = values_.cwiseMax(options.relative_floor * lambda_max);
+  } else {
+    const double smallest_positive = (values_.array() > 0.0).select(values_, lambda_max).minCoeff();
+    values_ = (values_.array() > 0.0).select(values_, smallest_positive);
+  }
+  basis_ = solver.eigenvectors();
+}
 
 /// How the top-r singular triplets are found.
 enum class SvdMethod : std::uint8_t {
@@ -255,5 +257,16 @@ Compensation svd_compensation(ConstMatrixRef w, ConstMatrixRef w_hat, index_t ra
   const Eigen::MatrixXd delta = w.cast<double>() - w_hat.cast<double>();
   return detail::split_factors(detail::top_singular(delta, rank, options, entity), rank, nullptr);
 }
+
+// qlr::compiled (qlr/compensate/compensate.cpp) holds the one copy of these in a program.
+#define QLR_EORA_FUNCTIONS(prefix)                                                                \
+  prefix template Eigenspace::Eigenspace(const Covariance&, const EigenspaceOptions&);            \
+  prefix template Compensation eora<>(ConstMatrixRef, ConstMatrixRef, const Eigenspace&, index_t, \
+                                      const SvdOptions&);                                         \
+  prefix template Compensation svd_compensation<>(ConstMatrixRef, ConstMatrixRef, index_t,        \
+                                                  const SvdOptions&);
+#if defined(QLR_COMPILED)
+QLR_EORA_FUNCTIONS(extern)
+#endif
 
 }  // namespace qlr::compensate

@@ -246,4 +246,12 @@ quant::AnyQuantizedMatrix gptq_quantize(ConstMatrixRef w, const Covariance& cov,
   }
 }
 
+// qlr::compiled (qlr/compensate/compensate.cpp) holds the one copy of this in a program.
+#define QLR_GPTQ_FUNCTIONS(prefix)                           \
+  prefix template quant::AnyQuantizedMatrix gptq_quantize<>( \
+      ConstMatrixRef, const Covariance&, const quant::QuantSpec&, const GptqOptions&);
+#if defined(QLR_COMPILED)
+QLR_GPTQ_FUNCTIONS(extern)
+#endif
+
 }  // namespace qlr::compensate

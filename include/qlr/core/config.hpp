@@ -49,14 +49,19 @@
 /// Opens the definition of a function whose one copy qlr::compiled can hold: a function
 /// template with nothing to deduce, so that a unit built with QLR_COMPILED can declare it
 /// extern (explicit instantiation declaration) instead of compiling it. Its callers do not
-/// see the difference; the same tokens are compiled in either mode.
+/// see the difference; the same tokens are compiled in either mode. It also makes a unit pay
+/// only for the bodies it calls: GCC instantiates the Eigen expressions of an inline
+/// function's body wherever the header is included (one eigensolver: 3.4 s per unit), a
+/// template's only when it is used. A member function is declared with it in the class and
+/// defined outside (`template <int> R C::f(...)`): GCC still instantiates an extern
+/// template's in-class (inline) body when optimizing, an out-of-class one it does not.
 #define QLR_COMPILED_FUNCTION template <int = 0>
 
 // QLR_COMPILED is defined by the CMake target qlr::compiled for the units that link it:
 // they declare the kernels' bodies, make_linear's compositions and every QLR_COMPILED_FUNCTION
 // instead of compiling them, and the .cpp files beside the headers (kernels/kernels.cpp,
-// quant/quant.cpp, io/io.cpp, layers/layers.cpp) define them once. A unit built with
-// QLR_COMPILED in a program without those files fails to link on this name first.
+// quant/quant.cpp, io/io.cpp, layers/layers.cpp, compensate/compensate.cpp) define them once. A
+// unit built with QLR_COMPILED in a program without those files fails to link on this name first.
 #if defined(QLR_COMPILED)
 namespace qlr::detail {
 /// Defined in qlr/kernels/kernels.cpp: link qlr::compiled, or build without QLR_COMPILED.
