@@ -145,13 +145,23 @@ struct Tiles {
         _mm256_store_ps(lanes[t], acc[t][0]);
         _mm256_store_ps(lanes[t] + 8, acc[t][1]);
       }
-      kernels::detail::store_panel_rows(
-          lanes,
-          [&](index_t token, int tokens, index_t n0, index_t count, float (*side)[panel_rows]) {
-            kernels::avx2::add_low_rank_tokens<panel_rows, Tokens>(e, token, tokens, n0, count, side);
-          },
-          w, a, y, e, p + pp, m);
+      finish_panel<Tokens>(lanes, w, a, y, e, p + pp, m);
     }
+  }
+
+  /// Writes panel `p`'s outputs for tokens [m, m + Tokens) from their sums: out of line, one
+  /// copy per row count for every code width (avx512_vnni/gemm_dot.hpp says why).
+  template <int Tokens>
+  QLR_NOINLINE static void finish_panel(const float (&lanes)[Tokens][panel_rows],
+                                        const DotWeightView& w, const DotActivationView& a,
+                                        MatrixView y, const Epilogue& e, index_t p,
+                                        index_t m) noexcept {
+    kernels::detail::store_panel_rows(
+        lanes,
+        [&](index_t token, int tokens, index_t n0, index_t count, float (*side)[panel_rows]) {
+          kernels::avx2::add_low_rank_tokens<panel_rows, Tokens>(e, token, tokens, n0, count, side);
+        },
+        w, a, y, e, p, m);
   }
 
 };  // struct Tiles

@@ -184,13 +184,24 @@ struct Tiles {
         }
       }
     }
-    for (int pp = 0; pp < Panels; ++pp)
-      kernels::detail::store_panel_rows(
-          acc[pp],
-          [&](index_t token, int tokens, index_t n0, index_t count, float (*side)[panel_rows]) {
-            kernels::avx2::add_low_rank_tokens<panel_rows, Tokens>(e, token, tokens, n0, count, side);
-          },
-          w, a, y, e, p + pp, m);
+    for (int pp = 0; pp < Panels; ++pp) finish_panel<Tokens>(acc[pp], w, a, y, e, p + pp, m);
+  }
+
+  /// Writes panel `p`'s outputs for tokens [m, m + Tokens) from their sums. Out of line: one
+  /// copy per row count, shared by the tiles of both code widths and panel counts (inlined,
+  /// the epilogue was most of each of the 24 tiles' code, and of the kernels' compile time),
+  /// and called once per panel after the whole K loop.
+  template <int Tokens>
+  QLR_NOINLINE static void finish_panel(const float (&acc)[Tokens][panel_rows],
+                                        const DotWeightView& w, const DotActivationView& a,
+                                        MatrixView y, const Epilogue& e, index_t p,
+                                        index_t m) noexcept {
+    kernels::detail::store_panel_rows(
+        acc,
+        [&](index_t token, int tokens, index_t n0, index_t count, float(*side)[panel_rows]) {
+          kernels::avx2::add_low_rank_tokens<panel_rows, Tokens>(e, token, tokens, n0, count, side);
+        },
+        w, a, y, e, p, m);
   }
 };  // struct Tiles
 

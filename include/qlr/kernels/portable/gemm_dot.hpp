@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "qlr/core/config.hpp"
 #include "qlr/core/types.hpp"
 #include "qlr/core/view.hpp"
 #include "qlr/kernels/detail/tiling.hpp"
@@ -58,14 +59,24 @@ struct Tiles {
           }
         }
       }
-      kernels::detail::store_panel_rows(
-          acc,
-          [&](index_t token, int tokens, index_t n0, index_t count, float (*side)[panel_rows]) {
-            for (int t = 0; t < tokens; ++t)
-              kernels::detail::add_low_rank<panel_rows>(e, token + t, n0, count, side[t]);
-          },
-          w, a, y, e, p + pp, m);
+      finish_panel<Tokens>(acc, w, a, y, e, p + pp, m);
     }
+  }
+
+  /// Writes panel `p`'s outputs for tokens [m, m + Tokens) from their sums: out of line, one
+  /// copy per row count for every code width (avx512_vnni/gemm_dot.hpp says why).
+  template <int Tokens>
+  QLR_NOINLINE static void finish_panel(const float (&acc)[Tokens][panel_rows],
+                                        const DotWeightView& w, const DotActivationView& a,
+                                        MatrixView y, const Epilogue& e, index_t p,
+                                        index_t m) noexcept {
+    kernels::detail::store_panel_rows(
+        acc,
+        [&](index_t token, int tokens, index_t n0, index_t count, float(*side)[panel_rows]) {
+          for (int t = 0; t < tokens; ++t)
+            kernels::detail::add_low_rank<panel_rows>(e, token + t, n0, count, side[t]);
+        },
+        w, a, y, e, p, m);
   }
 
 };  // struct Tiles
