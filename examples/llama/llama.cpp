@@ -15,6 +15,40 @@
 
 namespace llama {
 
+StreamRotation::StreamRotation(RotationKind kind, qlr::index_t n, std::uint64_t seed)
+    : r_(make(kind, n, seed)) {}
+
+qlr::index_t StreamRotation::size() const noexcept {
+  return std::visit([](const auto& r) { return r.size(); }, r_);
+}
+
+qlr::index_t StreamRotation::scratch_size() const noexcept {
+  return std::visit([](const auto& r) { return r.scratch_size(); }, r_);
+}
+
+void StreamRotation::rotate(float* x, float* scratch) const noexcept {
+  std::visit([&](const auto& r) { r.rotate(x, scratch); }, r_);
+}
+
+void StreamRotation::unrotate(float* x, float* scratch) const noexcept {
+  std::visit([&](const auto& r) { r.unrotate(x, scratch); }, r_);
+}
+
+StreamRotation::Any StreamRotation::make(RotationKind kind, qlr::index_t n, std::uint64_t seed) {
+  switch (kind) {
+    case RotationKind::hadamard:
+      return qlr::rotate::Hadamard(n);
+    case RotationKind::randomized_hadamard:
+      return qlr::rotate::RandomizedHadamard(n, seed);
+    case RotationKind::random_orthogonal:
+      return qlr::rotate::RandomOrthogonal(n, seed);
+    case RotationKind::none:
+      break;
+  }
+  qlr::detail::fail(qlr::Errc::invalid_argument,
+                    "llama::StreamRotation: kind = none; expected a rotation");
+}
+
 Linear::Linear(const Matrix& w, const std::optional<qlr::layers::LinearSpec>& spec) {
   if (spec)
     quantized_.emplace(qlr::layers::make_linear(w, *spec));
