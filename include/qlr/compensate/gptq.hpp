@@ -93,12 +93,21 @@ GptqPlan make_plan(const Covariance& cov, const GptqOptions& opt) {
   return plan;
 }
 
+/// GPTQ's codes and group grids of w (N×K): the error feedback, which does not depend on the
+/// storage format (the coding `c` carries the width and encoding), so that it is compiled
+/// once rather than once per format.
+struct GptqCodes {
+  std::vector<std::uint8_t> codes;              ///< N×K, original column order
+  std::vector<quant::detail::GroupGrid> grids;  ///< N×groups, row-major
+  index_t groups = 0;                           ///< groups per row
+};
+
 /// GPTQ on the rows of w (N×K) with coding `c`. Rows are independent given U, so they run in
 /// fixed panels of rows in parallel: any thread count gives the same bytes.
-template <QuantFormatType Format>
-QuantizedMatrix<Format> gptq_quantize(ConstMatrixRef w, const quant::detail::IntCoding& c,
-                                      const quant::IntOptions& qopt, const GptqOptions& opt,
-                                      const GptqPlan& plan, const char* entity) {
+QLR_COMPILED_FUNCTION
+GptqCodes gptq_codes(ConstMatrixRef w, const quant::detail::IntCoding& c,
+                     const quant::IntOptions& qopt, const GptqOptions& opt, const GptqPlan& plan,
+                     const char* entity) {
   quant::detail::validate_options(c, qopt, entity);
   const index_t n = w.rows();
   const index_t k = w.cols();
@@ -165,13 +174,23 @@ QuantizedMatrix<Format> gptq_quantize(ConstMatrixRef w, const quant::detail::Int
       }
     }
   });
+  return {std::move(codes), std::move(grids), groups};
+}
 
+/// GPTQ on the rows of w (N×K) with coding `c`, stored as Format.
+template <QuantFormatType Format>
+QuantizedMatrix<Format> gptq_quantize(ConstMatrixRef w, const quant::detail::IntCoding& c,
+                                      const quant::IntOptions& qopt, const GptqOptions& opt,
+                                      const GptqPlan& plan, const char* entity) {
+  const GptqCodes q = gptq_codes(w, c, qopt, opt, plan, entity);
+  const index_t k = w.cols();
   return quant::detail::quantize_rows<Format>(
       w, {qopt.group_size, c.scale_type, c.zero_mode, {}}, entity,
       [&](index_t o, std::uint8_t* row_codes, float* scales, float* zeros) {
-        std::copy_n(codes.data() + o * k, k, row_codes);
-        for (index_t l = 0; l < groups; ++l) {
-          const quant::detail::GroupGrid& grid = grids[static_cast<std::size_t>(o * groups + l)];
+        std::copy_n(q.codes.data() + o * k, k, row_codes);
+        for (index_t l = 0; l < q.groups; ++l) {
+          const quant::detail::GroupGrid& grid =
+              q.grids[static_cast<std::size_t>(o * q.groups + l)];
           scales[l] = grid.scale;
           if (zeros != nullptr) zeros[l] = grid.zero;
         }
@@ -246,9 +265,13 @@ quant::AnyQuantizedMatrix gptq_quantize(ConstMatrixRef w, const Covariance& cov,
   }
 }
 
-// qlr::compiled (qlr/compensate/compensate.cpp) holds the one copy of this in a program.
-#define QLR_GPTQ_FUNCTIONS(prefix)                           \
-  prefix template quant::AnyQuantizedMatrix gptq_quantize<>( \
+// qlr::compiled (qlr/compensate/compensate.cpp) holds the one copy of these in a program.
+#define QLR_GPTQ_FUNCTIONS(prefix)                                                             \
+  prefix template detail::GptqPlan detail::make_plan<>(const Covariance&, const GptqOptions&); \
+  prefix template detail::GptqCodes detail::gptq_codes<>(                                      \
+      ConstMatrixRef, const quant::detail::IntCoding&, const quant::IntOptions&,               \
+      const GptqOptions&, const detail::GptqPlan&, const char*);                               \
+  prefix template quant::AnyQuantizedMatrix gptq_quantize<>(                                   \
       ConstMatrixRef, const Covariance&, const quant::QuantSpec&, const GptqOptions&);
 #if defined(QLR_COMPILED)
 QLR_GPTQ_FUNCTIONS(extern)
