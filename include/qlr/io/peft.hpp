@@ -160,8 +160,8 @@ namespace detail {
 
 using Json = nlohmann::json;
 
-/// The keys of the object at `depth` - 1 that `parent` (a key at depth - 1, or "" for the
-/// top-level object) holds, in the order of the text.
+/// In the order of the text: the top-level object's keys (parent "", depth 1), or the keys
+/// of the object that top-level key `parent` holds (depth 2).
 inline std::vector<std::string_view> keys_of(std::span<const JsonKey> keys, std::string_view parent,
                                              int depth) {
   std::vector<std::string_view> out;
