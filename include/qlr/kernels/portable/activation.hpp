@@ -13,7 +13,6 @@
 
 #include "qlr/core/numeric.hpp"
 #include "qlr/core/types.hpp"
-#include "qlr/kernels/reference/activation.hpp"
 
 namespace qlr::kernels::portable {
 
@@ -90,7 +89,7 @@ inline float absmax(const float* x, index_t n) noexcept {
     m0 = xsimd::max(m0, a);
     finite = finite & (a <= largest);
   }
-  const float tail = reference::absmax(x + i, n - i);  // NaN when the tail is not finite
+  const float tail = finite_absmax(x + i, n - i);  // NaN when the tail is not finite
   if (!xsimd::all(finite) || std::isnan(tail)) return std::numeric_limits<float>::quiet_NaN();
   // No reduce_max in xsimd 8.1: the lanes go through memory.
   float lanes[width];
@@ -115,12 +114,12 @@ inline void token_codes(const float* x, index_t n, float scale, int bits, std::i
 
 /// max|x_i| over the n values at x; NaN when one of them is NaN or ±Inf.
 inline float absmax(const float* x, index_t n) noexcept {
-  return reference::absmax(x, n);
+  return finite_absmax(x, n);
 }
 
 /// q_i = clamp(nearbyint(x_i/scale), −qmax − 1, qmax) for i < n (core's token_code).
 inline void token_codes(const float* x, index_t n, float scale, int bits, std::int8_t* q) noexcept {
-  reference::token_codes(x, n, scale, bits, q);
+  qlr::token_codes(x, n, scale, bits, q);
 }
 
 #endif
