@@ -306,8 +306,13 @@ LoraQuantized lora_quant(const Matrix& a, const Matrix& b, double scale,
 }
 
 // qlr::compiled (qlr/compensate/compensate.cpp) holds the one copy of this in a program.
-#define QLR_LORA_QUANT_FUNCTIONS(prefix)                                           \
-  prefix template LoraQuantized lora_quant<>(const Matrix&, const Matrix&, double, \
+#define QLR_LORA_QUANT_FUNCTIONS(prefix)                                                           \
+  prefix template SvdFactors svd_reparameterize<>(const Matrix&, const Matrix&);                   \
+  prefix template detail::QuantizedComponent detail::quantize_component<>(                         \
+      const Eigen::VectorXd&, const quant::detail::IntCoding&, const quant::IntOptions&);          \
+  prefix template RefinedComponent refine_component<>(                                             \
+      const Eigen::VectorXd&, const Eigen::VectorXd&, const quant::QuantSpec&, const Refinement&); \
+  prefix template LoraQuantized lora_quant<>(const Matrix&, const Matrix&, double,                 \
                                              const LoraQuantOptions&);
 #if defined(QLR_COMPILED)
 QLR_LORA_QUANT_FUNCTIONS(extern)

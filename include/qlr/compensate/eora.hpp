@@ -261,6 +261,7 @@ Compensation svd_compensation(ConstMatrixRef w, ConstMatrixRef w_hat, index_t ra
 // qlr::compiled (qlr/compensate/compensate.cpp) holds the one copy of these in a program.
 #define QLR_EORA_FUNCTIONS(prefix)                                                                \
   prefix template Eigenspace::Eigenspace(const Covariance&, const EigenspaceOptions&);            \
+  prefix template detail::Triplets detail::thin_svd<>(const Eigen::MatrixXd&, const char*);       \
   prefix template Compensation eora<>(ConstMatrixRef, ConstMatrixRef, const Eigenspace&, index_t, \
                                       const SvdOptions&);                                         \
   prefix template Compensation svd_compensation<>(ConstMatrixRef, ConstMatrixRef, index_t,        \
