@@ -55,7 +55,8 @@ Matrix group_max(const Matrix& x, index_t group_size) {
   return top;
 }
 
-/// |y − X·Ŵᵀ| within the limb path's bound, Ŵ = dequantize(q), in double:
+/// The oracle of one weight q: |y − X·Ŵᵀ| within the limb path's bound, Ŵ = dequantize(q),
+/// in double:
 ///   * the split: |x − x̂| ≤ 2^−22·max|x| of x's group;
 ///   * the FP32 steps: per limb and group one conversion (exact below 2^24), s·c and an
 ///     fma into a running sum of 2G terms (the zero fraction's too), then two adds of the
@@ -63,54 +64,85 @@ Matrix group_max(const Matrix& x, index_t group_size) {
 ///     Σ_j |c_j·q_ij| ≤ |x_i| + max|x|/127 (Higham §3.1, u = 2^−24);
 ///   * Ŵ itself is a float: s·(u − z) rounded, within u·|s|·(|u| + |z|) of the exact value.
 /// A limb scaled by the wrong power of two moves an output ~2^−9·max|x|·Σ|ŵ|, far outside.
-template <class Format>
-void check_against_oracle(const Matrix& y, const qlr::QuantizedMatrix<Format>& q, const Matrix& x) {
-  const MatrixD w_hat = qlr::quant::dequantize(q).template cast<double>();
-  const index_t groups = qlr::group_count(q.cols(), q.group_size());
-  const index_t group_size = groups == 1 ? q.cols() : q.group_size();
-  MatrixD terms(q.rows(), q.cols());  // |s|·(|u − zi| + |z − zi| + |u| + |z|)
-  std::vector<std::uint8_t> u(static_cast<std::size_t>(q.cols()));
-  for (index_t o = 0; o < q.rows(); ++o) {
-    qlr::unpack_codes(Format::bits, q.row_codes(o), std::span(u));
-    for (index_t i = 0; i < q.cols(); ++i) {
-      const auto at = static_cast<std::size_t>(o * groups + i / group_size);
-      const double s = std::abs(q.scales()[at]);
-      const double z = Format::encoding == qlr::Encoding::int_asym
-                           ? q.zeros()[at]
-                           : static_cast<double>(1 << (Format::bits - 1));
-      const double zi = std::nearbyint(z), code = u[static_cast<std::size_t>(i)];
-      terms(o, i) = s * (std::abs(code - zi) + std::abs(z - zi) + code + std::abs(z));
+class LimbOracle {
+ public:
+  template <class Format>
+  explicit LimbOracle(const qlr::QuantizedMatrix<Format>& q)
+      : w_hat_(qlr::quant::dequantize(q).template cast<double>()),
+        terms_(q.rows(), q.cols()),
+        groups_(qlr::group_count(q.cols(), q.group_size())),
+        group_size_(groups_ == 1 ? q.cols() : q.group_size()) {
+    // |s|·(|u − zi| + |z − zi| + |u| + |z|) per weight
+    std::vector<std::uint8_t> u(static_cast<std::size_t>(q.cols()));
+    for (index_t o = 0; o < q.rows(); ++o) {
+      qlr::unpack_codes(Format::bits, q.row_codes(o), std::span(u));
+      for (index_t i = 0; i < q.cols(); ++i) {
+        const auto at = static_cast<std::size_t>(o * groups_ + i / group_size_);
+        const double s = std::abs(q.scales()[at]);
+        const double z = Format::encoding == qlr::Encoding::int_asym
+                             ? q.zeros()[at]
+                             : static_cast<double>(1 << (Format::bits - 1));
+        const double zi = std::nearbyint(z), code = u[static_cast<std::size_t>(i)];
+        terms_(o, i) = s * (std::abs(code - zi) + std::abs(z - zi) + code + std::abs(z));
+      }
     }
   }
-  const MatrixD top = group_max(x, group_size).cast<double>();
-  const double gamma = (2.0 * static_cast<double>(groups) + 4) * 0x1p-24;
-  const MatrixD per_input =
-      0x1p-22 * top + gamma * (x.cast<double>().cwiseAbs() + top / 127.0);
-  const MatrixD tolerance = per_input * terms.transpose();
-  const MatrixD ref = x.cast<double>() * w_hat.transpose();
-  qlr::test::check_within_bound(y, ref, tolerance, 1.0,
-                                "weight-only GEMM outside the limb bound of the oracle");
-}
 
-/// The reference within the oracle's bound, and every other path bitwise equal to it.
+  /// Checks y = X·Ŵᵀ within the bound.
+  void check(const Matrix& y, const Matrix& x) const {
+    const MatrixD top = group_max(x, group_size_).cast<double>();
+    const double gamma = (2.0 * static_cast<double>(groups_) + 4) * 0x1p-24;
+    const MatrixD per_input = 0x1p-22 * top + gamma * (x.cast<double>().cwiseAbs() + top / 127.0);
+    const MatrixD tolerance = per_input * terms_.transpose();
+    const MatrixD ref = x.cast<double>() * w_hat_.transpose();
+    qlr::test::check_within_bound(y, ref, tolerance, 1.0,
+                                  "weight-only GEMM outside the limb bound of the oracle");
+  }
+
+ private:
+  MatrixD w_hat_, terms_;
+  index_t groups_, group_size_;
+};
+
+/// For each of `xs`: the reference within the oracle's bound, and every other path bitwise
+/// equal to it. The weight is packed once for all of them.
 template <class Format>
-void check_packed_every_isa(const qlr::QuantizedMatrix<Format>& q, const Matrix& x) {
+void check_packed_every_isa(const qlr::QuantizedMatrix<Format>& q, std::span<const Matrix> xs) {
   const kernels::DotWeights packed(q);
-  const Matrix ref = run(packed, x, kernels::Isa::reference);
-  check_against_oracle(ref, q, x);
-  for (const kernels::Isa isa : kernels::available_isas()) {
-    CAPTURE(kernels::to_string(isa));
-    CHECK(bitwise_equal(run(packed, x, isa), ref));
+  const LimbOracle oracle(q);
+  for (const Matrix& x : xs) {
+    CAPTURE(x.rows());
+    const Matrix ref = run(packed, x, kernels::Isa::reference);
+    oracle.check(ref, x);
+    for (const kernels::Isa isa : kernels::available_isas()) {
+      CAPTURE(kernels::to_string(isa));
+      CHECK(bitwise_equal(run(packed, x, isa), ref));
+    }
   }
 }
 
-/// Quantizes a heavy-tailed N×K weight with `policy` and checks M heavy-tailed tokens.
+/// The same for one x.
+template <class Format>
+void check_packed_every_isa(const qlr::QuantizedMatrix<Format>& q, const Matrix& x) {
+  check_packed_every_isa(q, std::span<const Matrix>(&x, 1));
+}
+
+/// Quantizes a heavy-tailed N×K weight with `policy` and checks heavy-tailed inputs of each
+/// token count in `ms`.
+template <class Policy>
+void check_every_isa(const Policy& policy, std::span<const index_t> ms, index_t n, index_t k,
+                     std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  const auto q = policy.quantize(qlr::test::heavy_tailed(rng, n, k));
+  std::vector<Matrix> xs;
+  for (const index_t m : ms) xs.push_back(qlr::test::heavy_tailed(rng, m, k));
+  check_packed_every_isa(q, std::span<const Matrix>(xs));
+}
+
+/// The same for M tokens.
 template <class Policy>
 void check_every_isa(const Policy& policy, index_t m, index_t n, index_t k, std::uint32_t seed) {
-  std::mt19937 rng(seed);
-  const Matrix w = qlr::test::heavy_tailed(rng, n, k);
-  const Matrix x = qlr::test::heavy_tailed(rng, m, k);
-  check_packed_every_isa(policy.quantize(w), x);
+  check_every_isa(policy, std::span<const index_t>(&m, 1), n, k, seed);
 }
 
 template <class Policy>
@@ -119,9 +151,9 @@ void sweep(std::initializer_list<index_t> ms, std::initializer_list<index_t> ns,
            index_t max_volume = std::numeric_limits<index_t>::max()) {
   qlr::test::for_each_packable_shape(
       ms, ns, ks, gs,
-      [](index_t m, index_t n, index_t k, index_t g) {
-        check_every_isa(Policy({.group_size = g}), m, n, k,
-                        static_cast<std::uint32_t>(m * 131 + n * 17 + k + g));
+      [](index_t n, index_t k, index_t g, std::span<const index_t> tokens) {
+        check_every_isa(Policy({.group_size = g}), tokens, n, k,
+                        static_cast<std::uint32_t>(n * 17 + k + g));
       },
       max_volume);
 }

@@ -9,8 +9,10 @@
 #include <limits>
 #include <optional>
 #include <random>
+#include <span>
 #include <string>
 #include <system_error>
+#include <vector>
 
 #include <catch2/catch.hpp>
 
@@ -98,22 +100,25 @@ inline std::optional<std::filesystem::path> stories260k_path_or_warn(const char*
 /// K = 4096. It keeps the sweeps within CI's time.
 inline constexpr index_t slow_sweep_max_volume = index_t{1} << 23;
 
-/// Calls body(m, n, k, g) for every shape of a kernel sweep that the packed layouts accept
-/// (g a multiple of 32, or g ≥ K: one group per row) and whose m·n·k is at most
-/// `max_volume`, with the shape captured for failures.
+/// Calls body(n, k, g, ms) for every weight shape of a kernel sweep that the packed layouts
+/// accept (g a multiple of 32, or g ≥ K: one group per row), with the token counts of `ms`
+/// whose m·n·k is at most `max_volume` (a weight with none is skipped), the shape captured
+/// for failures. One weight, quantized and packed once, serves every m.
 template <class Body>
 void for_each_packable_shape(std::initializer_list<index_t> ms, std::initializer_list<index_t> ns,
                              std::initializer_list<index_t> ks, std::initializer_list<index_t> gs,
                              const Body& body,
                              index_t max_volume = std::numeric_limits<index_t>::max()) {
-  for (const index_t m : ms)
-    for (const index_t n : ns)
-      for (const index_t k : ks)
-        for (const index_t g : gs) {
-          CAPTURE(m, n, k, g);
-          if ((g % 32 != 0 && g < k) || m * n * k > max_volume) continue;
-          body(m, n, k, g);
-        }
+  for (const index_t n : ns)
+    for (const index_t k : ks)
+      for (const index_t g : gs) {
+        CAPTURE(n, k, g);
+        if (g % 32 != 0 && g < k) continue;
+        std::vector<index_t> tokens;
+        for (const index_t m : ms)
+          if (m * n * k <= max_volume) tokens.push_back(m);
+        if (!tokens.empty()) body(n, k, g, std::span<const index_t>(tokens));
+      }
 }
 
 /// Gaussian operands of a fused-epilogue test: weight W (n×k), input X (m×k), adapter

@@ -6,6 +6,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <span>
+#include <vector>
 
 #include "qlr/core/types.hpp"
 #include "qlr/core/view.hpp"
@@ -23,25 +25,32 @@ inline unsigned dot_code(const DotWeightView& w, index_t o, index_t i) noexcept 
   return i % 8 < 4 ? byte & 0x0fu : byte >> 4;
 }
 
-/// The exact integer part of one (row, token, group): Σ u·q − round(z)·Σ q, in int64.
-inline std::int64_t group_dot(const DotWeightView& w, const DotActivationView& a, index_t o,
-                              index_t m, index_t l) noexcept {
+/// Row `o`'s codes u, decoded into `u` (padded_cols of them).
+inline void decode_row(const DotWeightView& w, index_t o, std::span<unsigned> u) noexcept {
+  for (index_t i = 0; i < w.padded_cols; ++i) u[static_cast<std::size_t>(i)] = dot_code(w, o, i);
+}
+
+/// The exact integer part of one (row o, activation row m, group l): Σ u·q − round(z)·Σ q,
+/// in int64, from row o's decoded codes `u`.
+inline std::int64_t group_dot(const DotWeightView& w, const DotActivationView& a,
+                              std::span<const unsigned> u, index_t o, index_t m,
+                              index_t l) noexcept {
   std::int64_t dot = 0;
   for (index_t i = w.group_begin(l); i < w.group_end(l); ++i)
-    dot += static_cast<std::int64_t>(dot_code(w, o, i)) * a.row(m)[i];
+    dot += static_cast<std::int64_t>(u[static_cast<std::size_t>(i)]) * a.row(m)[i];
   const index_t at = w.params(o / panel_rows, l) + o % panel_rows;
   return dot - static_cast<std::int64_t>(w.zeros[at]) * a.group_sums[m * a.groups + l];
 }
 
 /// Σ_l fma steps of one (row o, activation row m) in group order: the sum a kernel holds
 /// in lane o of its accumulator.
-inline float row_sum(const DotWeightView& w, const DotActivationView& a, index_t o,
-                     index_t m) noexcept {
+inline float row_sum(const DotWeightView& w, const DotActivationView& a,
+                     std::span<const unsigned> u, index_t o, index_t m) noexcept {
   float acc = 0.0f;
   for (index_t l = 0; l < w.groups; ++l) {
     const index_t at = w.params(o / panel_rows, l) + o % panel_rows;
     const float c = a.group_scale(m, l);
-    acc = std::fma(w.scales[at] * c, static_cast<float>(group_dot(w, a, o, m, l)), acc);
+    acc = std::fma(w.scales[at] * c, static_cast<float>(group_dot(w, a, u, o, m, l)), acc);
     if (w.zero_offsets != nullptr)
       acc = std::fma(-(w.scales[at] * w.zero_offsets[at]) * c,
                      static_cast<float>(a.group_sums[m * a.groups + l]), acc);
@@ -52,14 +61,19 @@ inline float row_sum(const DotWeightView& w, const DotActivationView& a, index_t
 /// y[m, n] for all tokens m and the rows n of panels [panel_begin, panel_end). A template
 /// only so that qlr::compiled can compile it once per program (kernels/compiled.hpp).
 template <int = 0>
-void gemm_dot(const DotWeightView& w, const DotActivationView& a, MatrixView y,
-                     const Epilogue& e, index_t panel_begin, index_t panel_end) noexcept {
+void gemm_dot(const DotWeightView& w, const DotActivationView& a, MatrixView y, const Epilogue& e,
+              index_t panel_begin, index_t panel_end) noexcept {
   const index_t row_end = panel_end * panel_rows < w.rows ? panel_end * panel_rows : w.rows;
+  // One row's codes, decoded once for all its tokens. noexcept: an allocation failure here
+  // ends the program, as it would inside any kernel's scratch.
+  std::vector<unsigned> codes(static_cast<std::size_t>(w.padded_cols));
+  const std::span<const unsigned> u(codes);
   for (index_t o = panel_begin * panel_rows; o < row_end; ++o) {
+    decode_row(w, o, codes);
     for (index_t m = 0; m < a.rows / a.limbs; ++m) {
       // A token's limb rows: acc_0 + (acc_1 + acc_2), as kernels/detail/tiling.hpp adds them.
-      float acc = row_sum(w, a, o, m * a.limbs + a.limbs - 1);
-      for (int j = a.limbs - 2; j >= 0; --j) acc = row_sum(w, a, o, m * a.limbs + j) + acc;
+      float acc = row_sum(w, a, u, o, m * a.limbs + a.limbs - 1);
+      for (int j = a.limbs - 2; j >= 0; --j) acc = row_sum(w, a, u, o, m * a.limbs + j) + acc;
       float side = 0.0f;
       detail::add_low_rank<1>(e, m, o, 1, &side);
       detail::finish_outputs(e, &acc, &side, a.scales != nullptr ? a.scales + m : nullptr, m, o,
