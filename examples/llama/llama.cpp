@@ -164,7 +164,7 @@ Matrix Model::forward(std::span<const int> tokens, int pos, KvCache& cache,
   Matrix xb(t_count, dim), q(t_count, dim), k(t_count, kv_dim), v(t_count, kv_dim),
       att_out(t_count, dim), proj(t_count, dim), gate(t_count, config_.hidden_dim),
       up(t_count, config_.hidden_dim);
-  std::vector<float> scores(static_cast<std::size_t>(pos + t_count));
+  Eigen::VectorXf scores(pos + t_count);
   const int kv_per_head = config_.n_heads / config_.n_kv_heads;
   const float inv_sqrt_head = 1.0f / std::sqrt(static_cast<float>(head));
   for (std::size_t l = 0; l < blocks_.size(); ++l) {
@@ -185,25 +185,16 @@ Matrix Model::forward(std::span<const int> tokens, int pos, KvCache& cache,
       const index_t last = pos + t;  // attends to positions [0, last]
       for (int h = 0; h < config_.n_heads; ++h) {
         const int kv_offset = (h / kv_per_head) * head;
-        const auto qh = q.row(t).segment(h * head, head);
-        float top = -INFINITY;
-        for (index_t s = 0; s <= last; ++s) {
-          const float score =
-              qh.dot(cache.keys[l].row(s).segment(kv_offset, head)) * inv_sqrt_head;
-          scores[static_cast<std::size_t>(s)] = score;
-          top = std::max(top, score);
-        }
-        float total = 0.0f;
-        for (index_t s = 0; s <= last; ++s) {
-          float& e = scores[static_cast<std::size_t>(s)];
-          e = std::exp(e - top);
-          total += e;
-        }
-        auto out = att_out.row(t).segment(h * head, head);
-        out.setZero();
-        for (index_t s = 0; s <= last; ++s)
-          out += (scores[static_cast<std::size_t>(s)] / total) *
-                 cache.values[l].row(s).segment(kv_offset, head);
+        // One head as two matrix-vector products over the cached positions, (last+1, head):
+        // scores = K_h·q_h / √head, then out = softmax(scores)ᵀ·V_h.
+        const auto keys = cache.keys[l].block(0, kv_offset, last + 1, head);
+        const auto values = cache.values[l].block(0, kv_offset, last + 1, head);
+        auto score = scores.head(last + 1);
+        score.noalias() = keys * q.row(t).segment(h * head, head).transpose();
+        score *= inv_sqrt_head;
+        score = (score.array() - score.maxCoeff()).exp();
+        att_out.row(t).segment(h * head, head).noalias() =
+            (score.transpose() * values) / score.sum();
       }
     }
     observe(BlockInput::attention_output, att_out);
