@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // Rotation policies (ALGORITHMS.md §4.2–4.5, oracles T4.3–T4.8): orthogonality, the
 // invariance (W·Q)(Qᵀ·x) = W·x on either side of a layer, reproducible randomness, the
-// RMSNorm fold, the fused rotate-then-quantize, and what a rotation does to outliers.
+// RMSNorm fold, and what a rotation does to outliers (rotate-then-quantize: online_test.cpp).
+#include "qlr/rotate/rotation.hpp"
+
 #include <cmath>
 #include <cstdint>
-#include <limits>
 #include <random>
 #include <vector>
 
@@ -18,8 +19,8 @@
 #include "qlr/quant/int_group.hpp"
 #include "qlr/rotate/random_orthogonal.hpp"
 #include "qlr/rotate/rms_norm.hpp"
-#include "qlr/rotate/rotation.hpp"
 #include "qlr_test_support.hpp"
+#include "rotate_test_util.hpp"
 
 using qlr::index_t;
 using qlr::Matrix;
@@ -66,15 +67,6 @@ double kurtosis(const Eigen::RowVectorXf& row) {
   const Eigen::ArrayXd centred = v - v.mean();
   const double var = centred.square().mean();
   return centred.square().square().mean() / (var * var);
-}
-
-/// Tokens of N(0, 1) with 4 fixed outlier channels at ±50, the shape of LLM activations.
-Matrix tokens_with_outliers(std::mt19937& rng, index_t m, index_t n) {
-  Matrix x = qlr::test::gaussian(rng, m, n);
-  const index_t channels[] = {7, n / 3, n / 2 + 1, n - 5};
-  for (index_t t = 0; t < m; ++t)
-    for (const index_t c : channels) x(t, c) = (t + c) % 2 == 0 ? 50.0f : -50.0f;
-  return x;
 }
 
 }  // namespace
@@ -157,82 +149,10 @@ TEST_CASE("Rotation: the RMSNorm fold keeps the layer's output and sets the gain
   CHECK(wq == wq_now);
 }
 
-TEST_CASE("Rotation: rotate-then-quantize equals the two steps and leaves x alone", "[rotate][online]") {
-  std::mt19937 rng(6);
-  for (const index_t n : {172, 4096}) {
-    const rotate::RandomizedHadamard r(n, 9);
-    const Matrix x = tokens_with_outliers(rng, 5, n);
-    for (const int bits : {8, 4}) {
-      CAPTURE(n, bits);
-      const quant::QuantizedActivations fused = qlr::layers::rotate_quantize_per_token(r, x, {.bits = bits});
-      Matrix rotated = x;
-      rotate::rotate_rows(r, rotated);
-      const quant::QuantizedActivations two_steps = quant::quantize_per_token(rotated, {.bits = bits});
-      CHECK(fused.codes == two_steps.codes);
-      CHECK(fused.scales == two_steps.scales);
-    }
-  }
-  const rotate::Hadamard h(64);
-  Matrix x = qlr::test::gaussian(rng, 3, 64);
-  CHECK_THROWS_WITH(qlr::layers::rotate_quantize_per_token(h, Matrix(2, 63)), Catch::Contains("n = 64"));
-  x(2, 9) = -INFINITY;
-  CHECK_THROWS_WITH(qlr::layers::rotate_quantize_per_token(h, x), Catch::Contains("row 2"));
-  CHECK_THROWS_WITH(qlr::layers::rotate_quantize_per_token(h, x, {.bits = 3}), Catch::Contains("bits = 3"));
-}
-
-TEST_CASE("quantize_activations: every kernel path gives quant::quantize_per_token's codes and errors",
-          "[rotate][online]") {
-  std::mt19937 rng(12);
-  for (const index_t k : {1, 7, 33, 4096 + 7}) {
-    for (const index_t m : {1, 3, 17}) {
-      Matrix x = qlr::test::heavy_tailed(rng, m, k);
-      x.row(m / 2) *= 40.0f;
-      for (const int bits : {8, 4}) {
-        const quant::QuantizedActivations want = quant::quantize_per_token(x, {.bits = bits});
-        for (const qlr::kernels::Isa isa : qlr::kernels::available_isas()) {
-          CAPTURE(k, m, bits, qlr::kernels::to_string(isa));
-          const quant::QuantizedActivations got = qlr::layers::quantize_activations(x, {.bits = bits}, isa);
-          CHECK(got.codes == want.codes);
-          CHECK(got.scales == want.scales);
-        }
-      }
-    }
-  }
-  // The fused rotation codes on every path as on the reference one.
-  const rotate::RandomizedHadamard r(172, 9);
-  const Matrix tokens = tokens_with_outliers(rng, 5, 172);
-  const auto reference = qlr::layers::rotate_quantize_per_token(r, tokens, {.bits = 4}, qlr::kernels::Isa::reference);
-  for (const qlr::kernels::Isa isa : qlr::kernels::available_isas()) {
-    CAPTURE(qlr::kernels::to_string(isa));
-    const auto fused = qlr::layers::rotate_quantize_per_token(r, tokens, {.bits = 4}, isa);
-    CHECK(fused.codes == reference.codes);
-    CHECK(fused.scales == reference.scales);
-  }
-  // The errors of quant::quantize_per_token, under this entity's name.
-  Matrix x = qlr::test::gaussian(rng, 3, 33);
-  for (const float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
-                          -std::numeric_limits<float>::infinity()}) {
-    x(2, 17) = bad;
-    for (const qlr::kernels::Isa isa : qlr::kernels::available_isas()) {
-      CAPTURE(bad, qlr::kernels::to_string(isa));
-      CHECK_THROWS_WITH(qlr::layers::quantize_activations(x, {}, isa),
-                        "layers::quantize_activations: row 2 of x holds a NaN or an infinity; "
-                        "expected finite activations");
-    }
-  }
-  x(2, 17) = 0.0f;
-  CHECK_THROWS_WITH(qlr::layers::quantize_activations(x, {.bits = 3}),
-                    "layers::quantize_activations: bits = 3; expected 8 or 4");
-  CHECK_THROWS_WITH(qlr::layers::quantize_activations(x, {.clip = 1.5f}),
-                    "layers::quantize_activations: clip = 1.5; expected a value in (0, 1]");
-  CHECK_THROWS_WITH(qlr::layers::quantize_activations(Matrix(0, 4)),
-                    "layers::quantize_activations: x is 0x4; expected a non-empty matrix");
-}
-
 TEST_CASE("Rotation: a randomized Hadamard removes activation outliers", "[rotate][outliers]") {
   std::mt19937 rng(12);
   const index_t n = 4096;
-  const Matrix x = tokens_with_outliers(rng, 16, n);
+  const Matrix x = qlr::test::tokens_with_outliers(rng, 16, n);
   const rotate::RandomizedHadamard r(n, 77);
   Matrix rotated = x;
   rotate::rotate_rows(r, rotated);
@@ -261,7 +181,7 @@ TEST_CASE("Rotation: a randomized Hadamard removes activation outliers", "[rotat
 TEST_CASE("Rotation: W4A4 output error of a layer is at least halved by rotating", "[rotate][outliers]") {
   std::mt19937 rng(13);
   const index_t n_out = 256, k = 4096;
-  const Matrix x = tokens_with_outliers(rng, 8, k);
+  const Matrix x = qlr::test::tokens_with_outliers(rng, 8, k);
   const Matrix w = qlr::test::gaussian(rng, n_out, k, 0.02f);
   const Matrix y = x * w.transpose();
   const auto w4a4_output = [&](const Matrix& weight, const quant::QuantizedActivations& a) {
