@@ -11,7 +11,7 @@ set(allowed_compensate "core;quant;adapter;compensate")
 set(allowed_io "core;io")
 set(allowed_model "core;model")
 set(allowed_layers "core;kernels;quant;rotate;adapter;compensate;io;layers")
-set(allowed_train "core;adapter;layers;train")
+set(allowed_train "core;quant;rotate;kernels;adapter;compensate;io;layers;train")
 
 file(GLOB_RECURSE headers RELATIVE ${QLR_INCLUDE_DIR}/qlr ${QLR_INCLUDE_DIR}/qlr/*.hpp)
 set(breaches "")

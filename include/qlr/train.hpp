@@ -1,0 +1,8 @@
+// SPDX-License-Identifier: Apache-2.0
+// The train module: adapters trained on a frozen quantized base (parameters, optimizer,
+// schedules).
+#pragma once
+
+#include "qlr/train/adamw.hpp"
+#include "qlr/train/parameter.hpp"
+#include "qlr/train/schedule.hpp"
