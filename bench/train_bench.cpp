@@ -112,8 +112,9 @@ void register_all() {
   };
   for (const index_t n : {index_t{10'000'000}, index_t{100'000}}) {
     add(name("qlr", n), bench_optimizer, n);
-    for (const kernels::Isa isa : {kernels::Isa::reference, kernels::Isa::portable})
-      add(name(std::string("qlr-") + kernels::to_string(isa), n), bench_kernel, n, isa);
+    for (const kernels::Isa isa : kernels::available_isas())
+      if (isa != kernels::Isa::avx_vnni)  // avx_vnni runs avx2's
+        add(name(std::string("qlr-") + kernels::to_string(isa), n), bench_kernel, n, isa);
     add(name("stream", n), bench_stream, n);
   }
 }

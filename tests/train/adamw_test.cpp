@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// AdamW (ALGORITHMS.md §8.4): the first step's closed form (T8.4), every kernel path against
-// a double oracle of the same formula (and the portable path bit for bit against the
-// reference on x86, where neither can fuse a multiply-add), the state file's bitwise round
-// trip, and refused input that changes nothing.
+// AdamW (ALGORITHMS.md §8.4): the first step's closed form (T8.4), every kernel path within
+// a derived bound of a double oracle of the same formula (and the portable path bit for bit
+// against the reference on x86, where neither fuses a multiply-add), the state file's bitwise
+// round trip, and refused input that changes nothing.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -110,38 +110,35 @@ TEST_CASE("AdamW: every kernel path follows the formula in double, tails in n",
     const kernels::AdamWConstants c{.decay = 0.999f, .step_size = 0.01f, .bias2_sqrt = 0.25f};
     std::vector<float> ref_theta = theta, ref_m = m, ref_v = v;
     kernels::reference::adamw_step(c, n, ref_theta.data(), g.data(), ref_m.data(), ref_v.data());
-    for (std::size_t i = 0; i < theta.size(); ++i) {
-      // The formula in double from the same FP32 constants. Each FP32 step rounds once
-      // (u = 2^-24): m's sum errs by at most 2u of its terms' magnitudes (they may cancel), v's
-      // terms do not cancel, and θ's error is a few u of its terms plus what m's error moves
-      // the update by.
-      constexpr double u = 0x1p-24;
-      const double t = static_cast<double>(theta[i]) * c.decay;
-      const double m_terms[] = {static_cast<double>(c.beta1) * m[i],
-                                static_cast<double>(c.one_minus_beta1) * g[i]};
-      const double mi = m_terms[0] + m_terms[1];
-      const double vi = static_cast<double>(c.beta2) * v[i] +
-                        static_cast<double>(c.one_minus_beta2) * g[i] * g[i];
-      const double denom = std::sqrt(vi) / c.bias2_sqrt + c.eps;
-      const double update = c.step_size * mi / denom;
-      const double m_error = 2 * u * (std::abs(m_terms[0]) + std::abs(m_terms[1]));
-      CHECK(std::abs(ref_m[i] - mi) <= m_error);
-      CHECK(std::abs(ref_v[i] - vi) <= 3 * u * vi);
-      CHECK(std::abs(ref_theta[i] - (t - update)) <=
-            8 * u * (std::abs(t) + std::abs(update)) + 2 * c.step_size * m_error / denom);
-    }
     for (const kernels::Isa isa : kernels::available_isas()) {
       CAPTURE(kernels::to_string(isa));
       std::vector<float> p_theta = theta, p_m = m, p_v = v;
       kernels::adamw_step_for(isa)(c, n, p_theta.data(), g.data(), p_m.data(), p_v.data());
-      if constexpr (QLR_ARCH_X86) {
-        // SSE2 has no fused multiply-add and divides exactly: the same FP32 steps.
+      for (std::size_t i = 0; i < theta.size(); ++i) {
+        // The formula in double from the same FP32 constants. Each FP32 step rounds once, or
+        // less where a path fuses a multiply-add (u = 2^-24): m's sum errs by at most 2u of
+        // its terms' magnitudes (they may cancel), v's terms do not cancel, and θ's error is
+        // a few u of its terms plus what m's error moves the update by.
+        constexpr double u = 0x1p-24;
+        const double t = static_cast<double>(theta[i]) * c.decay;
+        const double m_terms[] = {static_cast<double>(c.beta1) * m[i],
+                                  static_cast<double>(c.one_minus_beta1) * g[i]};
+        const double mi = m_terms[0] + m_terms[1];
+        const double vi = static_cast<double>(c.beta2) * v[i] +
+                          static_cast<double>(c.one_minus_beta2) * g[i] * g[i];
+        const double denom = std::sqrt(vi) / c.bias2_sqrt + c.eps;
+        const double update = c.step_size * mi / denom;
+        const double m_error = 2 * u * (std::abs(m_terms[0]) + std::abs(m_terms[1]));
+        CHECK(std::abs(p_m[i] - mi) <= m_error);
+        CHECK(std::abs(p_v[i] - vi) <= 3 * u * vi);
+        CHECK(std::abs(p_theta[i] - (t - update)) <=
+              8 * u * (std::abs(t) + std::abs(update)) + 2 * c.step_size * m_error / denom);
+      }
+      if (QLR_ARCH_X86 && isa == kernels::Isa::portable) {
+        // SSE2 has no fused multiply-add and divides exactly: the reference's FP32 steps.
         CHECK(p_theta == ref_theta);
         CHECK(p_m == ref_m);
         CHECK(p_v == ref_v);
-      } else {
-        for (std::size_t i = 0; i < theta.size(); ++i)
-          CHECK(std::abs(p_theta[i] - ref_theta[i]) <= 0x1p-20 * (std::abs(ref_theta[i]) + 1e-3f));
       }
     }
   }

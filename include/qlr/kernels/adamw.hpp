@@ -5,7 +5,9 @@
 
 #include "qlr/core/error.hpp"
 #include "qlr/core/types.hpp"
-#include "qlr/kernels/detail/adamw_element.hpp"
+#include "qlr/kernels/avx2/adamw.hpp"
+#include "qlr/kernels/avx512_vnni/adamw.hpp"
+#include "qlr/kernels/detail/adamw_constants.hpp"
 #include "qlr/kernels/isa.hpp"
 #include "qlr/kernels/portable/adamw.hpp"
 #include "qlr/kernels/reference/adamw.hpp"
@@ -21,8 +23,19 @@ inline AdamWStepFn adamw_step_for(Isa isa) {
   QLR_CHECK(is_supported(isa), unsupported,
             "kernels::adamw_step_for: isa = {}; expected a path this CPU supports",
             to_string(isa));
-  // Memory-bound at 4 floats a step: the x86 paths run the portable one (the unit's ISA).
-  return isa == Isa::reference ? &reference::adamw_step : &portable::adamw_step;
+  switch (isa) {
+    case Isa::reference:
+      return &reference::adamw_step;
+#if QLR_ARCH_X86
+    case Isa::avx2:
+    case Isa::avx_vnni:  // AVX-VNNI adds no float arithmetic: avx2's step
+      return &avx2::adamw_step;
+    case Isa::avx512_vnni:
+      return &avx512_vnni::adamw_step;
+#endif
+    default:
+      return &portable::adamw_step;
+  }
 }
 
 }  // namespace qlr::kernels

@@ -18,6 +18,7 @@
 
 #include "qlr/core/config.hpp"
 #include "qlr/core/error.hpp"
+#include "qlr/core/numeric.hpp"
 #include "qlr/core/types.hpp"
 #include "qlr/io/safetensors.hpp"
 #include "qlr/kernels/adamw.hpp"
@@ -116,6 +117,8 @@ void AdamW::step(const ParameterList& params, double lr) {
               invalid_argument,
               "{}: parameter {} is \"{}\" with {} values; expected \"{}\" with {}", entity, i,
               p.name, p.value.size(), state_[i].name, state_[i].m.size());
+    if (all_finite(p.grad.data(), static_cast<index_t>(p.grad.size()))) [[likely]]
+      continue;
     for (std::size_t j = 0; j < p.grad.size(); ++j)
       QLR_CHECK(std::isfinite(p.grad[j]), invalid_argument,
                 "{}: gradient of \"{}\" [{}] = {}; expected a finite value (nothing changed)",
