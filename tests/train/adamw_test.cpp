@@ -5,6 +5,7 @@
 // round trip, and refused input that changes nothing.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
