@@ -6,8 +6,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <span>
-#include <vector>
 
 #include "qlr/core/types.hpp"
 #include "qlr/core/view.hpp"
@@ -25,27 +23,31 @@ inline unsigned dot_code(const DotWeightView& w, index_t o, index_t i) noexcept 
   return i % 8 < 4 ? byte & 0x0fu : byte >> 4;
 }
 
-/// Row `o`'s codes u, decoded into `u` (padded_cols of them).
-inline void decode_row(const DotWeightView& w, index_t o, std::span<unsigned> u) noexcept {
-  for (index_t i = 0; i < w.padded_cols; ++i) u[static_cast<std::size_t>(i)] = dot_code(w, o, i);
-}
+/// Rows of up to this many padded columns are decoded once, into a buffer on the stack, for
+/// all their tokens (a kernel allocates nothing); longer ones are decoded token by token. The
+/// tests take both branches (K = 4096 + 7 and 8192 + 32 are longer).
+inline constexpr index_t decoded_row_max = 4096;
 
 /// The exact integer part of one (row o, activation row m, group l): Σ u·q − round(z)·Σ q,
-/// in int64, from row o's decoded codes `u`.
+/// in int64, with row o's codes from `u` when it was decoded (else null).
 inline std::int64_t group_dot(const DotWeightView& w, const DotActivationView& a,
-                              std::span<const unsigned> u, index_t o, index_t m,
-                              index_t l) noexcept {
+                              const std::uint8_t* u, index_t o, index_t m, index_t l) noexcept {
   std::int64_t dot = 0;
-  for (index_t i = w.group_begin(l); i < w.group_end(l); ++i)
-    dot += static_cast<std::int64_t>(u[static_cast<std::size_t>(i)]) * a.row(m)[i];
+  if (u != nullptr) {
+    for (index_t i = w.group_begin(l); i < w.group_end(l); ++i)
+      dot += static_cast<std::int64_t>(u[i]) * a.row(m)[i];
+  } else {
+    for (index_t i = w.group_begin(l); i < w.group_end(l); ++i)
+      dot += static_cast<std::int64_t>(dot_code(w, o, i)) * a.row(m)[i];
+  }
   const index_t at = w.params(o / panel_rows, l) + o % panel_rows;
   return dot - static_cast<std::int64_t>(w.zeros[at]) * a.group_sums[m * a.groups + l];
 }
 
 /// Σ_l fma steps of one (row o, activation row m) in group order: the sum a kernel holds
 /// in lane o of its accumulator.
-inline float row_sum(const DotWeightView& w, const DotActivationView& a,
-                     std::span<const unsigned> u, index_t o, index_t m) noexcept {
+inline float row_sum(const DotWeightView& w, const DotActivationView& a, const std::uint8_t* u,
+                     index_t o, index_t m) noexcept {
   float acc = 0.0f;
   for (index_t l = 0; l < w.groups; ++l) {
     const index_t at = w.params(o / panel_rows, l) + o % panel_rows;
@@ -64,12 +66,12 @@ template <int = 0>
 void gemm_dot(const DotWeightView& w, const DotActivationView& a, MatrixView y, const Epilogue& e,
               index_t panel_begin, index_t panel_end) noexcept {
   const index_t row_end = panel_end * panel_rows < w.rows ? panel_end * panel_rows : w.rows;
-  // One row's codes, decoded once for all its tokens. noexcept: an allocation failure here
-  // ends the program, as it would inside any kernel's scratch.
-  std::vector<unsigned> codes(static_cast<std::size_t>(w.padded_cols));
-  const std::span<const unsigned> u(codes);
+  std::uint8_t codes[decoded_row_max];
+  const std::uint8_t* u = w.padded_cols <= decoded_row_max ? codes : nullptr;
   for (index_t o = panel_begin * panel_rows; o < row_end; ++o) {
-    decode_row(w, o, codes);
+    if (u != nullptr)
+      for (index_t i = 0; i < w.padded_cols; ++i)
+        codes[i] = static_cast<std::uint8_t>(dot_code(w, o, i));
     for (index_t m = 0; m < a.rows / a.limbs; ++m) {
       // A token's limb rows: acc_0 + (acc_1 + acc_2), as kernels/detail/tiling.hpp adds them.
       float acc = row_sum(w, a, u, o, m * a.limbs + a.limbs - 1);
