@@ -6,7 +6,6 @@
 
 #include <cstdint>
 
-#include "qlr/core/error.hpp"
 #include "qlr/core/types.hpp"
 #include "qlr/kernels/isa.hpp"
 #include "qlr/kernels/portable/activation.hpp"
@@ -22,9 +21,7 @@ using QuantizeTokenFn = float (*)(const float* x, index_t n, int bits, float cli
 
 /// The row quantizer of path `isa`. Throws Errc::unsupported when this CPU cannot run it.
 inline QuantizeTokenFn quantize_token_for(Isa isa) {
-  QLR_CHECK(is_supported(isa), unsupported,
-            "kernels::quantize_token_for: isa = {}; expected a path this CPU supports",
-            to_string(isa));
+  require_supported(isa, "kernels::quantize_token_for");
   // The x86 paths have no row quantizer of their own: they run the portable one, which is
   // compiled for the unit's own ISA (SSE2 unless the unit is built with -m flags).
   return isa == Isa::reference ? &reference::quantize_token : &portable::quantize_token;

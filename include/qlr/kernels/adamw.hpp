@@ -3,7 +3,6 @@
 // chosen like the GEMM kernels' (kernels/isa.hpp).
 #pragma once
 
-#include "qlr/core/error.hpp"
 #include "qlr/core/types.hpp"
 #include "qlr/kernels/avx2/adamw.hpp"
 #include "qlr/kernels/avx512_vnni/adamw.hpp"
@@ -20,9 +19,7 @@ using AdamWStepFn = void (*)(const AdamWConstants& c, index_t n, float* theta, c
 
 /// The AdamW step of path `isa`. Throws Errc::unsupported when this CPU cannot run it.
 inline AdamWStepFn adamw_step_for(Isa isa) {
-  QLR_CHECK(is_supported(isa), unsupported,
-            "kernels::adamw_step_for: isa = {}; expected a path this CPU supports",
-            to_string(isa));
+  require_supported(isa, "kernels::adamw_step_for");
   switch (isa) {
     case Isa::reference:
       return &reference::adamw_step;

@@ -4,7 +4,6 @@
 // all agree bit for bit.
 #pragma once
 
-#include "qlr/core/error.hpp"
 #include "qlr/core/types.hpp"
 #include "qlr/kernels/avx2/fwht.hpp"
 #include "qlr/kernels/avx512_vnni/fwht.hpp"
@@ -30,9 +29,7 @@ struct HadamardKernels {
 
 /// The transform kernels of path `isa`. Throws Errc::unsupported when this CPU cannot run it.
 inline HadamardKernels hadamard_kernels_for(Isa isa) {
-  QLR_CHECK(is_supported(isa), unsupported,
-            "kernels::hadamard_kernels_for: isa = {}; expected a path this CPU supports",
-            to_string(isa));
+  require_supported(isa, "kernels::hadamard_kernels_for");
   switch (isa) {
     case Isa::reference:
       return {isa, &reference::fwht, &reference::hadamard_mix};

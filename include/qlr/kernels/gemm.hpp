@@ -50,8 +50,7 @@ QLR_GEMM_DOT_PATHS(QLR_GEMM_DOT_EXTERN)
 
 /// The kernels of path `isa`. Throws Errc::unsupported when this CPU cannot run it.
 inline KernelTable table_for(Isa isa) {
-  QLR_CHECK(is_supported(isa), unsupported,
-            "kernels::table_for: isa = {}; expected a path this CPU supports", to_string(isa));
+  require_supported(isa, "kernels::table_for");
   switch (isa) {
     case Isa::reference:
       return {isa, &reference::gemm_dot<>};

@@ -72,6 +72,12 @@ inline bool is_supported(Isa isa) noexcept {
   return false;
 }
 
+/// Throws Errc::unsupported, naming `entity` (the caller), unless this CPU can run path `isa`.
+inline void require_supported(Isa isa, const char* entity) {
+  QLR_CHECK(is_supported(isa), unsupported, "{}: isa = {}; expected a path this CPU supports",
+            entity, to_string(isa));
+}
+
 /// Every path this CPU can run, reference first: what tests and benchmarks iterate over.
 inline std::vector<Isa> available_isas() {
   std::vector<Isa> out;
