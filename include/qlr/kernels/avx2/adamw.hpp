@@ -22,21 +22,21 @@ inline float vsqrt(float x) noexcept { return std::sqrt(x); }
 /// √x lane by lane, for adamw_element.
 inline __m256 vsqrt(__m256 x) noexcept { return _mm256_sqrt_ps(x); }
 
+/// 8 floats from p, for adamw_vectors.
+inline __m256 vload(const float* p, __m256 /*tag*/) noexcept {
+  return _mm256_loadu_ps(p);
+}
+/// x to p, for adamw_vectors.
+inline void vstore(float* p, __m256 x) noexcept {
+  _mm256_storeu_ps(p, x);
+}
+
 #  include "qlr/kernels/detail/adamw_element.inc"
 
 /// One AdamW step over n parameters: theta, m and v updated in place from the gradient g.
 inline void adamw_step(const AdamWConstants& c, index_t n, float* theta, const float* g,
                        float* m, float* v) noexcept {
-  index_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    __m256 t = _mm256_loadu_ps(theta + i), mi = _mm256_loadu_ps(m + i),
-           vi = _mm256_loadu_ps(v + i);
-    adamw_element(t, _mm256_loadu_ps(g + i), mi, vi, c);
-    _mm256_storeu_ps(theta + i, t);
-    _mm256_storeu_ps(m + i, mi);
-    _mm256_storeu_ps(v + i, vi);
-  }
-  for (; i < n; ++i) adamw_element(theta[i], g[i], m[i], v[i], c);
+  adamw_vectors<__m256, 8>(c, n, theta, g, m, v);
 }
 
 }  // namespace qlr::kernels::avx2
