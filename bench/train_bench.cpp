@@ -6,18 +6,26 @@
 //                                           per parameter (θ, g, m, v in; θ, m, v out)
 // Counters: GBps of those 28 bytes per parameter, and Mparams/s. 10 M parameters (280 MB)
 // live in DRAM.
-#include <benchmark/benchmark.h>
-
+// A W4 g128 layer's backward beside its forward, N = K = <n>, M = 256 tokens:
+//   layer/forward/n:<n>/m:<m>/threads:<t>     QuantizedLinear::forward (FP32 activations)
+//   layer/dx/n:<n>/m:<m>/threads:<t>          QuantizedLinear::backward_input, dX = dY·Ŵ
+//   layer/dx-<isa>/n:<n>/m:<m>/threads:<t>    kernels::input_grad on each path
+//   layer/eigen-fp32-dx/n:<n>/m:<m>/threads:1 the same product on an FP32 weight, Eigen
+// Counters: GOPs (2·M·N·K per second).
 #include <cstring>
 #include <random>
 #include <string>
 
+#include <benchmark/benchmark.h>
 #include <xsimd/xsimd.hpp>
 
 #include "bench_support.hpp"
 #include "qlr/core/aligned.hpp"
 #include "qlr/kernels/adamw.hpp"
+#include "qlr/kernels/input_grad.hpp"
 #include "qlr/kernels/isa.hpp"
+#include "qlr/layers/quantized_linear.hpp"
+#include "qlr/quant/int_group.hpp"
 #include "qlr/train/adamw.hpp"
 #include "qlr/train/parameter.hpp"
 
@@ -100,6 +108,68 @@ void bench_stream(benchmark::State& state, index_t n) {
   set_rates(state, n);
 }
 
+/// The W4 (asymmetric, g128) layer of the layer benchmarks.
+using W4Layer = qlr::layers::QuantizedLinear<qlr::quant::IntAsym<4>>;
+
+/// The n×n layer, built once per shape.
+const W4Layer& w4_layer(index_t n) {
+  return qlr_bench::kept_setup<W4Layer>(qlr_bench::setup_key("w4-layer", n, n), [n] {
+    return W4Layer(qlr_bench::random_matrix(n, n, 0.02f, 1),
+                   qlr::quant::IntAsym<4>({.group_size = 128}));
+  });
+}
+
+/// forward (dx = false) or backward_input (dx = true) of the layer, M = m tokens.
+void bench_layer(benchmark::State& state, index_t n, index_t m, int threads, bool dx) {
+  qlr::set_num_threads(threads);
+  const W4Layer& layer = w4_layer(n);
+  const qlr::Matrix x = qlr_bench::random_matrix(m, n, 1.0f, 2);
+  const qlr::Matrix dy = qlr_bench::random_matrix(m, n, 1.0f, 3);
+  qlr::Matrix out(m, n);
+  for (auto _ : state) {
+    if (dx)
+      layer.backward_input(x, dy, out);
+    else
+      layer.forward(x, out);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  qlr_bench::set_counters(state, 0.0, m, n, n);
+}
+
+/// kernels::input_grad of the layer's packed weight on path `isa`.
+void bench_dx_kernel(benchmark::State& state, index_t n, index_t m, int threads, kernels::Isa isa) {
+  qlr::set_num_threads(threads);
+  const kernels::DotWeightView view = w4_layer(n).packed_base().view();
+  const qlr::Matrix dy = qlr_bench::random_matrix(m, n, 1.0f, 3);
+  qlr::Matrix dx(m, n);
+  for (auto _ : state) {
+    kernels::input_grad(kernels::weight_tiles(view), qlr_bench::input(dy), qlr_bench::output(dx),
+                        isa);
+    benchmark::DoNotOptimize(dx.data());
+    benchmark::ClobberMemory();
+  }
+  qlr_bench::set_counters(state, 0.0, m, n, n);
+}
+
+/// dX = dY·W on an FP32 weight through Eigen (one thread: Eigen is built without OpenMP).
+void bench_eigen_dx(benchmark::State& state, index_t n, index_t m) {
+  const qlr::Matrix w = qlr_bench::random_matrix(n, n, 0.02f, 1);
+  const qlr::Matrix dy = qlr_bench::random_matrix(m, n, 1.0f, 3);
+  qlr::Matrix dx(m, n);
+  for (auto _ : state) {
+    dx.noalias() = dy * w;
+    benchmark::DoNotOptimize(dx.data());
+    benchmark::ClobberMemory();
+  }
+  qlr_bench::set_counters(state, 0.0, m, n, n);
+}
+
+std::string layer_name(const std::string& impl, index_t n, index_t m, int threads) {
+  return "layer/" + impl + "/n:" + std::to_string(n) + "/m:" + std::to_string(m) +
+         "/threads:" + std::to_string(threads);
+}
+
 std::string name(const std::string& impl, index_t n) {
   return "adamw/" + impl + "/params:" + std::to_string(n) + "/threads:1";
 }
@@ -116,6 +186,18 @@ void register_all() {
       if (isa != kernels::Isa::avx_vnni)  // avx_vnni runs avx2's
         add(name(std::string("qlr-") + kernels::to_string(isa), n), bench_kernel, n, isa);
     add(name("stream", n), bench_stream, n);
+  }
+  constexpr index_t m = 256;
+  for (const index_t n : {index_t{4096}, index_t{512}}) {
+    for (const int threads : {1, 2}) {
+      add(layer_name("forward", n, m, threads), bench_layer, n, m, threads, false);
+      add(layer_name("dx", n, m, threads), bench_layer, n, m, threads, true);
+      for (const kernels::Isa isa : kernels::available_isas())
+        if (isa != kernels::Isa::avx_vnni && (isa != kernels::Isa::reference || n <= 512))
+          add(layer_name(std::string("dx-") + kernels::to_string(isa), n, m, threads),
+              bench_dx_kernel, n, m, threads, isa);
+    }
+    add(layer_name("eigen-fp32-dx", n, m, 1), bench_eigen_dx, n, m);
   }
 }
 

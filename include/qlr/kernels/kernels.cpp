@@ -3,9 +3,11 @@
 // compiled inside its own target region, as in the headers). Compiled by the consumer's build
 // from the installed sources (docs/building.md).
 #include "qlr/kernels/gemm.hpp"
+#include "qlr/kernels/input_grad.hpp"
 
 namespace qlr::kernels {
 QLR_GEMM_DOT_PATHS(QLR_GEMM_DOT_SIGNATURE)
+QLR_INPUT_GRAD_PATHS(QLR_INPUT_GRAD_SIGNATURE)
 }  // namespace qlr::kernels
 
 // The definition a unit built with QLR_COMPILED refers to (core/config.hpp): without this

@@ -9,12 +9,14 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <span>
 #include <vector>
 
 #include "qlr/core/aligned.hpp"
 #include "qlr/core/bit_pack.hpp"
+#include "qlr/core/config.hpp"
 #include "qlr/core/error.hpp"
 #include "qlr/core/format.hpp"
 #include "qlr/core/parallel.hpp"
@@ -81,6 +83,60 @@ struct DotWeightView {
     return l + 1 == groups ? padded_cols : (l + 1) * group_size;
   }
 };
+
+namespace detail {
+/// 4 floats, 4 int32 and 4 bytes as GCC vectors: SSE2 or NEON registers, no ISA region.
+using Floats4 = float __attribute__((vector_size(16)));
+using Ints4 = std::int32_t __attribute__((vector_size(16)));
+using Bytes4 = std::uint8_t __attribute__((vector_size(4)));
+
+/// s·(u − z) for 4 codes u.
+QLR_ALWAYS_INLINE Floats4 decode4(Ints4 u, float s, float z) noexcept {
+  return s * (__builtin_convertvector(u, Floats4) - z);
+}
+}  // namespace detail
+
+/// Writes Ŵ[n0 + t, k0 + j] for t < rows, j < cols into out[t·stride + j]: ŵ = s·(u − z)
+/// with z = round(z) + offset, the value quant::dequantize gives bit for bit. k0 is a
+/// multiple of 8 (a whole INT4 step) and the block lies inside N × K.
+inline void decode_tile(const DotWeightView& w, index_t n0, index_t rows, index_t k0, index_t cols,
+                        float* out, index_t stride) noexcept {
+  using detail::Bytes4, detail::Ints4, detail::decode4;
+  const index_t end = k0 + cols;
+  const index_t step = w.bits == 8 ? 4 : 8;  // columns of one row in a 32-bit word of a step
+  for (index_t o = n0; o < n0 + rows; ++o) {
+    const std::uint8_t* panel = w.panel(o / panel_rows);
+    const index_t r = o % panel_rows;
+    float* row = out + (o - n0) * stride - k0;  // row[i] is column i
+    for (index_t i = k0; i < end;) {
+      const index_t l = i / w.group_size;
+      const index_t stop = std::min(end, w.group_end(l));
+      const index_t at = w.params(o / panel_rows, l) + r;
+      const float s = w.scales[at];
+      const float z =
+          static_cast<float>(w.zeros[at]) + (w.zero_offsets != nullptr ? w.zero_offsets[at] : 0.0f);
+      // Whole words: 4 bytes of row r, widened and decoded 4 lanes at a time.
+      for (; i + step <= stop; i += step) {
+        Bytes4 bytes;
+        std::memcpy(&bytes, panel + (i / step) * 64 + 4 * r, sizeof bytes);
+        const Ints4 u = __builtin_convertvector(bytes, Ints4);
+        if (w.bits == 8) {
+          const detail::Floats4 v = decode4(u, s, z);
+          std::memcpy(row + i, &v, sizeof v);
+        } else {
+          const detail::Floats4 lo = decode4(u & 0x0f, s, z), hi = decode4(u >> 4, s, z);
+          std::memcpy(row + i, &lo, sizeof lo);
+          std::memcpy(row + i + 4, &hi, sizeof hi);
+        }
+      }
+      for (; i < stop; ++i) {  // the row's last columns, short of a word
+        const std::uint8_t byte = panel[(i / step) * 64 + 4 * r + i % 4];
+        const unsigned u = w.bits == 8 ? byte : (i % 8 < 4 ? byte & 0x0fu : byte >> 4);
+        row[i] = s * (static_cast<float>(u) - z);
+      }
+    }
+  }
+}
 
 /// The activations a kernel reads: codes padded with zeros to K8 columns, and the sums of
 /// each row's codes over each weight group. Built by gemm() from ActivationCodes (one row

@@ -159,6 +159,12 @@ class AnyBase {
   void run(ConstMatrixRef x, const Matrix* rotated_x, MatrixRef y, const Epilogue& e) const {
     impl_->run(x, rotated_x, y, e);
   }
+  /// QuantizedBase::apply_weight.
+  void apply_weight(ConstMatrixRef a, MatrixRef out) const { impl_->apply_weight(a, out); }
+  /// QuantizedBase::input_grad.
+  void input_grad(ConstMatrixRef x, ConstMatrixRef dy, MatrixRef dx) const {
+    impl_->input_grad(x, dy, dx);
+  }
   /// The dequantized weight in `basis`.
   [[nodiscard]] Matrix dequantized(Basis basis) const { return impl_->dequantized(basis); }
   /// The quantized weight in the rotated basis, unpacked from the kernel's form.
@@ -186,6 +192,8 @@ class AnyBase {
     virtual void rotate_rows(Matrix& x) const = 0;
     virtual void unrotate_rows(Matrix& w) const = 0;
     virtual void run(ConstMatrixRef x, const Matrix* xr, MatrixRef y, const Epilogue& e) const = 0;
+    virtual void apply_weight(ConstMatrixRef a, MatrixRef out) const = 0;
+    virtual void input_grad(ConstMatrixRef x, ConstMatrixRef dy, MatrixRef dx) const = 0;
     [[nodiscard]] virtual Matrix dequantized(Basis basis) const = 0;
     [[nodiscard]] virtual quant::AnyQuantizedMatrix quantized() const = 0;
     virtual void merge_qa_lora(const adapter::QaLora& qa, ZeroMode zeros) = 0;
@@ -207,6 +215,10 @@ class AnyBase {
     void unrotate_rows(Matrix& w) const override { base.unrotate_rows(w); }
     void run(ConstMatrixRef x, const Matrix* xr, MatrixRef y, const Epilogue& e) const override {
       base.run(x, xr, y, e);
+    }
+    void apply_weight(ConstMatrixRef a, MatrixRef out) const override { base.apply_weight(a, out); }
+    void input_grad(ConstMatrixRef x, ConstMatrixRef dy, MatrixRef dx) const override {
+      base.input_grad(x, dy, dx);
     }
     Matrix dequantized(Basis basis) const override { return base.dequantized(basis); }
     quant::AnyQuantizedMatrix quantized() const override { return base.quantized(); }

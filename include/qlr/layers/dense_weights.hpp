@@ -8,8 +8,8 @@
 #include <algorithm>
 #include <array>
 #include <cstddef>
-#include <cstring>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <utility>
 #include <vector>
@@ -17,6 +17,7 @@
 #include "qlr/core/format.hpp"
 #include "qlr/core/half.hpp"
 #include "qlr/core/types.hpp"
+#include "qlr/kernels/detail/input_grad_tile.hpp"
 #include "qlr/quant/dequantize.hpp"
 
 namespace qlr::layers {
@@ -93,16 +94,21 @@ class DenseWeights {
 
   /// Rows [n0, n0 + count) of Ŵ into out (count×K, row-major).
   void decode_rows(index_t n0, index_t count, float* out) const noexcept {
+    decode_tile(n0, count, 0, cols_, out, cols_);
+  }
+
+  /// Ŵ[n0 + t, k0 + j] for t < rows, j < cols into out[t·stride + j]; k0 is a multiple of 8.
+  void decode_tile(index_t n0, index_t rows, index_t k0, index_t cols, float* out,
+                   index_t stride) const noexcept {
     const index_t groups = group_count(cols_, group_size_);
-    const index_t stride = packed_size(Format::bits, cols_);
-    for (index_t o = n0; o < n0 + count; ++o) {
+    const index_t row_bytes = packed_size(Format::bits, cols_);
+    for (index_t o = n0; o < n0 + rows; ++o) {
       const auto at = static_cast<std::size_t>(o * groups);
       quant::detail::decode_row(
-          Format::bits, codes_.data() + o * stride, cols_, group_size_,
-          table(),
+          Format::bits, codes_.data() + o * row_bytes, k0, k0 + cols, group_size_, table(),
           [&](index_t l) { return scales_[at + static_cast<std::size_t>(l)]; },
           [&](index_t l) { return zero(at + static_cast<std::size_t>(l)); },
-          out + (o - n0) * cols_);
+          out + (o - n0) * stride);
     }
   }
 
@@ -153,5 +159,17 @@ class DenseWeights {
   detail::GroupFloats zeros_;        // rows × groups for int_asym; else empty
   [[no_unique_address]] detail::Codebook<Format> codebook_;  // the table of a codebook format
 };
+
+/// The tiles of `w`, for kernels::input_grad; they point to `w`, which must outlive them.
+template <QuantFormatType Format>
+kernels::WeightTiles weight_tiles(const DenseWeights<Format>& w) noexcept {
+  return {&w,
+          [](const void* p, index_t n0, index_t rows, index_t k0, index_t cols, float* out,
+             index_t stride) noexcept {
+            static_cast<const DenseWeights<Format>*>(p)->decode_tile(n0, rows, k0, cols, out,
+                                                                     stride);
+          },
+          w.rows(), w.cols()};
+}
 
 }  // namespace qlr::layers

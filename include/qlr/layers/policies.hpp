@@ -16,6 +16,7 @@
 #include "qlr/core/view.hpp"
 #include "qlr/kernels/detail/epilogue.hpp"
 #include "qlr/kernels/gemm.hpp"
+#include "qlr/kernels/input_grad.hpp"
 #include "qlr/kernels/isa.hpp"
 #include "qlr/layers/dense_weights.hpp"
 #include "qlr/quant/activation.hpp"
@@ -87,6 +88,13 @@ struct SimdKernels {
                    const Epilogue& e) {
     kernels::gemm(w, x, y, e);
   }
+
+  /// dX = dY·Ŵ (kernels::input_grad).
+  template <class Format>
+  static void input_grad(const kernels::DotWeights<Format>& w, ConstMatrixView dy, MatrixView dx) {
+    const kernels::DotWeightView v = w.view();
+    kernels::input_grad(kernels::weight_tiles(v), dy, dx);
+  }
 };
 
 /// The quantized weight decoded a tile of rows at a time into FP32 scratch and multiplied
@@ -135,6 +143,12 @@ struct DenseKernel {
                    const Epilogue& e) {
     const Matrix xs = dequantized_activations(x);
     gemm(w, ConstMatrixView{xs.data(), xs.rows(), xs.cols(), xs.cols()}, y, e);
+  }
+
+  /// dX = dY·Ŵ (kernels::input_grad on the decoded tiles).
+  template <class Format>
+  static void input_grad(const DenseWeights<Format>& w, ConstMatrixView dy, MatrixView dx) {
+    kernels::input_grad(weight_tiles(w), dy, dx);
   }
 
  private:

@@ -9,6 +9,7 @@
 // the adapters are values.
 #pragma once
 
+#include <cmath>
 #include <optional>
 #include <span>
 #include <string>
@@ -153,6 +154,45 @@ class QuantizedBase {
                                  : rotate_quantize_per_token(rotation_, x, options);
       K::gemm(packed_, codes.view(), out, e);
     }
+  }
+
+  /// out (R×N) = A (R×K)·Ŵᵀ in the original basis with A in FP32, whatever Act says.
+  void apply_weight(ConstMatrixRef a, MatrixRef out) const {
+    const MatrixView o{out.data(), out.rows(), out.cols(), out.outerStride()};
+    if (rotation_is_identity()) {
+      K::gemm(packed_, ConstMatrixView{a.data(), a.rows(), a.cols(), a.outerStride()}, o, {});
+      return;
+    }
+    Matrix ar = a;
+    rotate_rows(ar);
+    K::gemm(packed_, ConstMatrixView{ar.data(), ar.rows(), ar.cols(), ar.cols()}, o, {});
+  }
+
+  /// dX = dY·Ŵ in the original basis, straight through the activation quantizer: zero where
+  /// a clip < 1 saturated (Qᵀ·x)[i] (ALGORITHMS.md §8.3). x is the forward's input.
+  void input_grad(ConstMatrixRef x, ConstMatrixRef dy, MatrixRef dx) const {
+    const ConstMatrixView g{dy.data(), dy.rows(), dy.cols(), dy.outerStride()};
+    bool clipped = false;
+    if constexpr (Act::bits != 0) clipped = act_.clip < 1.0f;
+    if (rotation_is_identity() && !clipped) {
+      K::input_grad(packed_, g, MatrixView{dx.data(), dx.rows(), dx.cols(), dx.outerStride()});
+      return;
+    }
+    Matrix d(dx.rows(), dx.cols());  // in the rotated basis
+    K::input_grad(packed_, g, MatrixView{d.data(), d.rows(), d.cols(), d.cols()});
+    if constexpr (Act::bits != 0) {
+      if (clipped) {
+        Matrix xr = x;
+        rotate_rows(xr);
+        for (index_t t = 0; t < xr.rows(); ++t) {
+          const float range = act_.clip * xr.row(t).cwiseAbs().maxCoeff();
+          for (index_t i = 0; i < xr.cols(); ++i)
+            if (std::abs(xr(t, i)) > range) d(t, i) = 0.0f;
+        }
+      }
+    }
+    unrotate_rows(d);
+    dx = d;
   }
 
   /// The dequantized weight Ŵ (N×K) in `basis`.
@@ -331,6 +371,34 @@ class LinearLayer {
   /// The dequantized base Ŵ in the original basis (N×K): what the layer computes without
   /// adapters and bias, up to activation quantization.
   [[nodiscard]] Matrix dequantized_weight() const { return base_.dequantized(Basis::original); }
+
+  /// dX (M×K) = dY (M×N)·Ŵ: the gradient of the base term X·Ŵᵀ with respect to X, in the
+  /// original basis. Per-token activation quantization passes it straight through (zero
+  /// where a clip < 1 saturated an activation, read from `x`, the forward's input). Adapters
+  /// and bias take no part: train::TrainableLinear adds its adapters' terms. Throws for
+  /// mismatched shapes or a NaN/Inf in dY.
+  void backward_input(ConstMatrixRef x, ConstMatrixRef dy, MatrixRef dx) const {
+    constexpr const char* entity = "layers::QuantizedLinear::backward_input";
+    QLR_CHECK(x.cols() == in_features() && x.rows() >= 1, shape_mismatch,
+              "{}: x is {}x{}; expected M x K = M x {} with M >= 1", entity, x.rows(), x.cols(),
+              in_features());
+    QLR_CHECK(dy.rows() == x.rows() && dy.cols() == out_features(), shape_mismatch,
+              "{}: dy is {}x{}; expected M x N = {}x{}", entity, dy.rows(), dy.cols(), x.rows(),
+              out_features());
+    QLR_CHECK(dx.rows() == x.rows() && dx.cols() == in_features(), shape_mismatch,
+              "{}: dx is {}x{}; expected M x K = {}x{}", entity, dx.rows(), dx.cols(), x.rows(),
+              in_features());
+    base_.input_grad(x, dy, dx);
+  }
+
+  /// out (R×N) = A (R×K)·Ŵᵀ: the base weight applied to the rows of A in FP32 whatever the
+  /// activation policy, without adapters or bias (DoRA's norms read Ŵ·Aᵀ). Throws for
+  /// mismatched shapes.
+  void apply_weight(ConstMatrixRef a, MatrixRef out) const {
+    detail::check_io(a, out, out_features(), in_features(),
+                     "layers::QuantizedLinear::apply_weight");
+    base_.apply_weight(a, out);
+  }
 
   /// The dense FP32 weight in the original basis that the layer computes with its enabled
   /// adapters summed in (a DoRA adapter rescales the rows): the oracle of forward().

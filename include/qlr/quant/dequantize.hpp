@@ -15,29 +15,31 @@ namespace qlr::quant {
 
 namespace detail {
 
-/// Decodes one row of `cols` codes of width `bits` from `packed` into out[0, K) with
-/// scale_of(l) and zero_of(l) for group l (groups of `g`): ŵ = s·(u − z), or s·table[u] when
-/// `table` is set. Every stored form of a quantized row (QuantizedMatrix, the dense kernel's
-/// compact one) decodes through here, so they cannot disagree.
+/// Decodes columns [begin, end) of one row of codes of width `bits` from `packed` (the whole
+/// row) into out[0, end − begin), with scale_of(l) and zero_of(l) for group l (groups of `g`):
+/// ŵ = s·(u − z), or s·table[u] when `table` is set. `begin` is a multiple of 8, so that it
+/// starts on a byte. Every stored form of a quantized row (QuantizedMatrix, the dense
+/// kernel's compact one) decodes through here, so they cannot disagree.
 template <class ScaleOf, class ZeroOf>
-void decode_row(int bits, const std::uint8_t* packed, index_t cols, index_t g,
+void decode_row(int bits, const std::uint8_t* packed, index_t begin, index_t end, index_t g,
                 const float* table, ScaleOf&& scale_of, ZeroOf&& zero_of, float* out) noexcept {
   // The codes are unpacked into `out` as floats first, then scaled in place.
   std::uint8_t codes[256];
-  for (index_t begin = 0; begin < cols; begin += 256) {
-    const index_t n = std::min<index_t>(256, cols - begin);
-    // Whole bytes only: 256 codes of any width end on a byte boundary.
-    qlr::detail::unpack_codes_unchecked(bits, packed + packed_size(bits, begin), n, codes);
-    for (index_t i = 0; i < n; ++i) out[begin + i] = static_cast<float>(codes[i]);
+  for (index_t at = begin; at < end; at += 256) {
+    const index_t n = std::min<index_t>(256, end - at);
+    // Whole bytes only: `at` is a multiple of 8, so its code starts a byte at any width.
+    qlr::detail::unpack_codes_unchecked(bits, packed + packed_size(bits, at), n, codes);
+    for (index_t i = 0; i < n; ++i) out[at - begin + i] = static_cast<float>(codes[i]);
   }
-  for (index_t l = 0; l * g < cols; ++l) {
+  for (index_t l = begin / g; l * g < end; ++l) {
     const float s = scale_of(l);
-    const index_t end = std::min(cols, (l + 1) * g);
+    const index_t first = std::max(begin, l * g) - begin;
+    const index_t last = std::min(end, (l + 1) * g) - begin;
     if (table != nullptr) {
-      for (index_t i = l * g; i < end; ++i) out[i] = table[static_cast<std::size_t>(out[i])] * s;
+      for (index_t i = first; i < last; ++i) out[i] = table[static_cast<std::size_t>(out[i])] * s;
     } else {
       const float z = zero_of(l);
-      for (index_t i = l * g; i < end; ++i) out[i] = s * (out[i] - z);
+      for (index_t i = first; i < last; ++i) out[i] = s * (out[i] - z);
     }
   }
 }
@@ -49,7 +51,7 @@ void decode_row(int bits, const std::uint8_t* packed, index_t cols, index_t g,
 template <QuantFormatType F>
 void dequantize_row(const QuantizedMatrix<F>& q, index_t o, float* out) noexcept {
   detail::decode_row(
-      F::bits, q.row_codes(o).data(), q.cols(), q.group_size(),
+      F::bits, q.row_codes(o).data(), 0, q.cols(), q.group_size(),
       F::encoding == Encoding::codebook ? q.codebook().data() : nullptr,
       [&](index_t l) { return q.scale(o, l); },
       [&](index_t l) {
