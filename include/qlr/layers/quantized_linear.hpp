@@ -368,6 +368,9 @@ class LinearLayer {
     return y;
   }
 
+  /// Whether the base is rotated (Q ≠ I): its quantization groups lie in the rotated basis.
+  [[nodiscard]] bool is_rotated() const noexcept { return !base_.rotation_is_identity(); }
+
   /// The dequantized base Ŵ in the original basis (N×K): what the layer computes without
   /// adapters and bias, up to activation quantization.
   [[nodiscard]] Matrix dequantized_weight() const { return base_.dequantized(Basis::original); }
