@@ -11,6 +11,8 @@
 //   layer/dx/n:<n>/m:<m>/threads:<t>          QuantizedLinear::backward_input, dX = dY·Ŵ
 //   layer/dx-<isa>/n:<n>/m:<m>/threads:<t>    kernels::input_grad on each path
 //   layer/eigen-fp32-dx/n:<n>/m:<m>/threads:1 the same product on an FP32 weight, Eigen
+//   layer/step/n:<n>/m:<m>/threads:<t>        a training step of a rank-16 LoRA on the layer:
+//                                             TrainableLinear forward and backward, AdamW
 // Counters: GOPs (2·M·N·K per second).
 #include <cstring>
 #include <random>
@@ -27,6 +29,7 @@
 #include "qlr/layers/quantized_linear.hpp"
 #include "qlr/quant/int_group.hpp"
 #include "qlr/train/adamw.hpp"
+#include "qlr/train/linear.hpp"
 #include "qlr/train/parameter.hpp"
 
 namespace {
@@ -137,6 +140,28 @@ void bench_layer(benchmark::State& state, index_t n, index_t m, int threads, boo
   qlr_bench::set_counters(state, 0.0, m, n, n);
 }
 
+/// A training step: forward, backward (dX included) and AdamW on a rank-16 LoRA.
+void bench_step(benchmark::State& state, index_t n, index_t m, int threads) {
+  qlr::set_num_threads(threads);
+  qlr::train::TrainableLinear<float> layer("model.layers.0.mlp.up_proj",
+                                           qlr::train::FrozenBase<float>(w4_layer(n)));
+  layer.add_adapter("default", {.rank = 16, .alpha = 32});
+  const qlr::train::ParameterList params = layer.parameters();
+  qlr::train::AdamW adam(params);
+  const qlr::Matrix x = qlr_bench::random_matrix(m, n, 1.0f, 2);
+  const qlr::Matrix dy = qlr_bench::random_matrix(m, n, 1.0f, 3);
+  for (auto _ : state) {
+    layer.zero_gradients();
+    const qlr::Matrix y = layer.forward(x);
+    const qlr::Matrix dx = layer.backward(dy);
+    adam.step(params, 1e-4);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::DoNotOptimize(dx.data());
+    benchmark::ClobberMemory();
+  }
+  qlr_bench::set_counters(state, 0.0, m, n, n);
+}
+
 /// kernels::input_grad of the layer's packed weight on path `isa`.
 void bench_dx_kernel(benchmark::State& state, index_t n, index_t m, int threads, kernels::Isa isa) {
   qlr::set_num_threads(threads);
@@ -192,6 +217,7 @@ void register_all() {
     for (const int threads : {1, 2}) {
       add(layer_name("forward", n, m, threads), bench_layer, n, m, threads, false);
       add(layer_name("dx", n, m, threads), bench_layer, n, m, threads, true);
+      add(layer_name("step", n, m, threads), bench_step, n, m, threads);
       for (const kernels::Isa isa : kernels::available_isas())
         if (isa != kernels::Isa::avx_vnni && (isa != kernels::Isa::reference || n <= 512))
           add(layer_name(std::string("dx-") + kernels::to_string(isa), n, m, threads),
