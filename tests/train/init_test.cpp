@@ -90,6 +90,26 @@ TEST_CASE("error_init: LoftQ beats RTN on calibration inputs, EoRA-init beats Lo
   CHECK_THROWS_WITH(train::error_init(w, quantizer, r, s, 0), Catch::Contains("iterations = 0"));
 }
 
+TEST_CASE("pissa_init: the adapter holds W's principal part, the base its quantized residual",
+          "[train][init]") {
+  std::mt19937 rng(4);
+  // A weight with a strong rank-4 part: PiSSA moves it out of the base before quantizing.
+  const Matrix w = qlr::test::gaussian(rng, 48, 96, 0.02f) +
+                   qlr::test::gaussian(rng, 48, 4) * qlr::test::gaussian(rng, 4, 96) * 0.3f;
+  const qlr::quant::IntAsym<4> quantizer({.group_size = 32});
+  const float s = 2.0f;
+  const auto pissa = train::pissa_init(w, quantizer, 4, s);
+  CHECK(!pissa.b.isZero(0.0f));  // B != 0 at step 0
+  const Matrix residual = w - s * pissa.b * pissa.a;
+  CHECK(residual.norm() < 0.2f * w.norm());  // the principal part is gone from the base
+  CHECK(qlr::test::bitwise_equal(qlr::quant::dequantize(pissa.base),
+                                 qlr::quant::dequantize(quantizer.quantize(residual))));
+  const Matrix rtn = qlr::quant::dequantize(quantizer.quantize(w));
+  const Matrix start = qlr::quant::dequantize(pissa.base) + s * pissa.b * pissa.a;
+  CHECK((w - start).norm() < 0.5f * (w - rtn).norm());  // a smaller residual quantizes finer
+  CHECK_THROWS_WITH(train::pissa_init(w, quantizer, 4, -1.0f), Catch::Contains("scale = -1"));
+}
+
 TEST_CASE(
     "FakeQuantWeights: d sum(Q(W))/dW is all ones without clipping, zero exactly on "
     "clipped entries (T8.6)",

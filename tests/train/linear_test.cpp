@@ -389,6 +389,14 @@ TEST_CASE("TrainableLinear: bad input is a qlr::Error naming the value", "[train
                     Catch::Contains("QA-LoRA on a rotated base"));
   layer.add_adapter("a", {.rank = 2});
   CHECK_THROWS_WITH(layer.add_adapter("a", {.rank = 2}), Catch::Contains("adapter 'a' exists"));
+  train::TrainableLinear<float> grouped(
+      "m", train::FrozenBase<float>(
+               qlr::layers::make_linear(w, qlr::layers::parse_linear_spec("int4-asym-g32"))));
+  CHECK_THROWS_WITH(
+      grouped.add_adapter("qa", {.kind = AdapterKind::qa_lora, .rank = 2, .group_size = 16}),
+      Catch::Contains("pools over groups of 16; expected the base's quantization groups of 32"));
+  grouped.add_adapter("qa", {.kind = AdapterKind::qa_lora, .rank = 2, .group_size = 32});
+  CHECK(grouped.adapter("qa").a.cols() == 2);
   CHECK_THROWS_WITH(layer.backward(Matrix::Zero(2, 8)), Catch::Contains("no forward"));
   CHECK_THROWS_WITH(layer.forward(Matrix::Zero(2, 63)),
                     Catch::Contains("x is 2x63; expected M x K = M x 64"));

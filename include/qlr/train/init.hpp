@@ -5,6 +5,7 @@
 // eigenspace of calibration inputs, §7, reusing compensate::eora). Either alternates T
 // times, as PEFT's LoftQ does: Q_t = quant(W − s·B_{t−1}·A_{t−1}) (B_0·A_0 = 0), then
 // s·B_t·A_t = the rank-r part of W − Q_t, so the factors always fit the base returned.
+// PiSSA takes W's own principal part into the adapter and quantizes the rest.
 #pragma once
 
 #include <cmath>
@@ -60,6 +61,24 @@ ErrorInit<typename Q::format> error_init(ConstMatrixRef w, const Q& quantizer, i
     target = w - scale * (out.b * out.a);
   }
   return out;
+}
+
+/// PiSSA (§8.2): the adapter takes W's principal rank-r part, s·B·A = U_r·Σ_r·V_rᵀ, and the
+/// base is the residual W − s·B·A quantized with `quantizer` (QPiSSA). Unlike LoRA, B ≠ 0
+/// at step 0; the layer starts at W up to the residual's quantization error. Throws as
+/// error_init does.
+template <quant::Quantizer Q>
+ErrorInit<typename Q::format> pissa_init(ConstMatrixRef w, const Q& quantizer, index_t rank,
+                                         float scale) {
+  QLR_CHECK(std::isfinite(scale) && scale > 0.0f, invalid_argument,
+            "train::pissa_init: scale = {}; expected a finite value > 0 (the adapter's α/r)",
+            scale);
+  const Matrix zero = Matrix::Zero(w.rows(), w.cols());
+  const compensate::Compensation c = compensate::svd_compensation(w, zero, rank);
+  const double root = std::sqrt(static_cast<double>(scale));
+  Matrix a = (c.a / root).cast<float>(), b = (c.b / root).cast<float>();
+  const Matrix residual = w - scale * (b * a);
+  return {quantizer.quantize(residual), std::move(a), std::move(b)};
 }
 
 }  // namespace qlr::train

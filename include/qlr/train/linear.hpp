@@ -56,6 +56,7 @@ struct AdapterConfig {
   adapter::Scaling scaling = adapter::Scaling::standard;  ///< α/r, or α/√r (rsLoRA)
   double dropout = 0.0;                                   ///< p in [0, 1) on the adapter's input
   adapter::Pooling pooling = adapter::Pooling::mean;      ///< QA-LoRA's κ
+  index_t group_size = 0;  ///< QA-LoRA's pooling group: 0 takes the base's, else must equal it
   Init init = Init::kaiming_uniform;                      ///< A's distribution
   std::uint64_t seed = 0;                                 ///< A's and the dropout masks' seed
   bool trainable = true;                                  ///< false: a frozen adapter
@@ -103,7 +104,8 @@ class TrainableLinear {
   /// Adds adapter `name` with A drawn as `config.init` says, B = 0 and, for DoRA, m = ‖Ŵ‖
   /// per row, so that the layer's output is unchanged. Throws for a taken name, a rank
   /// outside [1, min(N, K)], a non-finite α, a dropout outside [0, 1), or a QA-LoRA adapter
-  /// on a rotated base (its groups do not lie along x).
+  /// on a rotated base (its groups do not lie along x) or with pooling groups other than the
+  /// base's.
   void add_adapter(std::string name, const AdapterConfig& config);
 
   /// Sets adapter `name`'s factors (and DoRA's magnitude) to given values: LoftQ/EoRA
@@ -200,6 +202,10 @@ void TrainableLinear<T>::add_adapter(std::string name, const AdapterConfig& conf
             "{}: adapter '{}' is QA-LoRA on a rotated base; expected an unrotated base (its "
             "quantization groups must lie along x to pool over them)",
             entity, name);
+  QLR_CHECK(!qa || config.group_size == 0 || config.group_size == pool_group(), invalid_argument,
+            "{}: adapter '{}' pools over groups of {}; expected the base's quantization groups "
+            "of {} (or 0 to take them)",
+            entity, name, config.group_size, pool_group());
   AdapterState<T> s;
   s.name = std::move(name);
   s.config = config;
