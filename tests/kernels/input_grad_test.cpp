@@ -12,6 +12,7 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -85,36 +86,41 @@ class ChainOracle {
   Matrix w_;
 };
 
-/// Quantizes a heavy-tailed N×K weight with `policy`, packs it for the integer kernels and
-/// checks dY of every token count in `ms`.
-template <class Policy>
-void check_packed(const Policy& policy, std::initializer_list<index_t> ms, index_t n, index_t k,
-                  std::uint32_t seed) {
+/// Quantizes a heavy-tailed N×K weight with `policy`, stores it packed for the integer kernels
+/// (DotWeights) or compact for the dense kernel (DenseWeights) and checks dY of every token
+/// count in `ms`.
+template <bool Packed, class Policy>
+void check_storage(const Policy& policy, std::initializer_list<index_t> ms, index_t n, index_t k,
+                   std::uint32_t seed) {
   CAPTURE(n, k);
   std::mt19937 rng(seed);
   const auto q = policy.quantize(qlr::test::heavy_tailed(rng, n, k));
-  const kernels::DotWeights packed(q);
-  const kernels::DotWeightView view = packed.view();
+  using Format = typename Policy::format;
+  const std::conditional_t<Packed, kernels::DotWeights<Format>, qlr::layers::DenseWeights<Format>>
+      stored(q);
   const ChainOracle oracle(qlr::quant::dequantize(q));
   for (const index_t m : ms) {
     CAPTURE(m);
-    oracle.check(kernels::weight_tiles(view), qlr::test::heavy_tailed(rng, m, n));
+    if constexpr (Packed) {
+      oracle.check(kernels::weight_tiles(stored.view()), qlr::test::heavy_tailed(rng, m, n));
+    } else {
+      oracle.check(qlr::layers::weight_tiles(stored), qlr::test::heavy_tailed(rng, m, n));
+    }
   }
 }
 
-/// The same through the dense kernel's compact weight, any format.
+/// check_storage through the integer kernels' packed weight (INT4, INT8).
+template <class Policy>
+void check_packed(const Policy& policy, std::initializer_list<index_t> ms, index_t n, index_t k,
+                  std::uint32_t seed) {
+  check_storage<true>(policy, ms, n, k, seed);
+}
+
+/// check_storage through the dense kernel's compact weight, any format.
 template <class Policy>
 void check_dense(const Policy& policy, std::initializer_list<index_t> ms, index_t n, index_t k,
                  std::uint32_t seed) {
-  CAPTURE(n, k);
-  std::mt19937 rng(seed);
-  const auto q = policy.quantize(qlr::test::heavy_tailed(rng, n, k));
-  const qlr::layers::DenseWeights dense(q);
-  const ChainOracle oracle(qlr::quant::dequantize(q));
-  for (const index_t m : ms) {
-    CAPTURE(m);
-    oracle.check(qlr::layers::weight_tiles(dense), qlr::test::heavy_tailed(rng, m, n));
-  }
+  check_storage<false>(policy, ms, n, k, seed);
 }
 
 }  // namespace

@@ -53,15 +53,16 @@ TEST_CASE("error_init: LoftQ beats RTN on calibration inputs, EoRA-init beats Lo
   const float s = 2.0f;  // α = 16, r = 8
   const double rtn_error = output_error(x, w, rtn, 0.0, Matrix::Zero(n, r), Matrix::Zero(r, k));
 
+  const auto error_of = [&](const auto& init) {
+    return output_error(x, w, qlr::quant::dequantize(init.base), s, init.b, init.a);
+  };
   const auto loftq = train::error_init(w, quantizer, r, s);
-  const double loftq_error =
-      output_error(x, w, qlr::quant::dequantize(loftq.base), s, loftq.b, loftq.a);
+  const double loftq_error = error_of(loftq);
   qlr::compensate::Covariance cov(k);
   cov.add(x);
   const qlr::compensate::Eigenspace space(cov);
   const auto eora = train::error_init(w, quantizer, r, s, 1, &space);
-  const double eora_error =
-      output_error(x, w, qlr::quant::dequantize(eora.base), s, eora.b, eora.a);
+  const double eora_error = error_of(eora);
   CAPTURE(rtn_error, loftq_error, eora_error);
   CHECK(loftq_error < 0.95 * rtn_error);
   CHECK(eora_error <= loftq_error);

@@ -14,6 +14,7 @@
 #include "qlr/kernels/avx2/gemm_dot.hpp"
 #include "qlr/kernels/avx512_vnni/gemm_dot.hpp"
 #include "qlr/kernels/avx_vnni/gemm_dot.hpp"
+#include "qlr/kernels/detail/check_views.hpp"
 #include "qlr/kernels/isa.hpp"
 #include "qlr/kernels/packed_dot.hpp"
 #include "qlr/kernels/portable/gemm_dot.hpp"
@@ -102,19 +103,7 @@ inline void check_low_rank(const LowRankTerm& lr, index_t n, index_t m) {
 inline void check_gemm_args(const DotWeightView& w, ConstMatrixView x, MatrixView y,
                             const Epilogue& e) {
   constexpr const char* entity = "kernels::gemm";
-  QLR_CHECK(x.data != nullptr && y.data != nullptr, invalid_argument,
-            "{}: x.data = {}, y.data = {}; expected non-null buffers", entity,
-            static_cast<const void*>(x.data), static_cast<const void*>(y.data));
-  QLR_CHECK(x.cols == w.cols, shape_mismatch, "{}: x.cols = {}; expected in_features K = {}",
-            entity, x.cols, w.cols);
-  QLR_CHECK(y.cols == w.rows, shape_mismatch, "{}: y.cols = {}; expected out_features N = {}",
-            entity, y.cols, w.rows);
-  QLR_CHECK(y.rows == x.rows && x.rows >= 1, shape_mismatch,
-            "{}: y.rows = {}, x.rows = {}; expected the same number of tokens M >= 1", entity,
-            y.rows, x.rows);
-  QLR_CHECK(x.stride >= x.cols && y.stride >= y.cols, invalid_argument,
-            "{}: x.stride = {}, y.stride = {}; expected strides >= the row lengths {} and {}",
-            entity, x.stride, y.stride, x.cols, y.cols);
+  check_token_views(entity, {"x", x, w.cols, "in_features K"}, {"y", y, w.rows, "out_features N"});
   if (e.low_rank != nullptr) check_low_rank(*e.low_rank, w.rows, x.rows);
 }
 

@@ -16,6 +16,7 @@
 #include "qlr/core/view.hpp"
 #include "qlr/kernels/avx2/input_grad.hpp"
 #include "qlr/kernels/avx512_vnni/input_grad.hpp"
+#include "qlr/kernels/detail/check_views.hpp"
 #include "qlr/kernels/detail/input_grad_tile.hpp"
 #include "qlr/kernels/isa.hpp"
 #include "qlr/kernels/packed_dot.hpp"
@@ -77,19 +78,10 @@ inline constexpr index_t input_grad_rows = 128;
 inline void input_grad(const WeightTiles& w, ConstMatrixView dy, MatrixView dx,
                        Isa isa = best_isa()) {
   constexpr const char* entity = "kernels::input_grad";
-  QLR_CHECK(dy.data != nullptr && dx.data != nullptr && w.decode != nullptr, invalid_argument,
-            "{}: dy.data = {}, dx.data = {}; expected non-null buffers and a decoder", entity,
-            static_cast<const void*>(dy.data), static_cast<const void*>(dx.data));
-  QLR_CHECK(dy.cols == w.rows, shape_mismatch, "{}: dy.cols = {}; expected out_features N = {}",
-            entity, dy.cols, w.rows);
-  QLR_CHECK(dx.cols == w.cols, shape_mismatch, "{}: dx.cols = {}; expected in_features K = {}",
-            entity, dx.cols, w.cols);
-  QLR_CHECK(dx.rows == dy.rows && dy.rows >= 1, shape_mismatch,
-            "{}: dx.rows = {}, dy.rows = {}; expected the same number of tokens M >= 1", entity,
-            dx.rows, dy.rows);
-  QLR_CHECK(dy.stride >= dy.cols && dx.stride >= dx.cols, invalid_argument,
-            "{}: dy.stride = {}, dx.stride = {}; expected strides >= the row lengths {} and {}",
-            entity, dy.stride, dx.stride, dy.cols, dx.cols);
+  QLR_CHECK(w.decode != nullptr, invalid_argument, "{}: w.decode is null; expected a decoder",
+            entity);
+  detail::check_token_views(entity, {"dy", dy, w.rows, "out_features N"},
+                            {"dx", dx, w.cols, "in_features K"});
   for (index_t m = 0; m < dy.rows; ++m) {
     if (all_finite(dy.row(m), dy.cols)) continue;
     index_t i = 0;

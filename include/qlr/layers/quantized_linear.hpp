@@ -36,12 +36,14 @@ namespace qlr::layers {
 
 namespace detail {
 
-/// Throws unless x is M×K with M ≥ 1 and y is M×N.
-inline void check_io(ConstMatrixRef x, MatrixRef y, index_t n, index_t k, const char* entity) {
+/// Throws unless x is M×K with M ≥ 1 and y (named y_name in messages) is M×N.
+inline void check_io(ConstMatrixRef x, ConstMatrixRef y, index_t n, index_t k, const char* entity,
+                     const char* y_name = "y") {
   QLR_CHECK(x.cols() == k && x.rows() >= 1, shape_mismatch,
             "{}: x is {}x{}; expected M x K = M x {} with M >= 1", entity, x.rows(), x.cols(), k);
   QLR_CHECK(y.rows() == x.rows() && y.cols() == n, shape_mismatch,
-            "{}: y is {}x{}; expected M x N = {}x{}", entity, y.rows(), y.cols(), x.rows(), n);
+            "{}: {} is {}x{}; expected M x N = {}x{}", entity, y_name, y.rows(), y.cols(), x.rows(),
+            n);
 }
 
 /// Throws unless `bias` is empty or N finite values.
@@ -382,12 +384,7 @@ class LinearLayer {
   /// mismatched shapes or a NaN/Inf in dY.
   void backward_input(ConstMatrixRef x, ConstMatrixRef dy, MatrixRef dx) const {
     constexpr const char* entity = "layers::QuantizedLinear::backward_input";
-    QLR_CHECK(x.cols() == in_features() && x.rows() >= 1, shape_mismatch,
-              "{}: x is {}x{}; expected M x K = M x {} with M >= 1", entity, x.rows(), x.cols(),
-              in_features());
-    QLR_CHECK(dy.rows() == x.rows() && dy.cols() == out_features(), shape_mismatch,
-              "{}: dy is {}x{}; expected M x N = {}x{}", entity, dy.rows(), dy.cols(), x.rows(),
-              out_features());
+    detail::check_io(x, dy, out_features(), in_features(), entity, "dy");
     QLR_CHECK(dx.rows() == x.rows() && dx.cols() == in_features(), shape_mismatch,
               "{}: dx is {}x{}; expected M x K = {}x{}", entity, dx.rows(), dx.cols(), x.rows(),
               in_features());

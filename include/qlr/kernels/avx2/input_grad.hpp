@@ -31,14 +31,9 @@ struct Lanes {
   }
 };
 
-#  include "qlr/kernels/detail/input_grad_block.inc"
 }  // namespace detail_input_grad
 
-/// The tile of detail/input_grad_tile.hpp on AVX2 + FMA.
-template <int = 0>
-void input_grad_tile(const InputGradTile& t) noexcept {
-  detail_input_grad::input_grad_tile(t);
-}
+#  include "qlr/kernels/detail/input_grad_block.inc"
 
 }  // namespace qlr::kernels::avx2
 
