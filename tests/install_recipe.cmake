@@ -30,7 +30,7 @@ if(NOT status EQUAL 0)
 endif()
 foreach(installed IN ITEMS include/qlr/qlr.hpp include/qlr/layers/any_linear.hpp
                            include/qlr/kernels/kernels.cpp include/qlr/layers/layers.cpp
-                           include/qlr/compensate/compensate.cpp
+                           include/qlr/compensate/compensate.cpp include/qlr/train/train.cpp
                            share/cmake/qlr/qlrConfig.cmake share/cmake/qlr/qlrCompiled.cmake)
   if(NOT EXISTS "${prefix}/${installed}")
     message(FATAL_ERROR "the recipe did not install ${installed}")

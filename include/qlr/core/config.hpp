@@ -60,8 +60,9 @@
 // QLR_COMPILED is defined by the CMake target qlr::compiled for the units that link it:
 // they declare the kernels' bodies, make_linear's compositions and every QLR_COMPILED_FUNCTION
 // instead of compiling them, and the .cpp files beside the headers (kernels/kernels.cpp,
-// quant/quant.cpp, io/io.cpp, layers/layers.cpp, compensate/compensate.cpp) define them once. A
-// unit built with QLR_COMPILED in a program without those files fails to link on this name first.
+// quant/quant.cpp, io/io.cpp, layers/layers.cpp, compensate/compensate.cpp, train/train.cpp)
+// define them once. A unit built with QLR_COMPILED in a program without those files fails to
+// link on this name first.
 #if defined(QLR_COMPILED)
 namespace qlr::detail {
 /// Defined in qlr/kernels/kernels.cpp: link qlr::compiled, or build without QLR_COMPILED.

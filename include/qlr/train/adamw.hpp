@@ -233,7 +233,13 @@ void AdamW::load(const std::filesystem::path& path) {
   step_ = static_cast<std::int64_t>(step);
 }
 
-// Not in qlr::compiled yet (it gets a train unit with the backward kernels): a unit that
-// never steps, saves or loads compiles none of these bodies.
+// qlr::compiled (qlr/train/train.cpp) holds the one copy of these in a program.
+#define QLR_ADAMW_FUNCTIONS(prefix)                                       \
+  prefix template void AdamW::step<>(const ParameterList&, double);       \
+  prefix template void AdamW::save<>(const std::filesystem::path&) const; \
+  prefix template void AdamW::load<>(const std::filesystem::path&);
+#if defined(QLR_COMPILED)
+QLR_ADAMW_FUNCTIONS(extern)
+#endif
 
 }  // namespace qlr::train

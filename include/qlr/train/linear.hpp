@@ -494,4 +494,10 @@ ParameterList TrainableLinear<T>::parameters() requires std::is_same_v<T, float>
   return list;
 }
 
+// qlr::compiled (qlr/train/train.cpp) holds the one copy of the FP32 layer in a program.
+#define QLR_TRAINABLE_LINEAR_INSTANCES(prefix) prefix template class TrainableLinear<float>;
+#if defined(QLR_COMPILED)
+QLR_TRAINABLE_LINEAR_INSTANCES(extern)
+#endif
+
 }  // namespace qlr::train
