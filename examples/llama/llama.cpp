@@ -8,6 +8,7 @@
 #include <cmath>
 #include <variant>
 
+#include "llama/ops.hpp"
 #include "qlr/adapter/quantized_low_rank.hpp"
 #include "qlr/compensate/eora.hpp"
 #include "qlr/compensate/gptq.hpp"
@@ -172,13 +173,14 @@ Matrix Model::forward(std::span<const int> tokens, int pos, KvCache& cache,
     const auto observe = [&](BlockInput input, const Matrix& in) {
       if (capture) capture->blocks[l][static_cast<std::size_t>(input)]->add(in);
     };
-    rms_norm(x, b.attention_norm, xb);
+    ops::rms_norm(x, b.attention_norm, xb);
     observe(BlockInput::attention, xb);
     b.wq.forward(xb, q);
     b.wk.forward(xb, k);
     b.wv.forward(xb, v);
-    rope(q, pos);
-    rope(k, pos);
+    const auto position = [pos](index_t t) { return pos + t; };
+    ops::rope(q, head, position);
+    ops::rope(k, head, position);
     cache.keys[l].middleRows(pos, t_count) = k;
     cache.values[l].middleRows(pos, t_count) = v;
     for (index_t t = 0; t < t_count; ++t) {
@@ -187,31 +189,27 @@ Matrix Model::forward(std::span<const int> tokens, int pos, KvCache& cache,
         const int kv_offset = (h / kv_per_head) * head;
         // One head as two matrix-vector products over the cached positions, (last+1, head):
         // scores = K_h·q_h / √head, then out = softmax(scores)ᵀ·V_h.
-        const auto keys = cache.keys[l].block(0, kv_offset, last + 1, head);
-        const auto values = cache.values[l].block(0, kv_offset, last + 1, head);
-        auto score = scores.head(last + 1);
-        score.noalias() = keys * q.row(t).segment(h * head, head).transpose();
-        score *= inv_sqrt_head;
-        score = (score.array() - score.maxCoeff()).exp();
-        att_out.row(t).segment(h * head, head).noalias() =
-            (score.transpose() * values) / score.sum();
+        ops::attend(cache.keys[l].block(0, kv_offset, last + 1, head),
+                    cache.values[l].block(0, kv_offset, last + 1, head),
+                    q.row(t).segment(h * head, head), inv_sqrt_head, scores.head(last + 1),
+                    att_out.row(t).segment(h * head, head));
       }
     }
     observe(BlockInput::attention_output, att_out);
     b.wo.forward(att_out, proj);
     x += proj;
-    rms_norm(x, b.ffn_norm, xb);
+    ops::rms_norm(x, b.ffn_norm, xb);
     observe(BlockInput::mlp, xb);
     b.w1.forward(xb, gate);
     b.w3.forward(xb, up);
     // SwiGLU: silu(gate) ⊙ up.
-    gate = (gate.array() / (1.0f + (-gate.array()).exp())) * up.array();
+    gate = ops::swiglu(gate, up);
     if (hidden_rotation_) qlr::rotate::rotate_rows(*hidden_rotation_, gate);  // R4, online
     observe(BlockInput::mlp_hidden, gate);
     b.w2.forward(gate, proj);
     x += proj;
   }
-  rms_norm(x, final_norm_, xb);
+  ops::rms_norm(x, final_norm_, xb);
   Matrix logits(t_count, config_.vocab_size);
   classifier_->forward(xb, logits);
   return logits;
@@ -278,31 +276,6 @@ void Model::build(const qlr::io::Llama2cModel& checkpoint, const ModelOptions& o
   const Matrix& classifier =
       config_.shared_classifier ? checkpoint.token_embedding : checkpoint.classifier;
   classifier_.emplace(classifier, options.quantize_classifier ? options.linear : std::nullopt);
-}
-
-// out = γ ⊙ x / sqrt(mean(x²) + 1e-5), per row (llama2.c's RMSNorm).
-void Model::rms_norm(const Matrix& x, const Vector& gamma, Matrix& out) {
-  for (index_t t = 0; t < x.rows(); ++t) {
-    const float mean_square = x.row(t).squaredNorm() / static_cast<float>(x.cols());
-    const float inv = 1.0f / std::sqrt(mean_square + 1e-5f);
-    out.row(t) = (x.row(t).array() * inv) * gamma.transpose().array();
-  }
-}
-
-// Rotates each pair (2i, 2i + 1) of every head of row t by (pos + t)·10000^(−2i/head).
-void Model::rope(Matrix& m, int pos) const {
-  const int head = config_.head_size();
-  for (index_t t = 0; t < m.rows(); ++t) {
-    const auto p = static_cast<float>(pos + t);
-    for (index_t i = 0; i < m.cols(); i += 2) {
-      const auto within = static_cast<float>(i % head);
-      const float angle = p / std::pow(10000.0f, within / static_cast<float>(head));
-      const float c = std::cos(angle), s = std::sin(angle);
-      const float a = m(t, i), b = m(t, i + 1);
-      m(t, i) = a * c - b * s;
-      m(t, i + 1) = a * s + b * c;
-    }
-  }
 }
 
 }  // namespace llama

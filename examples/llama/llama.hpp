@@ -99,6 +99,13 @@ class Linear {
     return quantized_ ? quantized_->memory_bytes()
                       : sizeof(float) * static_cast<std::size_t>(dense_.size());
   }
+  /// The qlr layer, or null when the layer is FP32.
+  [[nodiscard]] const qlr::layers::AnyLinear* quantized() const noexcept {
+    return quantized_ ? &*quantized_ : nullptr;
+  }
+  /// The FP32 weight (N×K); empty when the layer is quantized.
+  [[nodiscard]] const Matrix& dense() const noexcept { return dense_; }
+
  private:
   Matrix dense_;
   std::optional<qlr::layers::AnyLinear> quantized_;
@@ -160,18 +167,30 @@ class Model {
   /// and, unless `with_classifier` is false, the classifier.
   [[nodiscard]] std::size_t weight_bytes(bool with_classifier = true) const;
 
- private:
+  /// One transformer block: its RMSNorm gains and seven linear layers.
   struct Block {
-    Vector attention_norm, ffn_norm;
-    Linear wq, wk, wv, wo, w1, w2, w3;
+    Vector attention_norm, ffn_norm;    ///< gains before attention and the MLP (dim)
+    Linear wq, wk, wv, wo, w1, w2, w3;  ///< q, k, v, o, gate, down, up
   };
+  /// The blocks, first to last.
+  [[nodiscard]] std::span<const Block> blocks() const noexcept { return blocks_; }
+  /// The token embedding (vocab × dim), rotated by R1 when the model is.
+  [[nodiscard]] const Matrix& embedding() const noexcept { return embedding_; }
+  /// The RMSNorm gain before the classifier (dim).
+  [[nodiscard]] const Vector& final_norm() const noexcept { return final_norm_; }
+  /// The classifier (vocab × dim).
+  [[nodiscard]] const Linear& classifier() const noexcept { return *classifier_; }
+  /// R4, which the engine applies online to the down projection's input; null when the
+  /// model is not rotated.
+  [[nodiscard]] const StreamRotation* hidden_rotation() const noexcept {
+    return hidden_rotation_ ? &*hidden_rotation_ : nullptr;
+  }
 
+ private:
   static void check_compression(const qlr::io::Llama2cModel& checkpoint,
                                 const ModelOptions& options, const Calibration* calibration);
   void build(const qlr::io::Llama2cModel& checkpoint, const ModelOptions& options,
              const Calibration* calibration);
-  static void rms_norm(const Matrix& x, const Vector& gamma, Matrix& out);
-  void rope(Matrix& m, int pos) const;
 
   qlr::io::Llama2cConfig config_;
   Matrix embedding_;

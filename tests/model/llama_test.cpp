@@ -23,11 +23,6 @@ namespace {
 
 using qlr::model::Tokenizer;
 
-std::string read_text(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
 std::optional<std::filesystem::path> tok512_path() {
   for (const auto& p : {std::filesystem::path(QLR_DATA_DIR) / "stories260K" / "tok512.bin",
                         std::filesystem::path(QLR_SHARED_DATA_DIR) / "tok512.bin"})
@@ -100,14 +95,15 @@ TEST_CASE("tokenizer: the heap's merges equal run.c's rescans", "[model][tokeniz
     std::vector<int> fast = t.encode(text, false);
     CHECK(fast == naive_encode(t, text));
   }
-  const std::string story = read_text(std::filesystem::path(*path).parent_path() / "SOURCE.md");
+  const std::string story =
+      qlr::test::read_text(std::filesystem::path(*path).parent_path() / "SOURCE.md");
   CHECK(t.encode(story.substr(0, 3000), false) == naive_encode(t, story.substr(0, 3000)));
 }
 
 TEST_CASE("tokenizer: damaged files are refused with what is wrong", "[model][tokenizer]") {
   const auto path = tok512_path();
   if (!path) return;
-  const std::string bytes = read_text(*path);
+  const std::string bytes = qlr::test::read_text(*path);
   const auto parse = [](const std::string& b, int vocab) {
     return Tokenizer::parse(std::as_bytes(std::span(b.data(), b.size())), vocab);
   };
@@ -228,7 +224,7 @@ TEST_CASE("llama: FP32 NLL on the TinyStories slice is SOURCE.md's 1.2685; W8 wi
   const auto s = load_stories("the NLL oracle");
   if (!s) return;
   const auto slice = std::filesystem::path(QLR_DATA_DIR) / "tinystories" / "tinystories_valid_head.txt";
-  std::vector<int> tokens = llama::story_tokens(s->tokenizer, read_text(slice));
+  std::vector<int> tokens = llama::story_tokens(s->tokenizer, qlr::test::read_text(slice));
   REQUIRE(tokens.size() >= 8192);
   tokens.resize(8192);
   const llama::NllResult fp32 = llama::score_windows(llama::Model(s->checkpoint), tokens, 256);
@@ -351,7 +347,7 @@ namespace {
 /// The first `count` tokens of the vendored TinyStories slice.
 std::vector<int> slice_tokens(const Tokenizer& tokenizer, std::size_t count) {
   const auto slice = std::filesystem::path(QLR_DATA_DIR) / "tinystories" / "tinystories_valid_head.txt";
-  std::vector<int> tokens = llama::story_tokens(tokenizer, read_text(slice));
+  std::vector<int> tokens = llama::story_tokens(tokenizer, qlr::test::read_text(slice));
   REQUIRE(tokens.size() >= count);
   tokens.resize(count);
   return tokens;

@@ -5,7 +5,9 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <initializer_list>
+#include <iterator>
 #include <limits>
 #include <optional>
 #include <random>
@@ -73,6 +75,12 @@ class TempFolder {
  private:
   std::filesystem::path path_;
 };
+
+/// The bytes of the file at `path` (empty when it cannot be read).
+inline std::string read_text(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
 
 /// The vendored stories260K checkpoint (data/stories260K), if this checkout has it.
 inline std::optional<std::filesystem::path> stories260k_path() {

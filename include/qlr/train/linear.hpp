@@ -134,6 +134,13 @@ class TrainableLinear {
   /// Every trainable adapter's gradients ← 0.
   void zero_gradients() noexcept;
 
+  /// Frees what the last forward kept (its input and each adapter's intermediates), as a
+  /// model that recomputes activations does between a block's forward and its backward.
+  void release_activations() noexcept;
+
+  /// Bytes the last forward keeps for backward(): its input and each adapter's intermediates.
+  [[nodiscard]] std::size_t activation_bytes() const noexcept;
+
   /// With `hold`, forward() reuses each DoRA adapter's norm n from the last forward instead
   /// of recomputing it from A and B: the function whose gradients backward() returns (n is
   /// detached, §5.2), which the gradient checks difference. Off by default.
@@ -457,6 +464,27 @@ MatrixT<T> TrainableLinear<T>::backward(ConstRefT<T> dy) {
   base_.backward_input(x_, g_base, dx);
   dx += side;
   return dx;
+}
+
+template <class T>
+void TrainableLinear<T>::release_activations() noexcept {
+  x_ = MatrixT<T>();
+  for (AdapterState<T>& s : adapters_) {
+    s.mask = MatrixT<T>();
+    s.input = MatrixT<T>();
+    s.h = MatrixT<T>();
+    s.dora_z = MatrixT<T>();
+  }
+  has_forward_ = false;
+}
+
+template <class T>
+std::size_t TrainableLinear<T>::activation_bytes() const noexcept {
+  std::size_t values = static_cast<std::size_t>(x_.size());
+  for (const AdapterState<T>& s : adapters_)
+    values +=
+        static_cast<std::size_t>(s.mask.size() + s.input.size() + s.h.size() + s.dora_z.size());
+  return values * sizeof(T);
 }
 
 template <class T>

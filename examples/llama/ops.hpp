@@ -1,0 +1,93 @@
+// SPDX-License-Identifier: Apache-2.0
+// The engine's element-wise and attention operations, written once for any scalar: the
+// inference forward (llama.cpp) runs them in float, the trainable model (train.hpp) runs the
+// same code in float for training, so that an adapter with B = 0 gives the engine's logits bit
+// for bit, and in double for the gradient checks. Each has its backward beside it.
+#pragma once
+
+#include <cmath>
+
+#include "qlr/core/types.hpp"
+#include "qlr/train/frozen_base.hpp"
+
+namespace llama::ops {
+
+using qlr::index_t;
+using qlr::train::MatrixT;
+using qlr::train::VectorT;
+
+/// llama2.c's RMSNorm ε.
+inline constexpr double rms_eps = 1e-5;
+
+/// out = γ ⊙ x / sqrt(mean(x²) + ε), per row.
+template <class T>
+void rms_norm(const MatrixT<T>& x, const VectorT<T>& gamma, MatrixT<T>& out) {
+  out.resize(x.rows(), x.cols());
+  for (index_t t = 0; t < x.rows(); ++t) {
+    const T mean_square = x.row(t).squaredNorm() / static_cast<T>(x.cols());
+    const T inv = T(1) / std::sqrt(mean_square + static_cast<T>(rms_eps));
+    out.row(t) = (x.row(t).array() * inv) * gamma.transpose().array();
+  }
+}
+
+/// dx += ∂/∂x of rms_norm for dy = ∂L/∂out: with r = 1/sqrt(mean(x²) + ε) and g = γ ⊙ dy,
+/// dx = r·g − r³·x·(g·x)/K per row.
+template <class T>
+void rms_norm_backward(const MatrixT<T>& x, const VectorT<T>& gamma, const MatrixT<T>& dy,
+                       MatrixT<T>& dx) {
+  const auto k = static_cast<T>(x.cols());
+  for (index_t t = 0; t < x.rows(); ++t) {
+    const T mean_square = x.row(t).squaredNorm() / k;
+    const T r = T(1) / std::sqrt(mean_square + static_cast<T>(rms_eps));
+    const auto g = (dy.row(t).array() * gamma.transpose().array()).matrix();
+    const T gx = g.dot(x.row(t));
+    dx.row(t) += r * g - (r * r * r * gx / k) * x.row(t);
+  }
+}
+
+/// Rotates each pair (2i, 2i + 1) of every head of row t by position(t)·10000^(−2i/head);
+/// `inverse` rotates by the opposite angle, which is RoPE's backward (a rotation's
+/// transpose).
+template <class T, class Position>
+void rope(MatrixT<T>& m, int head, Position position, bool inverse = false) {
+  for (index_t t = 0; t < m.rows(); ++t) {
+    const auto p = static_cast<T>(position(t));
+    for (index_t i = 0; i < m.cols(); i += 2) {
+      const auto within = static_cast<T>(i % head);
+      const T angle = p / std::pow(T(10000), within / static_cast<T>(head));
+      const T c = std::cos(angle), s = inverse ? -std::sin(angle) : std::sin(angle);
+      const T a = m(t, i), b = m(t, i + 1);
+      m(t, i) = a * c - b * s;
+      m(t, i + 1) = a * s + b * c;
+    }
+  }
+}
+
+/// One query row of one head: scores = keys·q / √head over the (rows of) keys it may see,
+/// p = softmax(scores) left in `scores` unnormalized (exp(s − max)), out = pᵀ·values / Σp.
+/// Returns Σp.
+template <class T, class Keys, class Values, class Query, class Scores, class Out>
+T attend(const Keys& keys, const Values& values, const Query& q, T inv_sqrt_head,
+         Scores&& scores, Out&& out) {
+  scores.noalias() = keys * q.transpose();
+  scores *= inv_sqrt_head;
+  scores = (scores.array() - scores.maxCoeff()).exp();
+  const T total = scores.sum();
+  out.noalias() = (scores.transpose() * values) / total;
+  return total;
+}
+
+/// SwiGLU's product silu(gate) ⊙ up, silu(g) = g / (1 + e^(−g)).
+template <class T>
+MatrixT<T> swiglu(const MatrixT<T>& gate, const MatrixT<T>& up) {
+  return (gate.array() / (T(1) + (-gate.array()).exp())) * up.array();
+}
+
+/// silu′(g) = σ(g)·(1 + g·(1 − σ(g))).
+template <class T>
+T silu_grad(T g) {
+  const T sigma = T(1) / (T(1) + std::exp(-g));
+  return sigma * (T(1) + g * (T(1) - sigma));
+}
+
+}  // namespace llama::ops

@@ -1,0 +1,433 @@
+// SPDX-License-Identifier: Apache-2.0
+// The trainable model's forward and backward (train.hpp), compiled once for float and double.
+#include "llama/train.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "qlr/rotate/rotation.hpp"
+#include "llama/ops.hpp"
+
+namespace llama {
+namespace {
+
+using qlr::ConstMatrixRef;
+using qlr::MatrixRef;
+
+/// An engine layer as a train::FrozenBase layer: the engine keeps it, this reads it.
+class EngineLayer {
+ public:
+  explicit EngineLayer(const Linear& linear) : l_(&linear) {}
+  [[nodiscard]] index_t in_features() const { return l_->in_features(); }
+  [[nodiscard]] index_t out_features() const { return l_->out_features(); }
+  [[nodiscard]] bool is_rotated() const { return l_->quantized() && l_->quantized()->is_rotated(); }
+  [[nodiscard]] index_t group_size() const {
+    return l_->quantized() ? qlr::train::base_group_size(*l_->quantized()) : 0;
+  }
+  void forward(ConstMatrixRef x, MatrixRef y) const { l_->forward(x, y); }
+  void backward_input(ConstMatrixRef x, ConstMatrixRef dy, MatrixRef dx) const {
+    if (const auto* q = l_->quantized())
+      q->backward_input(x, dy, dx);
+    else
+      dx.noalias() = dy * l_->dense();
+  }
+  void apply_weight(ConstMatrixRef a, MatrixRef out) const {
+    if (const auto* q = l_->quantized())
+      q->apply_weight(a, out);
+    else
+      out.noalias() = a * l_->dense().transpose();
+  }
+  [[nodiscard]] Matrix dequantized_weight() const {
+    return l_->quantized() ? l_->quantized()->dequantized_weight() : l_->dense();
+  }
+
+ private:
+  const Linear* l_;
+};
+
+/// The frozen base of scalar T for an engine layer: the layer itself in float, its
+/// dequantized weight in double.
+template <class T>
+qlr::train::FrozenBase<T> frozen(const Linear& linear) {
+  const EngineLayer layer(linear);
+  if constexpr (std::is_same_v<T, float>) {
+    return qlr::train::FrozenBase<float>(layer);
+  } else {
+    return qlr::train::FrozenBase<T>(qlr::train::DenseBase<T>(
+        layer.dequantized_weight().template cast<T>(), layer.group_size()));
+  }
+}
+
+/// The engine's block linears in target_modules order (q, k, v, o, gate, up, down).
+std::array<const Linear*, 7> block_linears(const Model::Block& b) {
+  return {&b.wq, &b.wk, &b.wv, &b.wo, &b.w1, &b.w3, &b.w2};
+}
+
+/// target_modules as "q_proj, k_proj, …" for messages.
+std::string module_list() {
+  std::string out;
+  for (const std::string_view m : target_modules) out += (out.empty() ? "" : ", ") + std::string(m);
+  return out;
+}
+
+/// Index of `module` in target_modules. Throws naming the valid ones.
+std::size_t module_index(std::string_view module, const char* entity) {
+  const auto* it = std::find(target_modules.begin(), target_modules.end(), module);
+  QLR_CHECK(it != target_modules.end(), invalid_argument,
+            "{}: target module '{}' is not a block linear; expected one of {}", entity, module,
+            module_list());
+  return static_cast<std::size_t>(it - target_modules.begin());
+}
+
+}  // namespace
+
+std::string module_path(index_t block, std::string_view module) {
+  const std::size_t j = module_index(module, "llama::module_path");
+  return "model.layers." + std::to_string(block) + (j < 4 ? ".self_attn." : ".mlp.") +
+         std::string(module);
+}
+
+template <class T>
+TrainableModel<T>::TrainableModel(const Model& base, const TrainOptions& options)
+    : base_(&base), options_(options), classifier_(frozen<T>(base.classifier())) {
+  constexpr const char* entity = "llama::TrainableModel";
+  QLR_CHECK(!options.targets.empty(), invalid_argument,
+            "{}: no target module; expected some of {}", entity, module_list());
+  for (const std::string& t : options.targets) module_index(t, entity);
+  for (const Model::Block& b : base.blocks()) {
+    for (const Linear* f : block_linears(b)) {
+      QLR_CHECK(!f->quantized() || f->quantized()->adapters().empty(), invalid_argument,
+                "{}: the base has a compensation term; expected a base without one (start an "
+                "adapter from the quantization error instead: qlr::train::error_init)",
+                entity);
+    }
+  }
+  if constexpr (!std::is_same_v<T, float>) {
+    embedding_ = base.embedding().template cast<T>();
+    if (const StreamRotation* r4 = base.hidden_rotation()) {
+      // Row i of rotate_rows(I) is (Qᵀ·e_i)ᵀ, so rows·R applies x ← Qᵀ·x to each row.
+      Matrix r = Matrix::Identity(r4->size(), r4->size());
+      qlr::rotate::rotate_rows(*r4, r);
+      hidden_rotation_ = r.template cast<T>();
+    }
+  }
+  final_norm_ = base.final_norm().template cast<T>();
+  build(options);
+}
+
+template <class T>
+template <class U>
+requires(!std::is_same_v<U, T>) TrainableModel<T>::TrainableModel(const TrainableModel<U>& other)
+    : TrainableModel(other.base(), other.options()) {
+  for (std::size_t l = 0; l < blocks_.size(); ++l) {
+    for (std::size_t j = 0; j < target_modules.size(); ++j) {
+      for (const auto& s : other.blocks_[l].linears[j].adapters()) {
+        blocks_[l].linears[j].set_values(s.name, s.a.template cast<T>(), s.b.template cast<T>(),
+                                         s.magnitude.template cast<T>());
+      }
+    }
+  }
+}
+
+template <class T>
+void TrainableModel<T>::build(const TrainOptions& options) {
+  const std::span<const Model::Block> engine = base_->blocks();
+  for (std::size_t l = 0; l < engine.size(); ++l) {
+    Block b{engine[l].attention_norm.template cast<T>(), engine[l].ffn_norm.template cast<T>(),
+            {}};
+    const auto linears = block_linears(engine[l]);
+    for (std::size_t j = 0; j < linears.size(); ++j) {
+      b.linears.emplace_back(module_path(static_cast<index_t>(l), target_modules[j]),
+                             frozen<T>(*linears[j]));
+      if (std::find(options.targets.begin(), options.targets.end(), target_modules[j]) ==
+          options.targets.end())
+        continue;
+      qlr::train::AdapterConfig config = options.adapter;
+      config.seed = options.adapter.seed + 7 * l + j;  // each layer its own A and masks
+      b.linears.back().add_adapter(options.adapter_name, config);
+    }
+    blocks_.push_back(std::move(b));
+  }
+}
+
+template <class T>
+void TrainableModel<T>::rotate_hidden(MatrixT<T>& rows, bool inverse) const {
+  if constexpr (std::is_same_v<T, float>) {
+    const StreamRotation* r4 = base_->hidden_rotation();
+    if (r4 == nullptr) return;
+    if (inverse)
+      qlr::rotate::unrotate_rows(*r4, rows);
+    else
+      qlr::rotate::rotate_rows(*r4, rows);
+  } else {
+    if (hidden_rotation_.size() == 0) return;
+    rows = inverse ? MatrixT<T>(rows * hidden_rotation_.transpose())
+                   : MatrixT<T>(rows * hidden_rotation_);
+  }
+}
+
+template <class T>
+double TrainableModel<T>::forward(const Batch& batch, bool training) {
+  constexpr const char* entity = "llama::TrainableModel::forward";
+  const qlr::io::Llama2cConfig& c = base_->config();
+  const index_t n_seq = batch.sequences, length = batch.length;
+  QLR_CHECK(n_seq >= 1 && length >= 1 && length <= c.seq_len, invalid_argument,
+            "{}: {} sequences of {} positions; expected >= 1 sequence of 1 to seq_len = {}",
+            entity, n_seq, length, c.seq_len);
+  QLR_CHECK(static_cast<index_t>(batch.tokens.size()) == n_seq * (length + 1), shape_mismatch,
+            "{}: {} tokens; expected sequences x (length + 1) = {}", entity, batch.tokens.size(),
+            n_seq * (length + 1));
+  QLR_CHECK(batch.counted.empty() || static_cast<index_t>(batch.counted.size()) == n_seq * length,
+            shape_mismatch, "{}: {} loss flags; expected 0 or sequences x length = {}", entity,
+            batch.counted.size(), n_seq * length);
+  for (std::size_t i = 0; i < batch.tokens.size(); ++i) {
+    QLR_CHECK(batch.tokens[i] >= 0 && batch.tokens[i] < c.vocab_size, invalid_argument,
+              "{}: token {} = {}; expected 0 <= id < vocab_size = {}", entity, i,
+              batch.tokens[i], c.vocab_size);
+  }
+  has_forward_ = false;
+  length_ = length;
+  training_ = training;
+  const index_t rows = n_seq * length;
+  const auto token = [&](index_t b, index_t t) {
+    return batch.tokens[static_cast<std::size_t>(b * (length + 1) + t)];
+  };
+  MatrixT<T> x(rows, c.dim);
+  const MatrixT<T>& embedding = [&]() -> const MatrixT<T>& {
+    if constexpr (std::is_same_v<T, float>)
+      return base_->embedding();
+    else
+      return embedding_;
+  }();
+  for (index_t b = 0; b < n_seq; ++b)
+    for (index_t t = 0; t < length; ++t) x.row(b * length + t) = embedding.row(token(b, t));
+
+  activations_.assign(blocks_.size(), BlockActivations{});
+  MatrixT<T> out;
+  for (std::size_t l = 0; l < blocks_.size(); ++l) {
+    block_forward(l, x, activations_[l], training, options_.recompute, out);
+    if (options_.recompute) {
+      for (auto& f : blocks_[l].linears) f.release_activations();
+      BlockActivations& a = activations_[l];
+      a.q = a.k = a.v = a.mid = a.gate = a.up = MatrixT<T>();
+    }
+    x.swap(out);
+  }
+  final_x_ = std::move(x);
+  ops::rms_norm(final_x_, final_norm_, final_h_);
+  logits_.resize(rows, c.vocab_size);
+  classifier_.forward(final_h_, logits_);
+
+  // Mean next-token NLL as llama::score_windows computes it, and its gradient
+  // (softmax − one-hot) / targets on the logits.
+  dlogits_ = MatrixT<T>::Zero(rows, c.vocab_size);
+  double total = 0;
+  index_t targets = 0;
+  for (index_t b = 0; b < n_seq; ++b) {
+    for (index_t t = 0; t < length; ++t) {
+      const index_t r = b * length + t;
+      if (!batch.counted.empty() && batch.counted[static_cast<std::size_t>(r)] == 0) continue;
+      const int target = token(b, t + 1);
+      const auto row = logits_.row(r).template cast<double>();
+      const double top = row.maxCoeff();
+      const double log_total = top + std::log((row.array() - top).exp().sum());
+      total += log_total - row(target);
+      ++targets;
+      dlogits_.row(r) = (row.array() - log_total).exp().template cast<T>();
+      dlogits_(r, target) -= T(1);
+    }
+  }
+  QLR_CHECK(targets > 0, invalid_argument,
+            "{}: every target is masked out; expected at least one counted target", entity);
+  QLR_CHECK(std::isfinite(total), invalid_argument,
+            "{}: the loss is not finite ({}); expected finite logits", entity, total);
+  dlogits_ /= static_cast<T>(targets);
+  has_forward_ = true;
+  return total / static_cast<double>(targets);
+}
+
+template <class T>
+void TrainableModel<T>::block_forward(std::size_t l, const MatrixT<T>& x, BlockActivations& a,
+                                      bool training, bool keep_masks, MatrixT<T>& out) {
+  const qlr::io::Llama2cConfig& c = base_->config();
+  auto& f = blocks_[l].linears;
+  const int head = c.head_size(), kv_per_head = c.n_heads / c.n_kv_heads;
+  const index_t rows = x.rows();
+  const auto masks = [&](std::size_t j) { return std::span<const MatrixT<T>>(a.masks[j]); };
+  const auto position = [this](index_t r) { return r % length_; };
+  if (&a.x != &x) a.x = x;
+  MatrixT<T> h;
+  ops::rms_norm(a.x, blocks_[l].attention_norm, h);
+  a.q = f[0].forward(h, training, masks(0));
+  a.k = f[1].forward(h, training, masks(1));
+  a.v = f[2].forward(h, training, masks(2));
+  ops::rope(a.q, head, position);
+  ops::rope(a.k, head, position);
+  MatrixT<T> att(rows, c.dim);
+  VectorT<T> scores(length_);
+  const T inv_sqrt_head = T(1) / std::sqrt(static_cast<T>(head));
+  for (index_t s0 = 0; s0 < rows; s0 += length_) {
+    for (index_t t = 0; t < length_; ++t) {
+      for (int hd = 0; hd < c.n_heads; ++hd) {
+        const int kv_offset = (hd / kv_per_head) * head;
+        ops::attend(a.k.block(s0, kv_offset, t + 1, head), a.v.block(s0, kv_offset, t + 1, head),
+                    a.q.row(s0 + t).segment(hd * head, head), inv_sqrt_head, scores.head(t + 1),
+                    att.row(s0 + t).segment(hd * head, head));
+      }
+    }
+  }
+  a.mid = a.x + f[3].forward(att, training, masks(3));
+  ops::rms_norm(a.mid, blocks_[l].ffn_norm, h);
+  a.gate = f[4].forward(h, training, masks(4));
+  a.up = f[5].forward(h, training, masks(5));
+  MatrixT<T> hidden = ops::swiglu(a.gate, a.up);
+  rotate_hidden(hidden, false);
+  out = a.mid + f[6].forward(hidden, training, masks(6));
+  if (keep_masks) {
+    for (std::size_t j = 0; j < f.size(); ++j) {
+      a.masks[j].clear();
+      for (const auto& s : f[j].adapters()) a.masks[j].push_back(s.mask);
+    }
+  }
+}
+
+template <class T>
+void TrainableModel<T>::block_backward(std::size_t l, BlockActivations& a, MatrixT<T>& dx) {
+  const qlr::io::Llama2cConfig& c = base_->config();
+  auto& f = blocks_[l].linears;
+  const int head = c.head_size(), kv_per_head = c.n_heads / c.n_kv_heads;
+  const index_t rows = a.x.rows();
+  const auto position = [this](index_t r) { return r % length_; };
+
+  // MLP: out = mid + down(R4·swiglu(gate, up)), gate = w1(h), up = w3(h), h = norm(mid).
+  MatrixT<T> dhidden = f[6].backward(dx);
+  rotate_hidden(dhidden, true);
+  MatrixT<T> dgate(rows, c.hidden_dim), dup(rows, c.hidden_dim);
+  for (index_t r = 0; r < rows; ++r) {
+    for (index_t i = 0; i < c.hidden_dim; ++i) {
+      const T g = a.gate(r, i), d = dhidden(r, i);
+      dup(r, i) = d * (g / (T(1) + std::exp(-g)));
+      dgate(r, i) = d * a.up(r, i) * ops::silu_grad(g);
+    }
+  }
+  MatrixT<T> dh = f[4].backward(dgate);
+  dh += f[5].backward(dup);
+  ops::rms_norm_backward(a.mid, blocks_[l].ffn_norm, dh, dx);  // dx is now ∂L/∂mid
+
+  // Attention: mid = x + o(attention(rope(q), rope(k), v)), q, k, v = w(norm(x)).
+  const MatrixT<T> datt = f[3].backward(dx);
+  MatrixT<T> dq = MatrixT<T>::Zero(rows, c.dim), dk = MatrixT<T>::Zero(rows, c.kv_dim()),
+             dv = MatrixT<T>::Zero(rows, c.kv_dim());
+  VectorT<T> p(length_), dp(length_);
+  const T inv_sqrt_head = T(1) / std::sqrt(static_cast<T>(head));
+  for (index_t s0 = 0; s0 < rows; s0 += length_) {
+    for (index_t t = 0; t < length_; ++t) {
+      for (int hd = 0; hd < c.n_heads; ++hd) {
+        const int kv_offset = (hd / kv_per_head) * head;
+        const auto keys = a.k.block(s0, kv_offset, t + 1, head);
+        const auto values = a.v.block(s0, kv_offset, t + 1, head);
+        const auto q = a.q.row(s0 + t).segment(hd * head, head);
+        const auto d_out = datt.row(s0 + t).segment(hd * head, head);
+        auto pt = p.head(t + 1);
+        auto dpt = dp.head(t + 1);
+        pt.noalias() = keys * q.transpose();
+        pt *= inv_sqrt_head;
+        pt = (pt.array() - pt.maxCoeff()).exp();
+        pt /= pt.sum();
+        // dP = V·dO; dS = P ⊙ (dP − P·dP), scaled by 1/√head for q and k.
+        dpt.noalias() = values * d_out.transpose();
+        const T mean = pt.dot(dpt);
+        dpt = (pt.array() * (dpt.array() - mean)).matrix() * inv_sqrt_head;
+        dq.row(s0 + t).segment(hd * head, head).noalias() += dpt.transpose() * keys;
+        dk.block(s0, kv_offset, t + 1, head).noalias() += dpt * q;
+        dv.block(s0, kv_offset, t + 1, head).noalias() += pt * d_out;
+      }
+    }
+  }
+  ops::rope(dq, head, position, true);
+  ops::rope(dk, head, position, true);
+  dh = f[0].backward(dq);
+  dh += f[1].backward(dk);
+  dh += f[2].backward(dv);
+  ops::rms_norm_backward(a.x, blocks_[l].attention_norm, dh, dx);  // ∂L/∂x
+}
+
+template <class T>
+void TrainableModel<T>::backward() {
+  QLR_CHECK(has_forward_, invalid_argument,
+            "llama::TrainableModel::backward: no forward to go back through; expected "
+            "forward() first");
+  has_forward_ = false;  // one backward per forward: gradients would add twice
+  MatrixT<T> dh(final_h_.rows(), final_h_.cols());
+  classifier_.backward_input(final_h_, dlogits_, dh);
+  MatrixT<T> dx = MatrixT<T>::Zero(final_x_.rows(), final_x_.cols());
+  ops::rms_norm_backward(final_x_, final_norm_, dh, dx);
+  for (std::size_t l = blocks_.size(); l-- > 0;) {
+    BlockActivations& a = activations_[l];
+    if (options_.recompute) {
+      MatrixT<T> out;
+      block_forward(l, a.x, a, training_, false, out);
+    }
+    block_backward(l, a, dx);
+    if (options_.recompute) {
+      for (auto& f : blocks_[l].linears) f.release_activations();
+      a.q = a.k = a.v = a.mid = a.gate = a.up = MatrixT<T>();
+    }
+  }
+}
+
+template <class T>
+qlr::train::ParameterList TrainableModel<T>::parameters() requires std::is_same_v<T, float> {
+  qlr::train::ParameterList list;
+  for (Block& b : blocks_) {
+    for (auto& f : b.linears) {
+      qlr::train::ParameterList p = f.parameters();
+      list.insert(list.end(), p.begin(), p.end());
+    }
+  }
+  return list;
+}
+
+template <class T>
+void TrainableModel<T>::zero_gradients() noexcept {
+  for (Block& b : blocks_)
+    for (auto& f : b.linears) f.zero_gradients();
+}
+
+template <class T>
+std::size_t TrainableModel<T>::activation_bytes() const noexcept {
+  std::size_t values = 0;
+  for (const BlockActivations& a : activations_) {
+    values += static_cast<std::size_t>(a.x.size() + a.q.size() + a.k.size() + a.v.size() +
+                                       a.mid.size() + a.gate.size() + a.up.size());
+    for (const auto& layer_masks : a.masks)
+      for (const MatrixT<T>& m : layer_masks) values += static_cast<std::size_t>(m.size());
+  }
+  values += static_cast<std::size_t>(final_x_.size() + final_h_.size() + logits_.size() +
+                                     dlogits_.size());
+  std::size_t bytes = values * sizeof(T);
+  for (const Block& b : blocks_)
+    for (const auto& f : b.linears) bytes += f.activation_bytes();
+  return bytes;
+}
+
+template <class T>
+qlr::train::TrainableLinear<T>& TrainableModel<T>::linear(index_t block, std::string_view module) {
+  QLR_CHECK(block >= 0 && block < static_cast<index_t>(blocks_.size()), invalid_argument,
+            "llama::TrainableModel::linear: block = {}; expected 0 <= block < {}", block,
+            blocks_.size());
+  return blocks_[static_cast<std::size_t>(block)]
+      .linears[module_index(module, "llama::TrainableModel::linear")];
+}
+
+template <class T>
+const qlr::train::TrainableLinear<T>& TrainableModel<T>::linear(index_t block,
+                                                                std::string_view module) const {
+  return const_cast<TrainableModel*>(this)->linear(block, module);
+}
+
+template class TrainableModel<float>;
+template class TrainableModel<double>;
+template TrainableModel<double>::TrainableModel(const TrainableModel<float>&);
+
+}  // namespace llama

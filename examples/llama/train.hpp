@@ -1,0 +1,149 @@
+// SPDX-License-Identifier: Apache-2.0
+// Training adapters on the example engine: the forward and backward of a whole Llama model
+// (embedding, RMSNorm, RoPE, grouped-query causal attention, SwiGLU, classifier and
+// cross-entropy) over a batch of sequences, with the base frozen in whatever form the engine
+// built it (FP32 or any LinearSpec, with or without R1/R4) and qlr::train adapters on any
+// subset of the seven block linears, named as PEFT names them.
+//
+// The scalar T is float for training and double for the gradient checks: TrainableModel<double>
+// runs this same code over the engine's dequantized weights. In float, a model whose adapters
+// have B = 0 computes the engine's logits bit for bit (the operations are llama/ops.hpp's).
+//
+// Activations: each block keeps its input, q, k, v, the attention's output residual and the
+// MLP's gate and up products, and each layer keeps its input (TrainableLinear); with
+// `recompute`, only each block's input stays and the block runs again before its backward.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "qlr/train/linear.hpp"
+#include "qlr/train/parameter.hpp"
+#include "llama/llama.hpp"
+
+namespace llama {
+
+using qlr::train::MatrixT;
+using qlr::train::VectorT;
+
+/// The seven block linears as PEFT names them (Hugging Face's Llama modules), in the
+/// engine's order q, k, v, o, gate, up, down.
+inline constexpr std::array<std::string_view, 7> target_modules = {
+    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+
+/// "model.layers.<block>.self_attn.q_proj" etc.: the module path of a block linear in a
+/// Hugging Face Llama, which PEFT's keys repeat.
+std::string module_path(index_t block, std::string_view module);
+
+/// Which adapters a TrainableModel attaches and how it keeps activations.
+struct TrainOptions {
+  qlr::train::AdapterConfig adapter;  ///< kind, rank, α, dropout, init; seed + layer index
+  std::vector<std::string> targets{target_modules.begin(), target_modules.end()};  ///< modules
+  std::string adapter_name = "default";  ///< PEFT's adapter name
+  bool recompute = false;  ///< keep only each block's input, recompute the block in backward
+};
+
+/// Sequences of length + 1 tokens: row b reads tokens 0 … length − 1 and predicts 1 … length.
+/// `counted` (sequences × length, empty: every target) is 1 where a target enters the loss,
+/// 0 where it is masked (a prompt's tokens in instruction data).
+struct Batch {
+  std::vector<int> tokens;            ///< sequences × (length + 1), row-major
+  std::vector<std::uint8_t> counted;  ///< sequences × length, or empty
+  index_t sequences = 0;              ///< B
+  index_t length = 0;                 ///< L, positions per sequence (≤ seq_len)
+};
+
+/// The engine's model with trainable adapters: forward() returns the batch's mean
+/// next-token NLL over counted targets and keeps what backward() needs; backward() adds the
+/// adapters' gradients of that loss to their buffers.
+template <class T>
+class TrainableModel {
+ public:
+  /// Adapters on `base`'s block linears as `options` says (B = 0: the base's function). In
+  /// float the frozen parts are `base`'s own, which must outlive this; in double they are
+  /// copies of its dequantized weights. Throws for an unknown target (listing the valid
+  /// ones), no target, a compensated base (its term takes no part in the backward: start an
+  /// adapter from the error instead, qlr::train::error_init) or an adapter the layers refuse.
+  TrainableModel(const Model& base, const TrainOptions& options);
+
+  /// The double twin of a float model: the same base, options and adapter values.
+  template <class U>
+  requires(!std::is_same_v<U, T>) explicit TrainableModel(const TrainableModel<U>& other);
+
+  /// Mean NLL (nats per counted target) of `batch`; with `training`, adapters drop out.
+  /// Keeps what backward() needs. Throws for a malformed batch (shape, token ids, a length
+  /// past seq_len, no counted target).
+  double forward(const Batch& batch, bool training = true);
+
+  /// Adds ∂(the last forward's loss)/∂θ to every trainable adapter's gradient. Throws
+  /// without a forward.
+  void backward();
+
+  /// The last forward's logits (B·L × vocab).
+  [[nodiscard]] const MatrixT<T>& logits() const noexcept { return logits_; }
+
+  /// Every trainable tensor under PEFT's in-model names.
+  [[nodiscard]] qlr::train::ParameterList parameters() requires std::is_same_v<T, float>;
+
+  /// Every adapter's gradients ← 0.
+  void zero_gradients() noexcept;
+
+  /// Bytes the last forward keeps for backward() (activations of every block and layer).
+  [[nodiscard]] std::size_t activation_bytes() const noexcept;
+
+  /// The trainable layer of `module` (a target_modules name) in `block`.
+  [[nodiscard]] qlr::train::TrainableLinear<T>& linear(index_t block, std::string_view module);
+  /// The same, read-only.
+  [[nodiscard]] const qlr::train::TrainableLinear<T>& linear(index_t block,
+                                                             std::string_view module) const;
+
+  /// The engine model underneath.
+  [[nodiscard]] const Model& base() const noexcept { return *base_; }
+  /// The options the adapters were made with.
+  [[nodiscard]] const TrainOptions& options() const noexcept { return options_; }
+
+ private:
+  template <class U>
+  friend class TrainableModel;
+
+  // What a block keeps from its forward for its backward.
+  struct BlockActivations {
+    MatrixT<T> x;          // the block's input (B·L × dim)
+    MatrixT<T> q, k, v;    // after RoPE (q, k)
+    MatrixT<T> mid;        // x + attention output
+    MatrixT<T> gate, up;   // w1 and w3 outputs
+    std::array<std::vector<MatrixT<T>>, 7> masks;  // recompute: each layer's dropout masks
+  };
+  struct Block {
+    VectorT<T> attention_norm, ffn_norm;
+    std::vector<qlr::train::TrainableLinear<T>> linears;  // q, k, v, o, gate, up, down
+  };
+
+  void build(const TrainOptions& options);
+  void block_forward(std::size_t l, const MatrixT<T>& x, BlockActivations& a, bool training,
+                     bool keep_masks, MatrixT<T>& out);
+  void block_backward(std::size_t l, BlockActivations& a, MatrixT<T>& dx);
+  void rotate_hidden(MatrixT<T>& rows, bool inverse) const;
+
+  const Model* base_;
+  TrainOptions options_;
+  MatrixT<T> embedding_, hidden_rotation_;  // double twin only: float reads the base's
+  VectorT<T> final_norm_;
+  std::vector<Block> blocks_;
+  qlr::train::FrozenBase<T> classifier_;
+  // The last forward.
+  std::vector<BlockActivations> activations_;
+  MatrixT<T> final_x_, final_h_, logits_, dlogits_;
+  index_t length_ = 1;
+  bool training_ = false, has_forward_ = false;
+};
+
+extern template class TrainableModel<float>;
+extern template class TrainableModel<double>;
+extern template TrainableModel<double>::TrainableModel(const TrainableModel<float>&);
+
+}  // namespace llama

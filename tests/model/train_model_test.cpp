@@ -1,0 +1,317 @@
+// SPDX-License-Identifier: Apache-2.0
+// The engine's trainable model (examples/llama/train.hpp): whole-model gradients of every
+// adapter tensor in double against central differences, on a random tiny Llama (GQA,
+// untied classifier, two blocks, d = 32) over an FP32, an INT4 and a rotated INT4 base; the
+// float model against its double twin; B = 0 reproduces the engine's NLL bit for bit on the
+// real model; recomputed activations give the same gradients; bad input.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <fstream>
+#include <iterator>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "llama/train.hpp"
+#include "qlr/core/parallel.hpp"
+#include "qlr/model/tokenizer.hpp"
+#include "qlr_test_support.hpp"
+
+namespace {
+
+using qlr::index_t;
+using qlr::Matrix;
+using qlr::MatrixD;
+using llama::Batch;
+using llama::TrainableModel;
+using llama::TrainOptions;
+
+/// A random Llama: d = 32, hidden 64, 2 blocks, 4 heads over 2 KV heads, vocab 24, context
+/// 8, its own classifier, RMSNorm gains away from 1.
+qlr::io::Llama2cModel tiny_llama() {
+  qlr::io::Llama2cModel m;
+  m.config = {32, 64, 2, 4, 2, 24, 8, false};
+  std::mt19937 rng(5);
+  const auto random = [&](index_t rows, index_t cols, float sigma) {
+    return qlr::test::gaussian(rng, rows, cols, sigma);
+  };
+  const auto gains = [&](index_t n) -> qlr::Vector {
+    return (1.0f + 0.5f * random(n, 1, 1.0f).array().tanh()).matrix();
+  };
+  const int d = 32, h = 64, kv = m.config.kv_dim(), v = 24;
+  m.token_embedding = random(v, d, 1.0f);
+  for (int l = 0; l < 2; ++l)
+    m.layers.push_back({gains(d), random(d, d, 0.3f), random(kv, d, 0.3f), random(kv, d, 0.3f),
+                        random(d, d, 0.3f), gains(d), random(h, d, 0.3f), random(d, h, 0.2f),
+                        random(h, d, 0.3f)});
+  m.final_norm = gains(d);
+  m.classifier = random(v, d, 0.4f);
+  return m;
+}
+
+/// `sequences` random sequences of `length` + 1 tokens (vocabulary of 24).
+Batch random_batch(index_t sequences, index_t length, std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> id(0, 23);
+  Batch b{{}, {}, sequences, length};
+  for (index_t i = 0; i < sequences * (length + 1); ++i) b.tokens.push_back(id(rng));
+  return b;
+}
+
+/// Sets every adapter's A and B (and DoRA's m) to random values, so that every gradient is
+/// non-zero.
+template <class T>
+void randomize_adapters(TrainableModel<T>& model, std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  for (index_t l = 0; l < 2; ++l) {
+    for (const std::string_view module : llama::target_modules) {
+      auto& f = model.linear(l, module);
+      for (const auto& s : f.adapters()) {
+        const Matrix a = qlr::test::gaussian(rng, s.a.rows(), s.a.cols(), 0.3f);
+        const Matrix b = qlr::test::gaussian(rng, s.b.rows(), s.b.cols(), 0.3f);
+        qlr::Vector m = s.magnitude;
+        if (m.size() != 0) m.array() *= 1.0f + 0.2f * qlr::test::gaussian(rng, m.size(), 1).array();
+        f.set_values(s.name, a.template cast<T>(), b.template cast<T>(), m.template cast<T>());
+      }
+    }
+  }
+}
+
+/// Checks every adapter tensor's gradient of the double twin against central differences
+/// (h = 1e-5): per tensor ‖g − g_fd‖ / ‖g_fd‖ ≤ 1e-6.
+void check_gradients(TrainableModel<double>& model, const Batch& batch) {
+  model.zero_gradients();
+  model.forward(batch, false);
+  model.backward();
+  const double h = 1e-5;
+  for (index_t l = 0; l < 2; ++l) {
+    for (const std::string_view module : llama::target_modules) {
+      auto& f = model.linear(l, module);
+      if (f.adapters().empty()) continue;
+      f.hold_dora_norms(true);  // the function backward differentiates: n detached (§5.2)
+      const auto& s = f.adapters()[0];
+      const std::string name = s.name;
+      const MatrixD a0 = s.a, b0 = s.b, ga = s.grad_a, gb = s.grad_b;
+      const Eigen::VectorXd m0 = s.magnitude, gm = s.grad_magnitude;
+      const auto loss_at = [&](const MatrixD& a, const MatrixD& b, const Eigen::VectorXd& m) {
+        f.set_values(name, a, b, m);
+        return model.forward(batch, false);
+      };
+      const auto fd_of = [&](int which, const auto& value) {
+        auto fd = value;
+        for (index_t i = 0; i < value.size(); ++i) {
+          auto plus = value, minus = value;
+          plus.data()[i] += h;
+          minus.data()[i] -= h;
+          const double up = which == 0   ? loss_at(plus, b0, m0)
+                            : which == 1 ? loss_at(a0, plus, m0)
+                                         : loss_at(a0, b0, plus);
+          const double down = which == 0   ? loss_at(minus, b0, m0)
+                              : which == 1 ? loss_at(a0, minus, m0)
+                                           : loss_at(a0, b0, minus);
+          fd.data()[i] = (up - down) / (2 * h);
+        }
+        f.set_values(name, a0, b0, m0);
+        return fd;
+      };
+      CAPTURE(l, module);
+      const MatrixD fd_a = fd_of(0, a0), fd_b = fd_of(1, b0);
+      CHECK((ga - fd_a).norm() <= 1e-6 * fd_a.norm());
+      CHECK((gb - fd_b).norm() <= 1e-6 * fd_b.norm());
+      CHECK(fd_a.norm() > 0);
+      if (m0.size() != 0) {
+        const Eigen::VectorXd fd_m = fd_of(2, m0);
+        CHECK((gm - fd_m).norm() <= 1e-6 * fd_m.norm());
+      }
+      f.hold_dora_norms(false);
+    }
+  }
+}
+
+/// The float model's gradients, in parameters() order.
+std::vector<std::vector<float>> gradients(TrainableModel<float>& model) {
+  std::vector<std::vector<float>> out;
+  for (const auto& p : model.parameters()) out.emplace_back(p.grad.begin(), p.grad.end());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("TrainableModel: whole-model gradients against central differences in double",
+          "[train][model]") {
+  const auto checkpoint = tiny_llama();
+  struct Case {
+    const char* name;
+    const char* spec;  // empty: FP32
+    llama::RotationKind rotation;
+    qlr::train::AdapterKind kind;
+  };
+  using K = qlr::train::AdapterKind;
+  using R = llama::RotationKind;
+  const Case c = GENERATE(Case{"fp32", "", R::none, K::lora},
+                          Case{"int4", "int4-asym-g32", R::none, K::lora},
+                          Case{"rotated int4", "int4-asym-g32", R::randomized_hadamard, K::lora},
+                          Case{"int4 dora", "int4-asym-g32", R::none, K::dora},
+                          Case{"int4 qa-lora", "int4-asym-g32", R::none, K::qa_lora});
+  CAPTURE(c.name);
+  llama::ModelOptions options;
+  if (*c.spec) options.linear = qlr::layers::parse_linear_spec(c.spec);
+  options.rotation = c.rotation;
+  options.rotation_seed = 3;
+  const llama::Model base(checkpoint, options);
+  TrainOptions train;
+  train.adapter.kind = c.kind;
+  train.adapter.rank = 2;
+  train.adapter.alpha = 4;
+  TrainableModel<float> model(base, train);
+  randomize_adapters(model, 9);
+  const Batch batch = random_batch(2, 6, 1);
+
+  TrainableModel<double> twin(model);
+  check_gradients(twin, batch);
+
+  // The float model (the real quantized kernels) against its double twin.
+  model.zero_gradients();
+  twin.zero_gradients();
+  const double loss = model.forward(batch, false);
+  const double loss_d = twin.forward(batch, false);
+  CHECK(loss == Approx(loss_d).epsilon(1e-5));
+  model.backward();
+  twin.backward();
+  for (index_t l = 0; l < 2; ++l) {
+    for (const std::string_view module : llama::target_modules) {
+      const auto& s = model.linear(l, module).adapters()[0];
+      const auto& sd = twin.linear(l, module).adapters()[0];
+      CAPTURE(l, module);
+      CHECK((s.grad_a.cast<double>() - sd.grad_a).norm() <= 1e-4 * sd.grad_a.norm());
+      CHECK((s.grad_b.cast<double>() - sd.grad_b).norm() <= 1e-4 * sd.grad_b.norm());
+    }
+  }
+}
+
+TEST_CASE("TrainableModel: a mutated gradient fails the check", "[train][model]") {
+  // The check above compares per tensor at 1e-6; a sign flip in one term of the attention
+  // backward (dk's) moves the wk gradients far past it: this test computes both and requires
+  // the difference, so the comparison can fail.
+  const llama::Model base(tiny_llama());
+  TrainOptions train;
+  train.adapter.rank = 2;
+  TrainableModel<float> model(base, train);
+  randomize_adapters(model, 2);
+  TrainableModel<double> twin(model);
+  const Batch batch = random_batch(1, 5, 3);
+  twin.forward(batch, false);
+  twin.backward();
+  auto& f = twin.linear(1, "k_proj");
+  const MatrixD g = f.adapters()[0].grad_b;
+  const MatrixD a = f.adapters()[0].a, b = f.adapters()[0].b;
+  // Central differences of one entry, against the analytic value and its negation.
+  const double h = 1e-5;
+  MatrixD plus = b, minus = b;
+  plus(0, 0) += h;
+  minus(0, 0) -= h;
+  f.set_values("default", a, plus);
+  const double up = twin.forward(batch, false);
+  f.set_values("default", a, minus);
+  const double down = twin.forward(batch, false);
+  const double fd = (up - down) / (2 * h);
+  CHECK(std::abs(g(0, 0) - fd) <= 1e-6 * std::abs(fd) + 1e-12);
+  CHECK(std::abs(-g(0, 0) - fd) > 1e-6 * std::abs(fd));
+}
+
+TEST_CASE("TrainableModel: recomputed activations give the same gradients, with less memory",
+          "[train][model]") {
+  const llama::Model base(tiny_llama(), {.linear = qlr::layers::parse_linear_spec("int4-asym-g32")});
+  TrainOptions train;
+  train.adapter.rank = 4;
+  train.adapter.dropout = 0.25;
+  TrainableModel<float> kept(base, train);
+  train.recompute = true;
+  TrainableModel<float> recomputed(base, train);
+  randomize_adapters(kept, 4);
+  randomize_adapters(recomputed, 4);
+  const Batch batch = random_batch(3, 8, 5);
+  const double loss = kept.forward(batch, true);
+  const std::size_t kept_bytes = kept.activation_bytes();
+  kept.backward();
+  CHECK(recomputed.forward(batch, true) == loss);
+  CHECK(recomputed.activation_bytes() < kept_bytes / 2);
+  recomputed.backward();
+  CHECK(gradients(recomputed) == gradients(kept));
+}
+
+TEST_CASE("TrainableModel: 1 and 2 threads give the same loss and gradients bit for bit",
+          "[train][model]") {
+  const llama::Model base(tiny_llama(), {.linear = qlr::layers::parse_linear_spec("int4-asym-g32")});
+  TrainOptions train;
+  train.adapter.dropout = 0.1;
+  const int saved = qlr::num_threads();
+  const auto run = [&](int threads) {
+    qlr::set_num_threads(threads);
+    TrainableModel<float> model(base, train);
+    randomize_adapters(model, 6);
+    const double loss = model.forward(random_batch(4, 8, 7), true);
+    model.backward();
+    return std::pair{loss, gradients(model)};
+  };
+  const auto one = run(1);
+  const auto two = run(2);
+  qlr::set_num_threads(saved);
+  CHECK(one.first == two.first);
+  CHECK(one.second == two.second);
+}
+
+TEST_CASE("TrainableModel: with B = 0 the NLL is the engine's, bit for bit (stories260K)",
+          "[train][model]") {
+  const auto model_path = qlr::test::stories260k_path_or_warn("the B = 0 check");
+  const auto tok_path = std::filesystem::path(QLR_DATA_DIR) / "stories260K" / "tok512.bin";
+  if (!model_path || !std::filesystem::exists(tok_path)) return;
+  const auto checkpoint = qlr::io::load_llama2c(*model_path);
+  const auto tokenizer = qlr::model::Tokenizer::load(tok_path, 512);
+  const std::vector<int> tokens = llama::story_tokens(
+      tokenizer,
+      qlr::test::read_text(std::filesystem::path(QLR_DATA_DIR) / "tinystories" / "tinystories_valid_head.txt"));
+  const char* spec = GENERATE("", "int4-asym-g32", "nf4-g64");
+  CAPTURE(spec);
+  llama::ModelOptions options;
+  if (*spec) options.linear = qlr::layers::parse_linear_spec(spec);
+  const llama::Model base(checkpoint, options);
+  TrainableModel<float> model(base, TrainOptions{});
+  const index_t window = 65;
+  for (index_t w = 0; w < 3; ++w) {
+    const std::span<const int> piece(tokens.data() + w * window, window);
+    Batch batch{{piece.begin(), piece.end()}, {}, 1, window - 1};
+    const double nll = model.forward(batch, false);
+    CHECK(nll == llama::score_windows(base, piece, static_cast<int>(window)).nll);
+  }
+}
+
+TEST_CASE("TrainableModel: bad targets, batches and order are qlr::Errors", "[train][model]") {
+  const llama::Model base(tiny_llama());
+  TrainOptions train;
+  train.targets = {"q_proj", "wq"};
+  CHECK_THROWS_WITH(TrainableModel<float>(base, train),
+                    Catch::Contains("target module 'wq'") && Catch::Contains("q_proj, k_proj"));
+  train.targets.clear();
+  CHECK_THROWS_WITH(TrainableModel<float>(base, train), Catch::Contains("no target module"));
+  train.targets = {"down_proj"};
+  train.adapter.rank = 0;
+  CHECK_THROWS_WITH(TrainableModel<float>(base, train), Catch::Contains("rank = 0"));
+  train.adapter.rank = 2;
+  TrainableModel<float> model(base, train);
+  CHECK_THROWS_WITH(model.backward(), Catch::Contains("expected forward() first"));
+  Batch batch = random_batch(1, 9, 1);  // past the context of 8
+  CHECK_THROWS_WITH(model.forward(batch), Catch::Contains("seq_len = 8"));
+  batch = random_batch(2, 4, 1);
+  batch.tokens[3] = 24;
+  CHECK_THROWS_WITH(model.forward(batch), Catch::Contains("token 3 = 24"));
+  batch = random_batch(2, 4, 1);
+  batch.tokens.pop_back();
+  CHECK_THROWS_WITH(model.forward(batch), Catch::Contains("expected sequences x (length + 1) = 10"));
+  batch = random_batch(2, 4, 1);
+  batch.counted.assign(8, 0);
+  CHECK_THROWS_WITH(model.forward(batch), Catch::Contains("every target is masked out"));
+  CHECK_THROWS_WITH(model.linear(0, "w2"), Catch::Contains("'w2'"));
+  CHECK_THROWS_WITH(model.linear(2, "q_proj"), Catch::Contains("block = 2"));
+}
