@@ -37,6 +37,7 @@ commands:
   generate [--prompt TEXT] ...   write a story with the llama2.c model (FP32 or quantized)
   perplexity [--text FILE] ...   next-token NLL and perplexity of a text
   demo [--linear SPEC] ...       the model quantized writes a story; perplexity next to FP32
+  finetune --train FILE ...      train adapters on the frozen (quantized) model; PEFT export
   loraquant ADAPTER_DIR ...      LoRAQuant of a PEFT adapter against uniform RTN (bits, errors)
 
 options:
@@ -253,7 +254,9 @@ void inspect(int argc, char** argv, int first) { inspect(parse_inspect(argc, arg
 /// Dispatches to the subcommand; any error is one line on stderr and exit status 1.
 int main(int argc, char** argv) {
   using namespace qlr_cli;
-  if (argc < 2) usage_error("missing subcommand; expected inspect, generate, perplexity, demo or loraquant");
+  if (argc < 2)
+    usage_error(
+        "missing subcommand; expected inspect, generate, perplexity, demo, finetune or loraquant");
   const std::string_view command = argv[1];
   if (command == "-h" || command == "--help")
     print_and_exit(std::string(usage) + engine_options_help());
@@ -266,6 +269,8 @@ int main(int argc, char** argv) {
       perplexity(argc, argv, 2);
     else if (command == "demo")
       demo(argc, argv, 2);
+    else if (command == "finetune")
+      finetune(argc, argv, 2);
     else if (command == "loraquant")
       loraquant(argc, argv, 2);
     else

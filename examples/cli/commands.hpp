@@ -15,6 +15,8 @@ void perplexity(int argc, char** argv, int first);
 const char* engine_options_help();
 /// `qlr loraquant ADAPTER_DIR [options]`: LoRAQuant of a PEFT adapter against uniform RTN.
 void loraquant(int argc, char** argv, int first);
+/// `qlr finetune --train FILE [options]`: adapters trained on the frozen (quantized) model.
+void finetune(int argc, char** argv, int first);
 /// `qlr demo [options]`: a quantized model writes a story; perplexity next to FP32's.
 void demo(int argc, char** argv, int first);
 

@@ -1,9 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // `qlr generate` and `qlr perplexity`: the example engine (examples/llama) on a llama2.c
 // checkpoint, with every linear layer FP32 or the qlr layer a --linear spec names.
-#include <fmt/core.h>
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
@@ -16,7 +13,11 @@
 #include <string_view>
 #include <system_error>
 
+#include <fmt/core.h>
+#include <nlohmann/json.hpp>
+
 #include "cli/commands.hpp"
+#include "cli/engine.hpp"
 #include "cli/support.hpp"
 #include "llama/llama.hpp"
 #include "qlr/core/parallel.hpp"
@@ -106,16 +107,45 @@ options:
   --max-tokens N        tokens of it to score; 0 = all (default: 8192)
 )";
 
-/// Options every engine subcommand takes.
-struct ModelFlags {
-  std::filesystem::path model = QLR_DEFAULT_MODEL;
-  std::filesystem::path tokenizer = QLR_DEFAULT_TOKENIZER;
-  std::optional<qlr::layers::LinearSpec> linear;
-  bool quantize_classifier = false;
-  llama::RotationKind rotation = llama::RotationKind::none;
-  std::uint64_t rotation_seed = 0;
-  bool json = false;
+/// ", gptq, eora r=8 (4-bit)" and the like; empty without calibration flags.
+std::string compression_name(const CalibrationFlags& c) {
+  std::string name = c.gptq ? ", gptq" : "";
+  if (c.rank > 0)
+    name += fmt::format(", {} r={} ({})", llama::to_string(c.kind), c.rank,
+                        c.bits == 0 ? std::string("fp32") : fmt::format("{}-bit", c.bits));
+  return name;
+}
+
+/// The NLL of a text's first `max_tokens` tokens (0: all) and how long it took.
+struct Scored {
+  llama::NllResult nll;
+  std::size_t tokens = 0;
+  double seconds = 0;
 };
+
+Scored score_text(const Loaded& loaded, const std::string& text, int window, long max_tokens,
+                  const std::string& bar_label, long skip_tokens = 0) {
+  QLR_CHECK(max_tokens >= 0, invalid_argument, "qlr: --max-tokens = {}; expected >= 0", max_tokens);
+  QLR_CHECK(skip_tokens >= 0, invalid_argument, "qlr: --skip-tokens = {}; expected >= 0",
+            skip_tokens);
+  std::vector<int> tokens = llama::story_tokens(loaded.tokenizer, text);
+  tokens.erase(tokens.begin(),
+               tokens.begin() + std::min<std::ptrdiff_t>(skip_tokens, std::ssize(tokens)));
+  if (max_tokens > 0 && static_cast<std::size_t>(max_tokens) < tokens.size())
+    tokens.resize(static_cast<std::size_t>(max_tokens));
+  const ProgressBar bar(bar_label);
+  const auto start = std::chrono::steady_clock::now();
+  const llama::NllResult r =
+      llama::score_windows(loaded.model, tokens, window,
+                           [&](qlr::index_t done, qlr::index_t total) { bar.update(done, total); });
+  return {r, tokens.size(), seconds_since(start)};
+}
+
+}  // namespace
+
+const char* engine_options_help() {
+  return common_options.data();
+}
 
 /// Takes argv[i] if it is a model flag (advancing i past its value); false otherwise.
 bool parse_model_flag(int argc, char** argv, int& i, ModelFlags& f, std::string_view usage) {
@@ -148,34 +178,13 @@ bool parse_model_flag(int argc, char** argv, int& i, ModelFlags& f, std::string_
   return true;
 }
 
-/// The model and its tokenizer as the flags say.
-struct Loaded {
-  llama::Model model;
-  qlr::model::Tokenizer tokenizer;
-};
-
 /// The file `flag` names, whole.
-std::string read_text_file(const std::filesystem::path& path, std::string_view flag = "--text") {
+std::string read_text_file(const std::filesystem::path& path, std::string_view flag) {
   std::ifstream in(path, std::ios::binary);
   QLR_CHECK(in.good() && std::filesystem::is_regular_file(path), io,
             "qlr: {} '{}'; expected a readable file", flag, path.string());
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
-
-/// What `qlr perplexity` compresses with: GPTQ, a compensation term, the calibration text.
-struct CalibrationFlags {
-  bool gptq = false;
-  qlr::index_t rank = 0;
-  llama::CompensationKind kind = llama::CompensationKind::eora;
-  int bits = 0;
-  std::optional<std::filesystem::path> text;  ///< default: the scored text
-  long tokens = 8192;
-
-  /// Whether the model needs calibration statistics.
-  [[nodiscard]] bool needs_statistics() const {
-    return gptq || (rank > 0 && kind == llama::CompensationKind::eora);
-  }
-};
 
 /// Takes argv[i] if it is a calibration flag (advancing i past its value); false otherwise.
 bool parse_calibration_flag(int argc, char** argv, int& i, CalibrationFlags& c) {
@@ -220,8 +229,8 @@ llama::ModelOptions model_options(const ModelFlags& f, const CalibrationFlags& c
 
 /// The model and its tokenizer as the flags say; with `calibration`, its statistics are taken
 /// first from the FP32 model over the calibration text (a progress bar on stderr).
-Loaded load(const ModelFlags& f, const CalibrationFlags& c = {}, int window = 256,
-            const std::string* default_text = nullptr) {
+Loaded load(const ModelFlags& f, const CalibrationFlags& c, int window,
+            const std::string* default_text) {
   // The defaults are the source tree's vendored files, known only to the program in its build
   // folder: an installed qlr has no source tree to take them from.
   std::error_code ec;
@@ -264,44 +273,9 @@ std::string setting_name(const ModelFlags& f) {
   return fmt::format("{}, {} rotation", spec_name(f), llama::to_string(f.rotation));
 }
 
-/// ", gptq, eora r=8 (4-bit)" and the like; empty without calibration flags.
-std::string compression_name(const CalibrationFlags& c) {
-  std::string name = c.gptq ? ", gptq" : "";
-  if (c.rank > 0)
-    name += fmt::format(", {} r={} ({})", llama::to_string(c.kind), c.rank,
-                        c.bits == 0 ? std::string("fp32") : fmt::format("{}-bit", c.bits));
-  return name;
-}
-
 double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
-
-/// The NLL of a text's first `max_tokens` tokens (0: all) and how long it took.
-struct Scored {
-  llama::NllResult nll;
-  std::size_t tokens = 0;
-  double seconds = 0;
-};
-
-Scored score_text(const Loaded& loaded, const std::string& text, int window, long max_tokens,
-                  const std::string& bar_label, long skip_tokens = 0) {
-  QLR_CHECK(max_tokens >= 0, invalid_argument, "qlr: --max-tokens = {}; expected >= 0", max_tokens);
-  QLR_CHECK(skip_tokens >= 0, invalid_argument, "qlr: --skip-tokens = {}; expected >= 0", skip_tokens);
-  std::vector<int> tokens = llama::story_tokens(loaded.tokenizer, text);
-  tokens.erase(tokens.begin(), tokens.begin() + std::min<std::ptrdiff_t>(skip_tokens, std::ssize(tokens)));
-  if (max_tokens > 0 && static_cast<std::size_t>(max_tokens) < tokens.size())
-    tokens.resize(static_cast<std::size_t>(max_tokens));
-  const ProgressBar bar(bar_label);
-  const auto start = std::chrono::steady_clock::now();
-  const llama::NllResult r = llama::score_windows(
-      loaded.model, tokens, window, [&](qlr::index_t done, qlr::index_t total) { bar.update(done, total); });
-  return {r, tokens.size(), seconds_since(start)};
-}
-
-}  // namespace
-
-const char* engine_options_help() { return common_options.data(); }
 
 void generate(int argc, char** argv, int first) {
   ModelFlags f;

@@ -58,13 +58,14 @@ class ProgressBar {
   explicit ProgressBar(std::string what) : what_(std::move(what)), shown_(isatty(2) != 0) {}
   ProgressBar(const ProgressBar&) = delete;
   ProgressBar& operator=(const ProgressBar&) = delete;
-  /// Shows `done` of `total`.
-  void update(long done, long total) const {
+  /// Shows `done` of `total`, then `status` (e.g. the loss and the time left).
+  void update(long done, long total, std::string_view status = {}) const {
     if (!shown_ || total <= 0) return;
     constexpr int width = 30;
     const auto filled = static_cast<int>(width * done / total);
-    std::fprintf(stderr, "\r%s [%s%s] %ld/%ld", what_.c_str(), std::string(filled, '#').c_str(),
-                 std::string(width - filled, ' ').c_str(), done, total);
+    std::fprintf(stderr, "\r%s [%s%s] %ld/%ld%s\033[K", what_.c_str(),
+                 std::string(filled, '#').c_str(), std::string(width - filled, ' ').c_str(), done,
+                 total, std::string(status).c_str());
     if (done == total) std::fputc('\n', stderr);
     std::fflush(stderr);
   }

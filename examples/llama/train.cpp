@@ -395,6 +395,20 @@ void TrainableModel<T>::zero_gradients() noexcept {
 }
 
 template <class T>
+void TrainableModel<T>::reseed_dropout(std::uint64_t seed) noexcept {
+  std::uint64_t layer = 0;
+  for (Block& b : blocks_) {
+    for (auto& f : b.linears) {
+      // splitmix64 of (seed, layer): streams of neighbouring layers and seeds do not overlap.
+      std::uint64_t z = seed + 0x9E3779B97F4A7C15ull * ++layer;
+      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+      z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+      f.reseed_dropout(z ^ (z >> 31));
+    }
+  }
+}
+
+template <class T>
 std::size_t TrainableModel<T>::activation_bytes() const noexcept {
   std::size_t values = 0;
   for (const BlockActivations& a : activations_) {

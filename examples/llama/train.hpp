@@ -92,6 +92,10 @@ class TrainableModel {
   /// Every adapter's gradients ← 0.
   void zero_gradients() noexcept;
 
+  /// Restarts the dropout streams of every layer from `seed` (each layer its own stream): a
+  /// loop that reseeds each step from the step number resumes bit for bit.
+  void reseed_dropout(std::uint64_t seed) noexcept;
+
   /// Bytes the last forward keeps for backward() (activations of every block and layer).
   [[nodiscard]] std::size_t activation_bytes() const noexcept;
 

@@ -208,8 +208,22 @@ TEST_CASE("AdamW: bad options, learning rates, lists and state files are qlr::Er
   CHECK_THROWS_WITH(train::AdamW(params, {.beta2 = -0.1}), Catch::Contains("beta2 = -0.1"));
   CHECK_THROWS_WITH(train::AdamW(params, {.eps = -1.0}), Catch::Contains("eps = -1"));
   train::AdamW adam(params);
-  for (const double lr : {0.0, -1e-3, std::numeric_limits<double>::quiet_NaN()})
-    CHECK_THROWS_WITH(adam.step(params, lr), Catch::Contains("expected a finite learning rate > 0"));
+  for (const double lr : {-1e-3, std::numeric_limits<double>::quiet_NaN()})
+    CHECK_THROWS_WITH(adam.step(params, lr),
+                      Catch::Contains("expected a finite learning rate >= 0"));
+  {
+    // lr = 0, a warmup's first step: the moments move, the parameters stay (PyTorch).
+    Model warm = two_tensor_model(8);
+    std::mt19937 rng(2);
+    warm.new_gradients(rng);
+    const auto p = warm.parameters();
+    const std::vector<float> before(p[0].value.begin(), p[0].value.end());
+    train::AdamW first(p);
+    first.step(p, 0.0);
+    CHECK(std::equal(before.begin(), before.end(), p[0].value.begin()));
+    CHECK(first.steps() == 1);
+    CHECK(first.first_moment(0)[0] == Approx(0.1 * p[0].grad[0]));
+  }
   auto renamed = params;
   renamed[1].name = "other";
   CHECK_THROWS_WITH(adam.step(renamed, 1e-3), Catch::Contains("is \"other\""));

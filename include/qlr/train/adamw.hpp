@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "qlr/core/aligned.hpp"
 #include "qlr/core/config.hpp"
 #include "qlr/core/error.hpp"
 #include "qlr/core/numeric.hpp"
@@ -48,8 +49,8 @@ class AdamW {
     check_parameters(params, entity);
     state_.reserve(params.size());
     for (const Parameter& p : params)
-      state_.push_back({p.name, p.shape, std::vector<float>(p.value.size(), 0.0f),
-                        std::vector<float>(p.value.size(), 0.0f)});
+      state_.push_back({p.name, p.shape, AlignedVector<float>(p.value.size(), 0.0f),
+                        AlignedVector<float>(p.value.size(), 0.0f)});
   }
 
   /// Steps taken (t of the last step; 0 before the first).
@@ -64,7 +65,8 @@ class AdamW {
   }
 
   /// One step at learning rate `lr` over `params`, the list this optimizer was made for.
-  /// Throws for an lr that is not positive and finite, a list whose names or sizes differ,
+  /// lr = 0 moves only the moments (a warmup's first step). Throws for an lr that is negative
+  /// or not finite, a list whose names or sizes differ,
   /// and a NaN or Inf gradient (naming the parameter and element) — changing nothing.
   QLR_COMPILED_FUNCTION
   void step(const ParameterList& params, double lr);
@@ -83,7 +85,7 @@ class AdamW {
   struct Moments {
     std::string name;
     std::vector<std::int64_t> shape;
-    std::vector<float> m, v;
+    AlignedVector<float> m, v;  // huge pages for large tensors: 4 KB pages cost the step ~30 %
   };
   static void check_options(const AdamWOptions& o, const char* entity) {
     QLR_CHECK(o.beta1 >= 0.0 && o.beta1 < 1.0, invalid_argument,
@@ -105,8 +107,10 @@ class AdamW {
 template <int>
 void AdamW::step(const ParameterList& params, double lr) {
   constexpr const char* entity = "train::AdamW::step";
-  QLR_CHECK(lr > 0.0 && std::isfinite(lr), invalid_argument,
-            "{}: lr = {}; expected a finite learning rate > 0", entity, lr);
+  // 0 is a schedule's value (the first step of HF's warmup, the end of a cosine): the moments
+  // move and the parameters stay, as in PyTorch. A peak rate must be > 0 (the schedules check).
+  QLR_CHECK(lr >= 0.0 && std::isfinite(lr), invalid_argument,
+            "{}: lr = {}; expected a finite learning rate >= 0", entity, lr);
   QLR_CHECK(params.size() == state_.size(), invalid_argument,
             "{}: {} parameters; expected the {} this optimizer was made for", entity,
             params.size(), state_.size());

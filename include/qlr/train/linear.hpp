@@ -134,6 +134,12 @@ class TrainableLinear {
   /// Every trainable adapter's gradients ← 0.
   void zero_gradients() noexcept;
 
+  /// Restarts every adapter's dropout stream from `seed` (adapter i from seed + i): a loop
+  /// that seeds each step from its number draws the same masks when it resumes.
+  void reseed_dropout(std::uint64_t seed) noexcept {
+    for (std::size_t i = 0; i < adapters_.size(); ++i) adapters_[i].rng.seed(seed + i);
+  }
+
   /// Frees what the last forward kept (its input and each adapter's intermediates), as a
   /// model that recomputes activations does between a block's forward and its backward.
   void release_activations() noexcept;
