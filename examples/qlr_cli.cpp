@@ -276,7 +276,9 @@ int main(int argc, char** argv) {
     else
       usage_error(fmt::format("unknown subcommand '{}'", command));
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "qlr: %s\n", one_line(e.what()).c_str());
+    // Messages that already name the tool ("qlr finetune: ...") are not prefixed again.
+    const std::string message = one_line(e.what());
+    std::fprintf(stderr, "%s%s\n", message.starts_with("qlr") ? "" : "qlr: ", message.c_str());
     return 1;
   }
   return 0;

@@ -553,6 +553,13 @@ void finetune(int argc, char** argv, int first) {
     fit_text = train_text.substr(0, cut);
     valid_text = cut < train_text.size() ? train_text.substr(cut + 1) : std::string();
   }
+  if (f.save) {
+    // Before any training: a --save folder that cannot be written fails now, not at the end.
+    std::error_code ec;
+    std::filesystem::create_directories(*f.save / "checkpoints", ec);
+    QLR_CHECK(!ec, io, "qlr finetune: --save '{}': {}; expected a writable folder",
+              f.save->string(), ec.message());
+  }
   CalibrationFlags calibration;
   calibration.gptq = f.gptq;
   Loaded loaded = load(f.model, calibration, 256, &fit_text);
