@@ -15,6 +15,16 @@ function(run out)
   set(${out} "${stdout}" PARENT_SCOPE)
 endfunction()
 
+# Runs the tool with exactly ARGN, requires exit status 0 and stores its stdout in `out`.
+function(run_tool out)
+  execute_process(COMMAND ${PROGRAM} ${ARGN} RESULT_VARIABLE status OUTPUT_VARIABLE stdout
+                  ERROR_VARIABLE stderr)
+  if(NOT status EQUAL 0)
+    message(FATAL_ERROR "qlr ${ARGN}: exit status ${status}\n${stderr}")
+  endif()
+  set(${out} "${stdout}" PARENT_SCOPE)
+endfunction()
+
 # Requires files a and b to hold the same bytes.
 function(require_same a b what)
   file(SHA256 "${a}" ha)
@@ -44,6 +54,19 @@ foreach(file adapter_config.json adapter_model.safetensors checkpoints/latest)
     message(FATAL_ERROR "--save did not write ${file}")
   endif()
 endforeach()
+
+# The saved PEFT folder in `qlr perplexity --adapter`: the text's NLL drops there too.
+set(score perplexity --text ${TEXT} --linear int4-asym-g32 --max-tokens 2048 --window 129 --json)
+run_tool(plain ${score})
+run_tool(adapted ${score} --adapter ${WORK}/straight)
+string(JSON plain_nll GET "${plain}" nll)
+string(JSON adapted_nll GET "${adapted}" nll)
+message(STATUS "qlr perplexity: ${plain_nll} without the adapter, ${adapted_nll} with it")
+execute_process(COMMAND awk "BEGIN { exit !(${plain_nll} - ${adapted_nll} > 0.5) }"
+                RESULT_VARIABLE drop)
+if(NOT drop EQUAL 0)
+  message(FATAL_ERROR "--adapter did not lower the NLL by 0.5: ${plain_nll} -> ${adapted_nll}")
+endif()
 
 # 10 steps, then resumed to 20: the same adapter, byte for byte.
 run(first --steps 10 --save ${WORK}/resumed)

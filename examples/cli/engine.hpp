@@ -24,6 +24,8 @@ struct ModelFlags {
   llama::RotationKind rotation = llama::RotationKind::none;
   std::uint64_t rotation_seed = 0;
   bool json = false;
+  std::optional<std::filesystem::path> adapter;  ///< a PEFT folder added to the block linears
+  std::optional<std::filesystem::path> layers;   ///< a layer file replacing block linears
 };
 
 /// The model and its tokenizer as the flags say.
@@ -53,6 +55,10 @@ bool parse_model_flag(int argc, char** argv, int& i, ModelFlags& f, std::string_
 
 /// The file `flag` names, whole. Throws Errc::io naming the flag when it cannot be read.
 std::string read_text_file(const std::filesystem::path& path, std::string_view flag = "--text");
+
+/// Takes argv[i] if it is --adapter DIR or --layers FILE (generate and perplexity; finetune's
+/// --adapter names a kind). False otherwise.
+bool parse_adapter_flag(int argc, char** argv, int& i, ModelFlags& f);
 
 /// Takes argv[i] if it is a calibration flag (advancing i past its value); false otherwise.
 bool parse_calibration_flag(int argc, char** argv, int& i, CalibrationFlags& c);

@@ -438,95 +438,6 @@ long restore_checkpoint(const std::filesystem::path& folder, const qlr::train::P
   return state["step"].get<long>();
 }
 
-/// The trained adapter as PEFT saves it; QA-LoRA's A converted to PEFT's pooling (the group
-/// mean times the group count), and a layer whose K is not a multiple of the group left out
-/// (PEFT cannot hold it), with a warning.
-qlr::io::PeftAdapter to_peft(const llama::TrainableModel<float>& model, const FinetuneFlags& f,
-                             std::vector<std::string>& warnings) {
-  qlr::io::PeftAdapter out;
-  qlr::io::PeftConfig& c = out.config;
-  c.task_type = "CAUSAL_LM";
-  c.r = f.rank;
-  c.lora_alpha = f.alpha;
-  c.use_rslora = f.adapter == "rslora";
-  c.use_dora = f.adapter == "dora";
-  c.use_qalora = f.adapter == "qa-lora";
-  c.target_modules = f.targets;
-  for (index_t l = 0; l < model.base().config().n_layers; ++l) {
-    for (const std::string& module : f.targets) {
-      const auto& layer = model.linear(l, module);
-      const auto& s = layer.adapters().front();
-      qlr::io::PeftModule m{layer.module(), s.a, s.b, std::nullopt, f.rank, f.alpha,
-                            static_cast<double>(s.scale)};
-      if (s.magnitude.size() != 0) m.magnitude = s.magnitude;
-      if (c.use_qalora) {
-        const index_t k = layer.in_features(), groups = s.a.cols(), g = layer.base().group_size();
-        c.qalora_group_size = g;
-        if (k % g != 0) {
-          warnings.push_back(fmt::format(
-              "{}: K = {} is not a multiple of the group {}; left out of the PEFT export",
-              layer.module(), k, g));
-          continue;
-        }
-        m.a /= static_cast<float>(groups);
-      }
-      out.modules.push_back(std::move(m));
-    }
-  }
-  std::sort(out.modules.begin(), out.modules.end(),
-            [](const auto& a, const auto& b) { return a.name < b.name; });
-  return out;
-}
-
-/// The adapter flags of a PEFT adapter that a run continues: kind, rank, alpha and targets
-/// (the block linears it adapts). Throws for what a run cannot continue.
-void adopt_config(const qlr::io::PeftAdapter& peft, FinetuneFlags& run) {
-  const qlr::io::PeftConfig& c = peft.config;
-  QLR_CHECK(c.rank_pattern.empty() && c.alpha_pattern.empty(), unsupported,
-            "qlr finetune: --init-adapter has rank or alpha patterns; expected one rank and "
-            "alpha for every module");
-  QLR_CHECK(!(c.use_dora && c.use_qalora), unsupported,
-            "qlr finetune: --init-adapter is DoRA and QA-LoRA at once; expected one");
-  run.adapter = c.use_dora ? "dora" : c.use_qalora ? "qa-lora" : c.use_rslora ? "rslora" : "lora";
-  run.rank = c.r;
-  run.alpha = c.lora_alpha;
-  run.targets.clear();
-  for (const std::string_view name : llama::target_modules) {
-    const bool present = std::any_of(peft.modules.begin(), peft.modules.end(), [&](const auto& m) {
-      return m.name.ends_with("." + std::string(name));
-    });
-    if (present) run.targets.emplace_back(name);
-  }
-  QLR_CHECK(!run.targets.empty(), invalid_argument,
-            "qlr finetune: --init-adapter adapts no block linear; expected modules named like "
-            "model.layers.0.self_attn.q_proj");
-}
-
-/// Sets every adapter of `model` from the PEFT adapter (QA-LoRA's A converted from PEFT's
-/// pooling, the group mean times the group count). Throws naming a module that is missing
-/// or whose shapes do not fit.
-void set_from_peft(llama::TrainableModel<float>& model, const qlr::io::PeftAdapter& peft,
-                   const FinetuneFlags& run) {
-  constexpr std::string_view entity = "qlr finetune: --init-adapter";
-  for (index_t l = 0; l < model.base().config().n_layers; ++l) {
-    for (const std::string& module : run.targets) {
-      auto& layer = model.linear(l, module);
-      const auto& s = layer.adapters().front();
-      const qlr::io::PeftModule* m = peft.find(layer.module());
-      QLR_CHECK(m != nullptr, invalid_argument, "{}: no module {}; expected every target in every block",
-                entity, layer.module());
-      qlr::Matrix a = m->a;
-      if (run.adapter == "qa-lora") a *= static_cast<float>(s.a.cols());
-      QLR_CHECK(a.rows() == s.a.rows() && a.cols() == s.a.cols() && m->b.rows() == s.b.rows() &&
-                    m->b.cols() == s.b.cols(),
-                shape_mismatch, "{}: {} has A [{}, {}], B [{}, {}]; expected A [{}, {}], B [{}, {}] for this model",
-                entity, layer.module(), m->a.rows(), m->a.cols(), m->b.rows(), m->b.cols(),
-                s.a.rows(), s.a.cols(), s.b.rows(), s.b.cols());
-      layer.set_values(s.name, a, m->b, m->magnitude.value_or(qlr::Vector()));
-    }
-  }
-}
-
 std::atomic<bool> interrupted{false};
 
 /// Peak resident memory of the process in bytes.
@@ -591,12 +502,19 @@ void finetune(int argc, char** argv, int first) {
   std::optional<qlr::io::PeftAdapter> init;
   if (f.init_adapter) {
     init = qlr::io::load_peft_adapter(*f.init_adapter);
-    adopt_config(*init, run);
-    options.adapter = adapter_config(run);
-    options.targets = run.targets;
+    options = llama::options_from_peft(init->config, init->modules, options);
+    // The run's identity and export follow the adapter's own kind, rank, alpha and targets.
+    const auto& a = options.adapter;
+    run.adapter = a.kind == qlr::train::AdapterKind::dora               ? "dora"
+                  : a.kind == qlr::train::AdapterKind::qa_lora          ? "qa-lora"
+                  : a.scaling == qlr::adapter::Scaling::rank_stabilized ? "rslora"
+                                                                        : "lora";
+    run.rank = a.rank;
+    run.alpha = a.alpha;
+    run.targets = options.targets;
   }
   llama::TrainableModel<float> model(base, options);
-  if (init) set_from_peft(model, *init, run);
+  if (init) llama::set_from_peft(model, *init);
   const qlr::train::ParameterList params = model.parameters();
   qlr::train::AdamW adam(params, {.weight_decay = run.weight_decay});
   const nlohmann::ordered_json identity =
@@ -663,7 +581,7 @@ void finetune(int argc, char** argv, int first) {
   std::vector<std::string> warnings;
   if (f.save) {
     write_checkpoint(*f.save, step, params, adam, identity);
-    qlr::io::save_peft_adapter(*f.save, to_peft(model, run, warnings));
+    qlr::io::save_peft_adapter(*f.save, llama::to_peft(model, warnings));
   }
   for (const std::string& w : warnings) std::fprintf(stderr, "qlr: warning: %s\n", w.c_str());
   const long trained_steps = run.steps - start_step;

@@ -21,6 +21,8 @@
 #include "cli/support.hpp"
 #include "llama/llama.hpp"
 #include "qlr/core/parallel.hpp"
+#include "qlr/io/peft.hpp"
+#include "qlr/layers/layer_file.hpp"
 
 namespace qlr_cli {
 namespace {
@@ -47,6 +49,11 @@ model options (generate, perplexity, demo):
                         before down_proj): none (the default), hadamard, randomized-hadamard,
                         random-orthogonal
   --rotation-seed S     the rotation's seed (default: 0)
+  --adapter DIR         (generate, perplexity) a PEFT adapter folder, e.g. `qlr finetune
+                        --save DIR`'s, added to the block linears it names: beside quantized
+                        layers, merged into FP32 ones
+  --layers FILE         (generate, perplexity) a qlr layer file, e.g. a merged model's,
+                        replacing the block linears it names
   --threads N           threads (default: QLR_NUM_THREADS or all cores)
   --json                print one JSON object with the figures
   -h, --help            show this help
@@ -186,6 +193,17 @@ std::string read_text_file(const std::filesystem::path& path, std::string_view f
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
+bool parse_adapter_flag(int argc, char** argv, int& i, ModelFlags& f) {
+  const std::string_view arg = argv[i];
+  if (arg == "--adapter")
+    f.adapter = std::string(flag_value(argc, argv, i));
+  else if (arg == "--layers")
+    f.layers = std::string(flag_value(argc, argv, i));
+  else
+    return false;
+  return true;
+}
+
 /// Takes argv[i] if it is a calibration flag (advancing i past its value); false otherwise.
 bool parse_calibration_flag(int argc, char** argv, int& i, CalibrationFlags& c) {
   const std::string_view arg = argv[i];
@@ -259,8 +277,11 @@ Loaded load(const ModelFlags& f, const CalibrationFlags& c, int window,
                                     return true;
                                   });
   }
-  return {llama::Model(checkpoint, model_options(f, c), statistics ? &*statistics : nullptr),
-          std::move(tokenizer)};
+  Loaded loaded{llama::Model(checkpoint, model_options(f, c), statistics ? &*statistics : nullptr),
+                std::move(tokenizer)};
+  if (f.layers) loaded.model.replace_layers(qlr::layers::load_layers(*f.layers));
+  if (f.adapter) loaded.model.add_adapter(qlr::io::load_peft_adapter(*f.adapter));
+  return loaded;
 }
 
 std::string spec_name(const ModelFlags& f) {
@@ -286,6 +307,7 @@ void generate(int argc, char** argv, int first) {
   for (int i = first; i < argc; ++i) {
     const std::string_view arg = argv[i];
     if (parse_model_flag(argc, argv, i, f, generate_usage)) continue;
+    if (parse_adapter_flag(argc, argv, i, f)) continue;
     if (arg == "--prompt")
       prompt = flag_value(argc, argv, i);
     else if (arg == "--steps")
@@ -341,6 +363,7 @@ void perplexity(int argc, char** argv, int first) {
   for (int i = first; i < argc; ++i) {
     const std::string_view arg = argv[i];
     if (parse_model_flag(argc, argv, i, f, perplexity_usage)) continue;
+    if (parse_adapter_flag(argc, argv, i, f)) continue;
     if (parse_calibration_flag(argc, argv, i, c)) continue;
     if (arg == "--text")
       text_path = std::string(flag_value(argc, argv, i));

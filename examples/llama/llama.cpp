@@ -9,9 +9,11 @@
 #include <variant>
 
 #include "llama/ops.hpp"
+#include "qlr/adapter/merge.hpp"
 #include "qlr/adapter/quantized_low_rank.hpp"
 #include "qlr/compensate/eora.hpp"
 #include "qlr/compensate/gptq.hpp"
+#include "qlr/layers/peft.hpp"
 #include "qlr/quant/spec.hpp"
 
 namespace llama {
@@ -48,6 +50,42 @@ StreamRotation::Any StreamRotation::make(RotationKind kind, qlr::index_t n, std:
   }
   qlr::detail::fail(qlr::Errc::invalid_argument,
                     "llama::StreamRotation: kind = none; expected a rotation");
+}
+
+std::string module_list() {
+  std::string out;
+  for (const std::string_view m : target_modules) out += (out.empty() ? "" : ", ") + std::string(m);
+  return out;
+}
+
+std::size_t module_index(std::string_view module, const char* entity) {
+  const auto* it = std::find(target_modules.begin(), target_modules.end(), module);
+  QLR_CHECK(it != target_modules.end(), invalid_argument,
+            "{}: target module '{}' is not a block linear; expected one of {}", entity, module,
+            module_list());
+  return static_cast<std::size_t>(it - target_modules.begin());
+}
+
+std::string module_path(index_t block, std::string_view module) {
+  const std::size_t j = module_index(module, "llama::module_path");
+  return "model.layers." + std::to_string(block) + (j < 4 ? ".self_attn." : ".mlp.") +
+         std::string(module);
+}
+
+void Linear::add_adapter(const qlr::io::PeftModule& m, const qlr::io::PeftConfig& config) {
+  const qlr::layers::AnyAdapter adapter = qlr::layers::to_adapter(m, config, in_features());
+  if (quantized_) {
+    quantized_->attach("adapter", adapter);
+    return;
+  }
+  dense_ = std::visit(
+      [&]<class A>(const A& a) -> Matrix {
+        if constexpr (std::is_same_v<A, qlr::adapter::Dora>)
+          return qlr::adapter::merge(dense_, a).weight;
+        else
+          return qlr::adapter::merge(dense_, a);
+      },
+      adapter);
 }
 
 Linear::Linear(const Matrix& w, const std::optional<qlr::layers::LinearSpec>& spec) {
@@ -213,6 +251,50 @@ Matrix Model::forward(std::span<const int> tokens, int pos, KvCache& cache,
   Matrix logits(t_count, config_.vocab_size);
   classifier_->forward(xb, logits);
   return logits;
+}
+
+namespace {
+/// The block linears of `b` in target_modules order (q, k, v, o, gate, up, down).
+std::array<Linear*, 7> linears_of(Model::Block& b) {
+  return {&b.wq, &b.wk, &b.wv, &b.wo, &b.w1, &b.w3, &b.w2};
+}
+
+/// The block and target_modules index of module path `name`; nullopt when it names no block
+/// linear of a model of `blocks` blocks.
+std::optional<std::pair<std::size_t, std::size_t>> find_module(std::string_view name,
+                                                               std::size_t blocks) {
+  for (std::size_t l = 0; l < blocks; ++l)
+    for (std::size_t j = 0; j < target_modules.size(); ++j)
+      if (module_path(static_cast<index_t>(l), target_modules[j]) == name) return std::pair{l, j};
+  return std::nullopt;
+}
+}  // namespace
+
+void Model::add_adapter(const qlr::io::PeftAdapter& adapter) {
+  for (const qlr::io::PeftModule& m : adapter.modules) {
+    const auto at = find_module(m.name, blocks_.size());
+    QLR_CHECK(at.has_value(), invalid_argument,
+              "llama::Model::add_adapter: module '{}' is not a block linear of this {}-block "
+              "model; expected names like {}",
+              m.name, blocks_.size(), module_path(0, "q_proj"));
+    linears_of(blocks_[at->first])[at->second]->add_adapter(m, adapter.config);
+  }
+}
+
+void Model::replace_layers(std::map<std::string, qlr::layers::AnyLinear> layers) {
+  for (auto& [name, layer] : layers) {
+    const auto at = find_module(name, blocks_.size());
+    QLR_CHECK(at.has_value(), invalid_argument,
+              "llama::Model::replace_layers: layer '{}' is not a block linear of this {}-block "
+              "model; expected names like {}",
+              name, blocks_.size(), module_path(0, "q_proj"));
+    Linear& old = *linears_of(blocks_[at->first])[at->second];
+    QLR_CHECK(
+        layer.out_features() == old.out_features() && layer.in_features() == old.in_features(),
+        shape_mismatch, "llama::Model::replace_layers: layer '{}' is {}x{}; expected {}x{}", name,
+        layer.out_features(), layer.in_features(), old.out_features(), old.in_features());
+    old = Linear(std::move(layer));
+  }
 }
 
 double Model::bits_per_parameter(bool with_classifier) const {

@@ -20,20 +20,23 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <numeric>
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
+#include "llama/rotation.hpp"
 #include "qlr/compensate/calibration.hpp"
 #include "qlr/core/error.hpp"
 #include "qlr/core/matrix.hpp"
 #include "qlr/io/llama2c.hpp"
+#include "qlr/io/peft.hpp"
 #include "qlr/layers/any_linear.hpp"
 #include "qlr/model/tokenizer.hpp"
-#include "llama/rotation.hpp"
 
 namespace qlr::compensate {
 class Eigenspace;  // eora.hpp: only llama.cpp, which builds the layers, pays for its solvers
@@ -44,6 +47,21 @@ namespace llama {
 using qlr::index_t;
 using qlr::Matrix;
 using qlr::Vector;
+
+/// The seven block linears as PEFT names them (Hugging Face's Llama modules), in the
+/// order q, k, v, o, gate, up, down.
+inline constexpr std::array<std::string_view, 7> target_modules = {
+    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+
+/// "model.layers.<block>.self_attn.q_proj" etc.: the module path of a block linear in a
+/// Hugging Face Llama, which PEFT's keys repeat. Throws for a module not in target_modules.
+std::string module_path(index_t block, std::string_view module);
+
+/// The index of `module` in target_modules. Throws naming `entity` and the valid names.
+std::size_t module_index(std::string_view module, const char* entity);
+
+/// target_modules as "q_proj, k_proj, …", for messages.
+std::string module_list();
 
 /// Which error-compensation term a quantized layer gets (§7).
 enum class CompensationKind {
@@ -78,6 +96,11 @@ class Linear {
   /// constructor's layer.
   Linear(const Matrix& w, const ModelOptions& options, const qlr::compensate::Covariance* input,
          const qlr::compensate::Eigenspace* space);
+  /// A layer read from a file (layers::load_layers): a merged model's.
+  explicit Linear(qlr::layers::AnyLinear layer) : quantized_(std::move(layer)) {}
+  /// Adds PEFT module `m` (of an adapter with `config`): beside a quantized base, attached as
+  /// "adapter"; into an FP32 weight, merged. Throws when it does not fit the layer.
+  void add_adapter(const qlr::io::PeftModule& m, const qlr::io::PeftConfig& config);
   /// y (M×N) = x (M×K)·Wᵀ.
   void forward(qlr::ConstMatrixRef x, qlr::MatrixRef y) const {
     if (quantized_)
@@ -159,6 +182,16 @@ class Model {
   /// With `capture`, each block's linear inputs are added to its statistics.
   [[nodiscard]] Matrix forward(std::span<const int> tokens, int pos, KvCache& cache,
                                Calibration* capture = nullptr) const;
+
+  /// Adds every module of a PEFT adapter to the block linear it names (module_path's names):
+  /// beside quantized layers, merged into FP32 ones. Throws naming a module that is not a
+  /// block linear of this model or whose shapes do not fit.
+  void add_adapter(const qlr::io::PeftAdapter& adapter);
+
+  /// Replaces the block linears that `layers` names (module_path's names) with those layers,
+  /// e.g. a merged model's read by layers::load_layers. Throws naming a layer that is not a
+  /// block linear of this model or whose shape differs.
+  void replace_layers(std::map<std::string, qlr::layers::AnyLinear> layers);
 
   /// Storage bits per linear weight, averaged over the parameters of the seven block
   /// layers and, unless `with_classifier` is false, the classifier.

@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <cmath>
 
-#include "qlr/rotate/rotation.hpp"
+#include <fmt/format.h>
+
 #include "llama/ops.hpp"
+#include "qlr/rotate/rotation.hpp"
 
 namespace llama {
 namespace {
@@ -63,29 +65,7 @@ std::array<const Linear*, 7> block_linears(const Model::Block& b) {
   return {&b.wq, &b.wk, &b.wv, &b.wo, &b.w1, &b.w3, &b.w2};
 }
 
-/// target_modules as "q_proj, k_proj, …" for messages.
-std::string module_list() {
-  std::string out;
-  for (const std::string_view m : target_modules) out += (out.empty() ? "" : ", ") + std::string(m);
-  return out;
-}
-
-/// Index of `module` in target_modules. Throws naming the valid ones.
-std::size_t module_index(std::string_view module, const char* entity) {
-  const auto* it = std::find(target_modules.begin(), target_modules.end(), module);
-  QLR_CHECK(it != target_modules.end(), invalid_argument,
-            "{}: target module '{}' is not a block linear; expected one of {}", entity, module,
-            module_list());
-  return static_cast<std::size_t>(it - target_modules.begin());
-}
-
 }  // namespace
-
-std::string module_path(index_t block, std::string_view module) {
-  const std::size_t j = module_index(module, "llama::module_path");
-  return "model.layers." + std::to_string(block) + (j < 4 ? ".self_attn." : ".mlp.") +
-         std::string(module);
-}
 
 template <class T>
 TrainableModel<T>::TrainableModel(const Model& base, const TrainOptions& options)
@@ -93,7 +73,8 @@ TrainableModel<T>::TrainableModel(const Model& base, const TrainOptions& options
   constexpr const char* entity = "llama::TrainableModel";
   QLR_CHECK(!options.targets.empty(), invalid_argument,
             "{}: no target module; expected some of {}", entity, module_list());
-  for (const std::string& t : options.targets) module_index(t, entity);
+  for (const std::string& t : options.targets)
+    module_index(t, entity);  // throws naming the valid ones
   for (const Model::Block& b : base.blocks()) {
     for (const Linear* f : block_linears(b)) {
       QLR_CHECK(!f->quantized() || f->quantized()->adapters().empty(), invalid_argument,
@@ -438,6 +419,98 @@ template <class T>
 const qlr::train::TrainableLinear<T>& TrainableModel<T>::linear(index_t block,
                                                                 std::string_view module) const {
   return const_cast<TrainableModel*>(this)->linear(block, module);
+}
+
+qlr::io::PeftAdapter to_peft(const TrainableModel<float>& model,
+                             std::vector<std::string>& warnings) {
+  const TrainOptions& o = model.options();
+  qlr::io::PeftAdapter out;
+  qlr::io::PeftConfig& c = out.config;
+  c.task_type = "CAUSAL_LM";
+  c.r = o.adapter.rank;
+  c.lora_alpha = o.adapter.alpha;
+  c.use_rslora = o.adapter.scaling == qlr::adapter::Scaling::rank_stabilized;
+  c.use_dora = o.adapter.kind == qlr::train::AdapterKind::dora;
+  c.use_qalora = o.adapter.kind == qlr::train::AdapterKind::qa_lora;
+  c.target_modules = o.targets;
+  for (index_t l = 0; l < model.base().config().n_layers; ++l) {
+    for (const std::string& module : o.targets) {
+      const auto& layer = model.linear(l, module);
+      const auto& s = layer.adapter(o.adapter_name);
+      qlr::io::PeftModule m{
+          layer.module(), s.a, s.b, std::nullopt, c.r, c.lora_alpha, static_cast<double>(s.scale)};
+      if (c.use_dora) m.magnitude = s.magnitude;
+      if (c.use_qalora) {
+        const index_t k = layer.in_features(), g = layer.base().group_size();
+        c.qalora_group_size = g;
+        if (k % g != 0) {
+          warnings.push_back(fmt::format(
+              "{}: K = {} is not a multiple of the QA-LoRA group {}; left out of the PEFT export",
+              layer.module(), k, g));
+          continue;
+        }
+        m.a /= static_cast<float>(s.a.cols());  // PEFT pools the mean times K/g
+      }
+      out.modules.push_back(std::move(m));
+    }
+  }
+  std::sort(out.modules.begin(), out.modules.end(),
+            [](const auto& a, const auto& b) { return a.name < b.name; });
+  return out;
+}
+
+TrainOptions options_from_peft(const qlr::io::PeftConfig& config,
+                               std::span<const qlr::io::PeftModule> modules, TrainOptions base) {
+  constexpr const char* entity = "llama::options_from_peft";
+  QLR_CHECK(config.rank_pattern.empty() && config.alpha_pattern.empty(), unsupported,
+            "{}: the adapter has rank or alpha patterns; expected one rank and alpha for every "
+            "module",
+            entity);
+  QLR_CHECK(!(config.use_dora && config.use_qalora), unsupported,
+            "{}: the adapter is DoRA and QA-LoRA at once; expected one", entity);
+  qlr::train::AdapterConfig& a = base.adapter;
+  a.kind = config.use_dora     ? qlr::train::AdapterKind::dora
+           : config.use_qalora ? qlr::train::AdapterKind::qa_lora
+                               : qlr::train::AdapterKind::lora;
+  a.scaling =
+      config.use_rslora ? qlr::adapter::Scaling::rank_stabilized : qlr::adapter::Scaling::standard;
+  a.rank = config.r;
+  a.alpha = config.lora_alpha;
+  base.targets.clear();
+  for (const std::string_view name : target_modules) {
+    const std::string suffix = "." + std::string(name);
+    if (std::any_of(modules.begin(), modules.end(),
+                    [&](const auto& m) { return m.name.ends_with(suffix); }))
+      base.targets.emplace_back(name);
+  }
+  QLR_CHECK(!base.targets.empty(), invalid_argument,
+            "{}: the adapter adapts no block linear; expected modules named like {}", entity,
+            module_path(0, "q_proj"));
+  return base;
+}
+
+void set_from_peft(TrainableModel<float>& model, const qlr::io::PeftAdapter& adapter) {
+  constexpr const char* entity = "llama::set_from_peft";
+  const TrainOptions& o = model.options();
+  for (index_t l = 0; l < model.base().config().n_layers; ++l) {
+    for (const std::string& module : o.targets) {
+      auto& layer = model.linear(l, module);
+      const auto& s = layer.adapter(o.adapter_name);
+      const qlr::io::PeftModule* m = adapter.find(layer.module());
+      QLR_CHECK(m != nullptr, invalid_argument,
+                "{}: the adapter has no module {}; expected every target in every block", entity,
+                layer.module());
+      Matrix a = m->a;
+      if (o.adapter.kind == qlr::train::AdapterKind::qa_lora) a *= static_cast<float>(s.a.cols());
+      QLR_CHECK(a.rows() == s.a.rows() && a.cols() == s.a.cols() && m->b.rows() == s.b.rows() &&
+                    m->b.cols() == s.b.cols(),
+                shape_mismatch,
+                "{}: {} has A [{}, {}], B [{}, {}]; expected A [{}, {}], B [{}, {}] for this model",
+                entity, layer.module(), m->a.rows(), m->a.cols(), m->b.rows(), m->b.cols(),
+                s.a.rows(), s.a.cols(), s.b.rows(), s.b.cols());
+      layer.set_values(s.name, a, m->b, m->magnitude.value_or(qlr::Vector()));
+    }
+  }
 }
 
 template class TrainableModel<float>;

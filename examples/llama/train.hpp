@@ -30,15 +30,6 @@ namespace llama {
 using qlr::train::MatrixT;
 using qlr::train::VectorT;
 
-/// The seven block linears as PEFT names them (Hugging Face's Llama modules), in the
-/// engine's order q, k, v, o, gate, up, down.
-inline constexpr std::array<std::string_view, 7> target_modules = {
-    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
-
-/// "model.layers.<block>.self_attn.q_proj" etc.: the module path of a block linear in a
-/// Hugging Face Llama, which PEFT's keys repeat.
-std::string module_path(index_t block, std::string_view module);
-
 /// Which adapters a TrainableModel attaches and how it keeps activations.
 struct TrainOptions {
   qlr::train::AdapterConfig adapter;  ///< kind, rank, α, dropout, init; seed + layer index
@@ -145,6 +136,23 @@ class TrainableModel {
   index_t length_ = 1;
   bool training_ = false, has_forward_ = false;
 };
+
+/// The model's adapters as PEFT saves them (io::save_peft_adapter): module paths, the
+/// kind, rank and α of the options. QA-LoRA's A is converted to PEFT's pooling (the group mean
+/// times the group count); a layer whose K is not a multiple of its group cannot be held by
+/// PEFT and is left out, with a line added to `warnings`.
+qlr::io::PeftAdapter to_peft(const TrainableModel<float>& model,
+                             std::vector<std::string>& warnings);
+
+/// `base` with the adapter kind, rank, α and targets of a PEFT adapter whose config is
+/// `config` and whose modules are `modules`. Throws for what a TrainableModel cannot hold
+/// (rank or α patterns, DoRA with QA-LoRA, no block linear).
+TrainOptions options_from_peft(const qlr::io::PeftConfig& config,
+                               std::span<const qlr::io::PeftModule> modules, TrainOptions base);
+
+/// Sets every adapter of `model` from `adapter` (to_peft's inverse). Throws naming a module
+/// that is missing or whose shapes do not fit.
+void set_from_peft(TrainableModel<float>& model, const qlr::io::PeftAdapter& adapter);
 
 extern template class TrainableModel<float>;
 extern template class TrainableModel<double>;

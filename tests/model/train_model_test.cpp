@@ -4,8 +4,6 @@
 // untied classifier, two blocks, d = 32) over an FP32, an INT4 and a rotated INT4 base; the
 // float model against its double twin; B = 0 reproduces the engine's NLL bit for bit on the
 // real model; recomputed activations give the same gradients; bad input.
-#include <catch2/catch.hpp>
-
 #include <cmath>
 #include <fstream>
 #include <iterator>
@@ -13,8 +11,11 @@
 #include <string>
 #include <vector>
 
+#include <catch2/catch.hpp>
+
 #include "llama/train.hpp"
 #include "qlr/core/parallel.hpp"
+#include "qlr/io/peft.hpp"
 #include "qlr/model/tokenizer.hpp"
 #include "qlr_test_support.hpp"
 
@@ -285,6 +286,48 @@ TEST_CASE("TrainableModel: with B = 0 the NLL is the engine's, bit for bit (stor
     const double nll = model.forward(batch, false);
     CHECK(nll == llama::score_windows(base, piece, static_cast<int>(window)).nll);
   }
+}
+
+TEST_CASE(
+    "TrainableModel: a saved PEFT folder reads back to the same logits, and runs in the engine",
+    "[train][model][peft]") {
+  using K = qlr::train::AdapterKind;
+  const K kind = GENERATE(K::lora, K::dora, K::qa_lora);
+  CAPTURE(static_cast<int>(kind));
+  const auto checkpoint = tiny_llama();
+  const llama::ModelOptions spec{.linear = qlr::layers::parse_linear_spec("int4-asym-g32")};
+  const llama::Model base(checkpoint, spec);
+  TrainOptions train;
+  train.adapter.kind = kind;
+  train.adapter.rank = 4;
+  train.adapter.scaling = qlr::adapter::Scaling::rank_stabilized;
+  TrainableModel<float> model(base, train);
+  randomize_adapters(model, 12);
+  const Batch batch = random_batch(1, 8, 2);
+  model.forward(batch, false);
+  const Matrix logits = model.logits();
+
+  std::vector<std::string> warnings;
+  const auto folder = std::filesystem::temp_directory_path() /
+                      ("qlr_peft_roundtrip_" + std::to_string(static_cast<int>(kind)));
+  qlr::io::save_peft_adapter(folder, llama::to_peft(model, warnings));
+  CHECK(warnings.empty());
+  const qlr::io::PeftAdapter loaded = qlr::io::load_peft_adapter(folder);
+  CHECK(loaded.config.use_rslora);
+  CHECK(loaded.modules.size() == 14);
+  TrainableModel<float> again(base, llama::options_from_peft(loaded.config, loaded.modules, {}));
+  llama::set_from_peft(again, loaded);
+  again.forward(batch, false);
+  CHECK(qlr::test::bitwise_equal(again.logits(), logits));
+
+  // The engine with the adapter beside its quantized layers: the same function.
+  llama::Model engine(checkpoint, spec);
+  engine.add_adapter(loaded);
+  llama::KvCache cache = engine.make_cache();
+  const Matrix served = engine.forward(
+      std::span(batch.tokens).first(static_cast<std::size_t>(batch.length)), 0, cache);
+  CHECK((served - logits).norm() <= 1e-5f * logits.norm());
+  std::filesystem::remove_all(folder);
 }
 
 TEST_CASE("TrainableModel: bad targets, batches and order are qlr::Errors", "[train][model]") {
