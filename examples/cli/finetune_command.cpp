@@ -5,23 +5,22 @@
 // A run is a pure function of its flags: the batches of step i and the dropout masks come
 // from (seed, i), the schedule from i, so a run resumed from the checkpoint of step k
 // continues bit for bit as the uninterrupted run would have.
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
-#include <sys/resource.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
-#include <cstring>
 #include <csignal>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <optional>
 #include <random>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "cli/commands.hpp"
 #include "cli/engine.hpp"
@@ -30,8 +29,10 @@
 #include "qlr/io/detail/file.hpp"
 #include "qlr/io/peft.hpp"
 #include "qlr/io/safetensors.hpp"
+#include "qlr/layers/layer_file.hpp"
 #include "qlr/train/adamw.hpp"
 #include "qlr/train/schedule.hpp"
+#include <sys/resource.h>
 
 namespace qlr_cli {
 namespace {
@@ -87,8 +88,11 @@ optimization:
 output:
   --eval-every N        validate every N steps too; 0 = before and after only (default: 0)
   --save DIR            write the adapter as a PEFT folder (DIR/adapter_config.json,
-                        DIR/adapter_model.safetensors) and resumable checkpoints under
-                        DIR/checkpoints/ (the last good one is always kept)
+                        DIR/adapter_model.safetensors), resumable checkpoints under
+                        DIR/checkpoints/ (the last good one is always kept) and, over a
+                        quantized base, the merged model as a qlr layer file
+                        (DIR/merged_layers.safetensors, for --layers): QA-LoRA merged into
+                        the zero points losslessly, LoRA and DoRA requantized (reported)
   --checkpoint-every N  steps between checkpoints with --save (default: 50)
   --resume DIR          continue the run saved in DIR (a --save folder or a checkpoint in
                         it) with the same flags; it continues bit for bit
@@ -578,10 +582,15 @@ void finetune(int argc, char** argv, int first) {
   }
   const double train_seconds = seconds_since(train_start);
   const double valid_after = validate(model, valid, seq, run.batch);
-  std::vector<std::string> warnings;
+  std::vector<std::string> warnings, merge_reports;
   if (f.save) {
     write_checkpoint(*f.save, step, params, adam, identity);
     qlr::io::save_peft_adapter(*f.save, llama::to_peft(model, warnings));
+    if (f.model.linear) {
+      llama::MergedLayers merged = llama::merge_adapters(model);
+      qlr::layers::save_layers(*f.save / "merged_layers.safetensors", merged.layers);
+      merge_reports = std::move(merged.reports);
+    }
   }
   for (const std::string& w : warnings) std::fprintf(stderr, "qlr: warning: %s\n", w.c_str());
   const long trained_steps = run.steps - start_step;
@@ -609,6 +618,7 @@ void finetune(int argc, char** argv, int first) {
                                 {"seconds", seconds_since(start)},
                                 {"activation_bytes", model.activation_bytes()},
                                 {"peak_rss_bytes", peak_rss_bytes()},
+                                {"merge_reports", merge_reports},
                                 {"warnings", warnings}};
     fmt::print("{}\n", j.dump(2));
   } else {
@@ -617,7 +627,11 @@ void finetune(int argc, char** argv, int first) {
                setting_name(f.model), run.adapter, run.rank, fmt::join(run.targets, ","), trainable,
                valid_before, valid_after, run.steps, static_cast<long>(tokens_per_step),
                tokens_per_s);
-    if (f.save) fmt::print("adapter saved to {}\n", f.save->string());
+    if (f.save) {
+      fmt::print("adapter saved to {} (PEFT){}\n", f.save->string(),
+                 f.model.linear ? ", the merged model to merged_layers.safetensors" : "");
+      for (const std::string& r : merge_reports) fmt::print("  {}\n", r);
+    }
   }
 }
 

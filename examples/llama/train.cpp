@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "llama/ops.hpp"
+#include "qlr/adapter/qa_lora.hpp"
 #include "qlr/rotate/rotation.hpp"
 
 namespace llama {
@@ -511,6 +512,51 @@ void set_from_peft(TrainableModel<float>& model, const qlr::io::PeftAdapter& ada
       layer.set_values(s.name, a, m->b, m->magnitude.value_or(qlr::Vector()));
     }
   }
+}
+
+MergedLayers merge_adapters(const TrainableModel<float>& model) {
+  constexpr const char* entity = "llama::merge_adapters";
+  const TrainOptions& o = model.options();
+  MergedLayers out;
+  for (index_t l = 0; l < model.base().config().n_layers; ++l) {
+    const auto engine = block_linears(model.base().blocks()[static_cast<std::size_t>(l)]);
+    for (const std::string& module : o.targets) {
+      const auto& layer = model.linear(l, module);
+      const auto& s = layer.adapter(o.adapter_name);
+      const qlr::layers::AnyLinear* base = engine[module_index(module, entity)]->quantized();
+      QLR_CHECK(base != nullptr, invalid_argument,
+                "{}: {} is FP32; expected a quantized base (an FP32 merge is W + ΔW, no layer "
+                "file)",
+                entity, layer.module());
+      const qlr::layers::LinearSpec& spec = base->spec();
+      if (o.adapter.kind == qlr::train::AdapterKind::qa_lora) {
+        qlr::layers::AnyLinear merged = qlr::layers::make_linear(base->base(), spec);
+        merged.attach(
+            "trained",
+            qlr::adapter::QaLora(s.a, s.b, o.adapter.alpha, layer.in_features(),
+                                 layer.base().group_size(), o.adapter.pooling, o.adapter.scaling));
+        merged.merge_into_base("trained");
+        out.layers.emplace(layer.module(), std::move(merged));
+        continue;
+      }
+      // W + s·B·A, and for DoRA its rows scaled to m: in double, then quantized as the spec
+      // says (its rotation included).
+      const Eigen::MatrixXd w_hat = base->dequantized_weight().cast<double>();
+      Eigen::MatrixXd exact =
+          w_hat + static_cast<double>(s.scale) * (s.b.cast<double>() * s.a.cast<double>());
+      if (o.adapter.kind == qlr::train::AdapterKind::dora) {
+        const Eigen::VectorXd norms = exact.rowwise().norm();
+        exact = (s.magnitude.cast<double>().array() / norms.array()).matrix().asDiagonal() * exact;
+      }
+      qlr::layers::AnyLinear merged = qlr::layers::make_linear(exact.cast<float>(), spec);
+      const Eigen::MatrixXd error = exact - merged.dequantized_weight().cast<double>();
+      out.reports.push_back(fmt::format(
+          "{}: requantizing merge: relative error {:.3g} of the weight, {:.3g} of the update",
+          layer.module(), error.norm() / exact.norm(), error.norm() / (exact - w_hat).norm()));
+      out.layers.emplace(layer.module(), std::move(merged));
+    }
+  }
+  return out;
 }
 
 template class TrainableModel<float>;

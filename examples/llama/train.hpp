@@ -16,14 +16,15 @@
 
 #include <array>
 #include <cstdint>
+#include <map>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "llama/llama.hpp"
 #include "qlr/train/linear.hpp"
 #include "qlr/train/parameter.hpp"
-#include "llama/llama.hpp"
 
 namespace llama {
 
@@ -153,6 +154,19 @@ TrainOptions options_from_peft(const qlr::io::PeftConfig& config,
 /// Sets every adapter of `model` from `adapter` (to_peft's inverse). Throws naming a module
 /// that is missing or whose shapes do not fit.
 void set_from_peft(TrainableModel<float>& model, const qlr::io::PeftAdapter& adapter);
+
+/// A model's block linears with their adapters merged in, named by module path (for
+/// layers::save_layers and Model::replace_layers), with a report per lossy merge.
+struct MergedLayers {
+  std::map<std::string, qlr::layers::AnyLinear> layers;  ///< module path → merged layer
+  std::vector<std::string> reports;                      ///< "<module>: requantizing merge: …"
+};
+
+/// Merges every trained adapter of `model` into its quantized base: QA-LoRA into the zero
+/// points (codes and scales untouched, lossless, ALGORITHMS.md §3.3); LoRA and DoRA into the
+/// dequantized weight, quantized again as the layer's spec says (round to nearest; lossy, a
+/// report per layer). Throws for an FP32 base, whose merge is no layer file.
+MergedLayers merge_adapters(const TrainableModel<float>& model);
 
 extern template class TrainableModel<float>;
 extern template class TrainableModel<double>;
