@@ -586,10 +586,17 @@ void finetune(int argc, char** argv, int first) {
   if (f.save) {
     write_checkpoint(*f.save, step, params, adam, identity);
     qlr::io::save_peft_adapter(*f.save, llama::to_peft(model, warnings));
-    if (f.model.linear) {
-      llama::MergedLayers merged = llama::merge_adapters(model);
-      qlr::layers::save_layers(*f.save / "merged_layers.safetensors", merged.layers);
-      merge_reports = std::move(merged.reports);
+  }
+  std::optional<double> valid_merged;
+  if (f.model.linear) {
+    // The merged model as `qlr perplexity --layers` runs it: the engine's layers replaced.
+    llama::MergedLayers merged = llama::merge_adapters(model);
+    if (f.save) qlr::layers::save_layers(*f.save / "merged_layers.safetensors", merged.layers);
+    merge_reports = std::move(merged.reports);
+    if (!jsonl && !f.valid) {
+      llama::Model served(qlr::io::load_llama2c(f.model.model), model_options(f.model, {}));
+      served.replace_layers(std::move(merged.layers));
+      valid_merged = llama::score_windows(served, valid.tokens, static_cast<int>(seq + 1)).nll;
     }
   }
   for (const std::string& w : warnings) std::fprintf(stderr, "qlr: warning: %s\n", w.c_str());
@@ -599,27 +606,30 @@ void finetune(int argc, char** argv, int first) {
   std::size_t trainable = 0;
   for (const auto& p : params) trainable += p.value.size();
   if (f.model.json) {
-    nlohmann::ordered_json j = {{"linear", spec_name(f.model)},
-                                {"rotation", llama::to_string(f.model.rotation)},
-                                {"adapter", run.adapter},
-                                {"rank", run.rank},
-                                {"alpha", run.alpha},
-                                {"targets", run.targets},
-                                {"trainable_parameters", trainable},
-                                {"bits_per_param", base.bits_per_parameter(false)},
-                                {"steps", run.steps},
-                                {"resumed_from", start_step},
-                                {"seq", seq},
-                                {"train_tokens", static_cast<double>(run.steps) * tokens_per_step},
-                                {"valid_nll_before", valid_before},
-                                {"valid_nll_after", valid_after},
-                                {"losses", losses},
-                                {"tokens_per_s", tokens_per_s},
-                                {"seconds", seconds_since(start)},
-                                {"activation_bytes", model.activation_bytes()},
-                                {"peak_rss_bytes", peak_rss_bytes()},
-                                {"merge_reports", merge_reports},
-                                {"warnings", warnings}};
+    nlohmann::ordered_json j = {
+        {"linear", spec_name(f.model)},
+        {"rotation", llama::to_string(f.model.rotation)},
+        {"adapter", run.adapter},
+        {"rank", run.rank},
+        {"alpha", run.alpha},
+        {"targets", run.targets},
+        {"trainable_parameters", trainable},
+        {"bits_per_param", base.bits_per_parameter(false)},
+        {"steps", run.steps},
+        {"resumed_from", start_step},
+        {"seq", seq},
+        {"train_tokens", static_cast<double>(run.steps) * tokens_per_step},
+        {"valid_nll_before", valid_before},
+        {"valid_nll_after", valid_after},
+        {"losses", losses},
+        {"tokens_per_s", tokens_per_s},
+        {"seconds", seconds_since(start)},
+        {"activation_bytes", model.activation_bytes()},
+        {"peak_rss_bytes", peak_rss_bytes()},
+        {"valid_nll_merged",
+         valid_merged ? nlohmann::ordered_json(*valid_merged) : nlohmann::ordered_json(nullptr)},
+        {"merge_reports", merge_reports},
+        {"warnings", warnings}};
     fmt::print("{}\n", j.dump(2));
   } else {
     fmt::print("{} + {} r={} on {} ({} trainable parameters): validation NLL {:.4f} -> {:.4f} "
@@ -627,10 +637,14 @@ void finetune(int argc, char** argv, int first) {
                setting_name(f.model), run.adapter, run.rank, fmt::join(run.targets, ","), trainable,
                valid_before, valid_after, run.steps, static_cast<long>(tokens_per_step),
                tokens_per_s);
+    if (valid_merged)
+      fmt::print("merged into {}: validation NLL {:.4f}\n", spec_name(f.model), *valid_merged);
     if (f.save) {
       fmt::print("adapter saved to {} (PEFT){}\n", f.save->string(),
                  f.model.linear ? ", the merged model to merged_layers.safetensors" : "");
-      for (const std::string& r : merge_reports) fmt::print("  {}\n", r);
+      if (!merge_reports.empty())
+        fmt::print("{} layers merged by requantizing (lossy; --json lists each): {}\n",
+                   merge_reports.size(), merge_reports.front());
     }
   }
 }

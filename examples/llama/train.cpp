@@ -426,6 +426,7 @@ qlr::io::PeftAdapter to_peft(const TrainableModel<float>& model,
                              std::vector<std::string>& warnings) {
   const TrainOptions& o = model.options();
   qlr::io::PeftAdapter out;
+  std::vector<std::string> left_out;
   qlr::io::PeftConfig& c = out.config;
   c.task_type = "CAUSAL_LM";
   c.r = o.adapter.rank;
@@ -445,9 +446,7 @@ qlr::io::PeftAdapter to_peft(const TrainableModel<float>& model,
         const index_t k = layer.in_features(), g = layer.base().group_size();
         c.qalora_group_size = g;
         if (k % g != 0) {
-          warnings.push_back(fmt::format(
-              "{}: K = {} is not a multiple of the QA-LoRA group {}; left out of the PEFT export",
-              layer.module(), k, g));
+          left_out.push_back(fmt::format("{} (K = {})", layer.module(), k));
           continue;
         }
         m.a /= static_cast<float>(s.a.cols());  // PEFT pools the mean times K/g
@@ -455,6 +454,11 @@ qlr::io::PeftAdapter to_peft(const TrainableModel<float>& model,
       out.modules.push_back(std::move(m));
     }
   }
+  if (!left_out.empty())
+    warnings.push_back(fmt::format(
+        "{} layers left out of the PEFT export, whose QA-LoRA needs K to be a multiple of the "
+        "group {}: {}",
+        left_out.size(), c.qalora_group_size, fmt::join(left_out, ", ")));
   std::sort(out.modules.begin(), out.modules.end(),
             [](const auto& a, const auto& b) { return a.name < b.name; });
   return out;
@@ -520,8 +524,14 @@ MergedLayers merge_adapters(const TrainableModel<float>& model) {
   MergedLayers out;
   for (index_t l = 0; l < model.base().config().n_layers; ++l) {
     const auto engine = block_linears(model.base().blocks()[static_cast<std::size_t>(l)]);
-    for (const std::string& module : o.targets) {
+    for (const std::string_view module : target_modules) {
       const auto& layer = model.linear(l, module);
+      if (std::find(o.targets.begin(), o.targets.end(), module) == o.targets.end()) {
+        // Not adapted: the base's own layer, bit for bit, so the file holds the whole model.
+        if (const qlr::layers::AnyLinear* base = engine[module_index(module, entity)]->quantized())
+          out.layers.emplace(layer.module(), qlr::layers::make_linear(base->base(), base->spec()));
+        continue;
+      }
       const auto& s = layer.adapter(o.adapter_name);
       const qlr::layers::AnyLinear* base = engine[module_index(module, entity)]->quantized();
       QLR_CHECK(base != nullptr, invalid_argument,

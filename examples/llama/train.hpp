@@ -162,10 +162,11 @@ struct MergedLayers {
   std::vector<std::string> reports;                      ///< "<module>: requantizing merge: …"
 };
 
-/// Merges every trained adapter of `model` into its quantized base: QA-LoRA into the zero
-/// points (codes and scales untouched, lossless, ALGORITHMS.md §3.3); LoRA and DoRA into the
-/// dequantized weight, quantized again as the layer's spec says (round to nearest; lossy, a
-/// report per layer). Throws for an FP32 base, whose merge is no layer file.
+/// Every quantized block linear of `model` with its trained adapter merged in: QA-LoRA into
+/// the zero points (codes and scales untouched, lossless, ALGORITHMS.md §3.3); LoRA and DoRA
+/// into the dequantized weight, quantized again as the layer's spec says (round to nearest;
+/// lossy, a report per layer); a layer without an adapter as it is. Throws for an adapted
+/// layer with an FP32 base, whose merge is no layer file.
 MergedLayers merge_adapters(const TrainableModel<float>& model);
 
 extern template class TrainableModel<float>;
