@@ -6,11 +6,20 @@
 //   decode/synthetic7b/<impl>/<setting>/threads:<t>   two random blocks of a 7B-class model
 //                                                     (dim 4096, MLP 11008, 32 heads, vocab
 //                                                     512): memory bandwidth decides
+//   train/<model>/<setting>/<forward|step>/threads:<t>
+//                                                     fine-tuning (examples/llama/train.hpp):
+//                                                     the forward of a batch with activations
+//                                                     kept, and a whole step (forward,
+//                                                     backward, clip, AdamW) with a LoRA on the
+//                                                     seven block linears. Models: stories260K
+//                                                     and babyllama-tok105 (8 × 256 tokens,
+//                                                     rank 8), synthetic7b (one block, 1 × 256
+//                                                     tokens, rank 16); settings eigen/fp32
+//                                                     and qlr/w4 (int4-asym-g128). Counters:
+//                                                     tokens/s, peak_rss_MB.
 // Settings: eigen/fp32 (Eigen's GEMV, the peer), qlr/w8a8 (int8-sym-pc+a8), qlr/w4
-// (int4-sym-g128, weight-only), qlr/w4a8 (int4-sym-g128+a8). Counters: tokens/s, GBps (weight bytes read per
-// second) and weight_MB (bytes one token reads), so speedups compare with byte ratios.
-#include <benchmark/benchmark.h>
-
+// (int4-sym-g128, weight-only), qlr/w4a8 (int4-sym-g128+a8). Counters: tokens/s, GBps (weight bytes
+// read per second) and weight_MB (bytes one token reads), so speedups compare with byte ratios.
 #include <cstdlib>
 #include <filesystem>
 #include <optional>
@@ -18,9 +27,14 @@
 #include <utility>
 #include <vector>
 
+#include <benchmark/benchmark.h>
+
 #include "bench_support.hpp"
 #include "llama/llama.hpp"
+#include "llama/train.hpp"
 #include "qlr/core/parallel.hpp"
+#include "qlr/train/adamw.hpp"
+#include <sys/resource.h>
 
 namespace {
 
@@ -96,7 +110,90 @@ void bench_decode(benchmark::State& state, bool synthetic, std::optional<std::st
   state.counters["bits_per_param"] = model.bits_per_parameter();
 }
 
+/// A model of the train/ benchmarks: the checkpoint, the batch and the adapter rank.
+struct TrainCase {
+  std::string name;
+  const qlr::io::Llama2cModel& (*model)();  // built on first use: the 7B block takes seconds
+  int batch, length, rank;
+};
+
+/// babyllama-tok105 from ../shared/data.
+const qlr::io::Llama2cModel& babyllama() {
+  static const qlr::io::Llama2cModel model = qlr::io::load_llama2c(
+      std::filesystem::path(QLR_SHARED_DATA_DIR) / "models" / "babyllama-tok105" / "model5000.bin");
+  return model;
+}
+
+/// One block of the synthetic 7B-class model.
+const qlr::io::Llama2cModel& synthetic_block() {
+  static const qlr::io::Llama2cModel model = [] {
+    qlr::io::Llama2cModel m = synthetic_7b();
+    m.layers.resize(1);
+    m.config.n_layers = 1;
+    return m;
+  }();
+  return model;
+}
+
+/// The train/ benchmarks' models; babyllama only where ../shared/data has it.
+std::vector<TrainCase> train_cases() {
+  std::vector<TrainCase> cases{{"stories260K",
+                                []() -> const qlr::io::Llama2cModel& { return checkpoint(false); },
+                                8, 256, 8}};
+  if (std::filesystem::exists(std::filesystem::path(QLR_SHARED_DATA_DIR) / "models" /
+                              "babyllama-tok105" / "model5000.bin"))
+    cases.push_back({"babyllama-tok105", babyllama, 8, 255, 8});
+  cases.push_back({"synthetic7b", synthetic_block, 1, 255, 16});
+  return cases;
+}
+
+/// The forward of a training batch, or a whole step, for LoRA on every block linear.
+void bench_train(benchmark::State& state, const TrainCase& c, std::optional<std::string> spec,
+                 bool step, int threads) {
+  qlr::set_num_threads(threads);
+  llama::ModelOptions options;
+  if (spec) options.linear = qlr::layers::parse_linear_spec(*spec);
+  const llama::Model& model =
+      qlr_bench::kept_setup<llama::Model>("train/" + c.name + "/" + spec.value_or("fp32"),
+                                          [&] { return llama::Model(c.model(), options); });
+  llama::TrainOptions train;
+  train.adapter.rank = c.rank;
+  train.adapter.alpha = 2.0 * c.rank;
+  llama::TrainableModel<float> trainable(model, train);
+  const auto params = trainable.parameters();
+  qlr::train::AdamW adam(params);
+  llama::Batch batch{{}, {}, c.batch, c.length};
+  for (int i = 0; i < c.batch * (c.length + 1); ++i)
+    batch.tokens.push_back((i * 37 + 11) % c.model().config.vocab_size);
+  for (auto _ : state) {
+    if (step) trainable.zero_gradients();
+    benchmark::DoNotOptimize(trainable.forward(batch, true));
+    if (step) {
+      trainable.backward();
+      qlr::train::clip_gradient_norm(params, 1.0);
+      adam.step(params, 1e-4);
+    }
+  }
+  state.counters["tokens_per_s"] = benchmark::Counter(
+      static_cast<double>(c.batch * c.length), benchmark::Counter::kIsIterationInvariantRate);
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  state.counters["peak_rss_MB"] = static_cast<double>(usage.ru_maxrss) / 1024.0;
+}
+
 void register_all() {
+  for (const TrainCase& c : train_cases())
+    for (const auto& [name, spec] :
+         {std::pair<std::string, std::optional<std::string>>{"eigen/fp32", std::nullopt},
+          {"qlr/w4", "int4-asym-g128"}})
+      for (const bool step : {false, true})
+        for (const int threads : {1, 2}) {
+          const std::string full = "train/" + c.name + "/" + name + (step ? "/step" : "/forward") +
+                                   "/threads:" + std::to_string(threads);
+          benchmark::RegisterBenchmark(full.c_str(), bench_train, c, spec, step, threads)
+              ->UseRealTime()
+              ->Unit(benchmark::kMillisecond);
+        }
   for (const int threads : {1, 2})
     for (const bool synthetic : {false, true})
       for (const auto& [name, spec] : settings) {

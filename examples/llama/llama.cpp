@@ -217,8 +217,8 @@ Matrix Model::forward(std::span<const int> tokens, int pos, KvCache& cache,
     b.wk.forward(xb, k);
     b.wv.forward(xb, v);
     const auto position = [pos](index_t t) { return pos + t; };
-    ops::rope(q, head, position);
-    ops::rope(k, head, position);
+    ops::rope(q, rope_, position);
+    ops::rope(k, rope_, position);
     cache.keys[l].middleRows(pos, t_count) = k;
     cache.values[l].middleRows(pos, t_count) = v;
     for (index_t t = 0; t < t_count; ++t) {
@@ -334,6 +334,7 @@ void Model::check_compression(const qlr::io::Llama2cModel& checkpoint,
 void Model::build(const qlr::io::Llama2cModel& checkpoint, const ModelOptions& options,
                   const Calibration* calibration) {
   config_ = checkpoint.config;
+  rope_ = ops::RopeTable<float>(config_.seq_len, config_.head_size());
   embedding_ = checkpoint.token_embedding;
   final_norm_ = checkpoint.final_norm;
   for (std::size_t l = 0; l < checkpoint.layers.size(); ++l) {

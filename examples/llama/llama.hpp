@@ -29,6 +29,7 @@
 #include <utility>
 #include <vector>
 
+#include "llama/ops.hpp"
 #include "llama/rotation.hpp"
 #include "qlr/compensate/calibration.hpp"
 #include "qlr/core/error.hpp"
@@ -213,6 +214,8 @@ class Model {
   [[nodiscard]] const Vector& final_norm() const noexcept { return final_norm_; }
   /// The classifier (vocab × dim).
   [[nodiscard]] const Linear& classifier() const noexcept { return *classifier_; }
+  /// RoPE's angles for positions [0, seq_len).
+  [[nodiscard]] const ops::RopeTable<float>& rope() const noexcept { return rope_; }
   /// R4, which the engine applies online to the down projection's input; null when the
   /// model is not rotated.
   [[nodiscard]] const StreamRotation* hidden_rotation() const noexcept {
@@ -231,6 +234,7 @@ class Model {
   std::vector<Block> blocks_;
   std::optional<Linear> classifier_;
   std::optional<StreamRotation> hidden_rotation_;  // R4 when the model is rotated
+  ops::RopeTable<float> rope_;                     // RoPE's angles for [0, seq_len)
 };
 
 /// Picks the next token from logits: greedy at temperature 0, else nucleus (top-p)

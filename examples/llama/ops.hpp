@@ -7,14 +7,19 @@
 
 #include <cmath>
 
+#include "qlr/core/error.hpp"
+#include "qlr/core/matrix.hpp"
 #include "qlr/core/types.hpp"
-#include "qlr/train/frozen_base.hpp"
 
 namespace llama::ops {
 
 using qlr::index_t;
-using qlr::train::MatrixT;
-using qlr::train::VectorT;
+/// A row-major matrix of T (qlr::train::MatrixT).
+template <class T>
+using MatrixT = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+/// A column vector of T (qlr::train::VectorT).
+template <class T>
+using VectorT = Eigen::Matrix<T, Eigen::Dynamic, 1>;
 
 /// llama2.c's RMSNorm ε.
 inline constexpr double rms_eps = 1e-5;
@@ -45,17 +50,40 @@ void rms_norm_backward(const MatrixT<T>& x, const VectorT<T>& gamma, const Matri
   }
 }
 
+/// cos and sin of RoPE's angles, position p × pair i/2 of a head: p·10000^(−i/head).
+template <class T>
+struct RopeTable {
+  int head = 0;         ///< head width
+  MatrixT<T> cos, sin;  ///< positions × head/2
+
+  RopeTable() = default;
+  /// The angles of positions [0, positions) for heads of width `head`.
+  RopeTable(index_t positions, int head_width)
+      : head(head_width), cos(positions, head_width / 2), sin(positions, head_width / 2) {
+    for (index_t p = 0; p < positions; ++p) {
+      for (index_t i = 0; i < head; i += 2) {
+        const T angle =
+            static_cast<T>(p) / std::pow(T(10000), static_cast<T>(i) / static_cast<T>(head));
+        cos(p, i / 2) = std::cos(angle);
+        sin(p, i / 2) = std::sin(angle);
+      }
+    }
+  }
+};
+
 /// Rotates each pair (2i, 2i + 1) of every head of row t by position(t)·10000^(−2i/head);
 /// `inverse` rotates by the opposite angle, which is RoPE's backward (a rotation's
-/// transpose).
+/// transpose). Throws past the table's positions.
 template <class T, class Position>
-void rope(MatrixT<T>& m, int head, Position position, bool inverse = false) {
+void rope(MatrixT<T>& m, const RopeTable<T>& table, Position position, bool inverse = false) {
+  const int head = table.head;
   for (index_t t = 0; t < m.rows(); ++t) {
-    const auto p = static_cast<T>(position(t));
+    const index_t p = position(t);
+    QLR_CHECK(p >= 0 && p < table.cos.rows(), invalid_argument,
+              "llama::ops::rope: position {}; expected 0 <= p < {}", p, table.cos.rows());
     for (index_t i = 0; i < m.cols(); i += 2) {
-      const auto within = static_cast<T>(i % head);
-      const T angle = p / std::pow(T(10000), within / static_cast<T>(head));
-      const T c = std::cos(angle), s = inverse ? -std::sin(angle) : std::sin(angle);
+      const index_t j = (i % head) / 2;
+      const T c = table.cos(p, j), s = inverse ? -table.sin(p, j) : table.sin(p, j);
       const T a = m(t, i), b = m(t, i + 1);
       m(t, i) = a * c - b * s;
       m(t, i + 1) = a * s + b * c;

@@ -9,6 +9,7 @@
 
 #include "llama/ops.hpp"
 #include "qlr/adapter/qa_lora.hpp"
+#include "qlr/core/parallel.hpp"
 #include "qlr/rotate/rotation.hpp"
 
 namespace llama {
@@ -70,7 +71,10 @@ std::array<const Linear*, 7> block_linears(const Model::Block& b) {
 
 template <class T>
 TrainableModel<T>::TrainableModel(const Model& base, const TrainOptions& options)
-    : base_(&base), options_(options), classifier_(frozen<T>(base.classifier())) {
+    : base_(&base),
+      options_(options),
+      classifier_(frozen<T>(base.classifier())),
+      rope_(base.config().seq_len, base.config().head_size()) {
   constexpr const char* entity = "llama::TrainableModel";
   QLR_CHECK(!options.targets.empty(), invalid_argument,
             "{}: no target module; expected some of {}", entity, module_list());
@@ -243,21 +247,23 @@ void TrainableModel<T>::block_forward(std::size_t l, const MatrixT<T>& x, BlockA
   a.q = f[0].forward(h, training, masks(0));
   a.k = f[1].forward(h, training, masks(1));
   a.v = f[2].forward(h, training, masks(2));
-  ops::rope(a.q, head, position);
-  ops::rope(a.k, head, position);
+  ops::rope(a.q, rope_, position);
+  ops::rope(a.k, rope_, position);
   MatrixT<T> att(rows, c.dim);
-  VectorT<T> scores(length_);
   const T inv_sqrt_head = T(1) / std::sqrt(static_cast<T>(head));
-  for (index_t s0 = 0; s0 < rows; s0 += length_) {
-    for (index_t t = 0; t < length_; ++t) {
-      for (int hd = 0; hd < c.n_heads; ++hd) {
-        const int kv_offset = (hd / kv_per_head) * head;
+  // Each (sequence, head) writes its own columns of att: any split gives the same bits.
+  qlr::parallel_for(rows / length_ * c.n_heads, 1, [&](index_t begin, index_t end) {
+    VectorT<T> scores(length_);
+    for (index_t task = begin; task < end; ++task) {
+      const index_t s0 = task / c.n_heads * length_;
+      const int hd = static_cast<int>(task % c.n_heads), kv_offset = (hd / kv_per_head) * head;
+      for (index_t t = 0; t < length_; ++t) {
         ops::attend(a.k.block(s0, kv_offset, t + 1, head), a.v.block(s0, kv_offset, t + 1, head),
                     a.q.row(s0 + t).segment(hd * head, head), inv_sqrt_head, scores.head(t + 1),
                     att.row(s0 + t).segment(hd * head, head));
       }
     }
-  }
+  });
   a.mid = a.x + f[3].forward(att, training, masks(3));
   ops::rms_norm(a.mid, blocks_[l].ffn_norm, h);
   a.gate = f[4].forward(h, training, masks(4));
@@ -300,34 +306,39 @@ void TrainableModel<T>::block_backward(std::size_t l, BlockActivations& a, Matri
   const MatrixT<T> datt = f[3].backward(dx);
   MatrixT<T> dq = MatrixT<T>::Zero(rows, c.dim), dk = MatrixT<T>::Zero(rows, c.kv_dim()),
              dv = MatrixT<T>::Zero(rows, c.kv_dim());
-  VectorT<T> p(length_), dp(length_);
   const T inv_sqrt_head = T(1) / std::sqrt(static_cast<T>(head));
-  for (index_t s0 = 0; s0 < rows; s0 += length_) {
-    for (index_t t = 0; t < length_; ++t) {
-      for (int hd = 0; hd < c.n_heads; ++hd) {
-        const int kv_offset = (hd / kv_per_head) * head;
-        const auto keys = a.k.block(s0, kv_offset, t + 1, head);
-        const auto values = a.v.block(s0, kv_offset, t + 1, head);
-        const auto q = a.q.row(s0 + t).segment(hd * head, head);
-        const auto d_out = datt.row(s0 + t).segment(hd * head, head);
-        auto pt = p.head(t + 1);
-        auto dpt = dp.head(t + 1);
-        pt.noalias() = keys * q.transpose();
-        pt *= inv_sqrt_head;
-        pt = (pt.array() - pt.maxCoeff()).exp();
-        pt /= pt.sum();
-        // dP = V·dO; dS = P ⊙ (dP − P·dP), scaled by 1/√head for q and k.
-        dpt.noalias() = values * d_out.transpose();
-        const T mean = pt.dot(dpt);
-        dpt = (pt.array() * (dpt.array() - mean)).matrix() * inv_sqrt_head;
-        dq.row(s0 + t).segment(hd * head, head).noalias() += dpt.transpose() * keys;
-        dk.block(s0, kv_offset, t + 1, head).noalias() += dpt * q;
-        dv.block(s0, kv_offset, t + 1, head).noalias() += pt * d_out;
+  // Each (sequence, KV head) owns its rows of dk and dv and its heads' columns of dq, and adds
+  // to them in a fixed order (position, then head): any split gives the same bits.
+  qlr::parallel_for(rows / length_ * c.n_kv_heads, 1, [&](index_t begin, index_t end) {
+    VectorT<T> p(length_), dp(length_);
+    for (index_t task = begin; task < end; ++task) {
+      const index_t s0 = task / c.n_kv_heads * length_;
+      const int group = static_cast<int>(task % c.n_kv_heads), kv_offset = group * head;
+      for (index_t t = 0; t < length_; ++t) {
+        for (int hd = group * kv_per_head; hd < (group + 1) * kv_per_head; ++hd) {
+          const auto keys = a.k.block(s0, kv_offset, t + 1, head);
+          const auto values = a.v.block(s0, kv_offset, t + 1, head);
+          const auto q = a.q.row(s0 + t).segment(hd * head, head);
+          const auto d_out = datt.row(s0 + t).segment(hd * head, head);
+          auto pt = p.head(t + 1);
+          auto dpt = dp.head(t + 1);
+          pt.noalias() = keys * q.transpose();
+          pt *= inv_sqrt_head;
+          pt = (pt.array() - pt.maxCoeff()).exp();
+          pt /= pt.sum();
+          // dP = V·dO; dS = P ⊙ (dP − P·dP), scaled by 1/√head for q and k.
+          dpt.noalias() = values * d_out.transpose();
+          const T mean = pt.dot(dpt);
+          dpt = (pt.array() * (dpt.array() - mean)).matrix() * inv_sqrt_head;
+          dq.row(s0 + t).segment(hd * head, head).noalias() += dpt.transpose() * keys;
+          dk.block(s0, kv_offset, t + 1, head).noalias() += dpt * q;
+          dv.block(s0, kv_offset, t + 1, head).noalias() += pt * d_out;
+        }
       }
     }
-  }
-  ops::rope(dq, head, position, true);
-  ops::rope(dk, head, position, true);
+  });
+  ops::rope(dq, rope_, position, true);
+  ops::rope(dk, rope_, position, true);
   dh = f[0].backward(dq);
   dh += f[1].backward(dk);
   dh += f[2].backward(dv);

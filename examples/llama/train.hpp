@@ -131,6 +131,7 @@ class TrainableModel {
   VectorT<T> final_norm_;
   std::vector<Block> blocks_;
   qlr::train::FrozenBase<T> classifier_;
+  ops::RopeTable<T> rope_;  // the engine's angles, computed in T
   // The last forward.
   std::vector<BlockActivations> activations_;
   MatrixT<T> final_x_, final_h_, logits_, dlogits_;
