@@ -112,7 +112,8 @@ TEST_CASE("tokenizer: damaged files are refused with what is wrong", "[model][to
   CHECK_THROWS_WITH(parse(bytes.substr(0, bytes.size() - 1), 512),
                     Catch::Contains("piece 511 needs bytes"));
   CHECK_THROWS_WITH(parse(bytes, 300), Catch::Contains("follow the 300 pieces"));
-  CHECK_THROWS_WITH(parse(bytes, 100), Catch::Contains("vocab_size = 100; expected 259"));
+  CHECK_THROWS_WITH(parse(bytes, 3), Catch::Contains("vocab_size = 3; expected 4"));
+  CHECK_THROWS_WITH(parse(bytes, 100), Catch::Contains("follow the 100 pieces"));
   std::string bad = bytes;
   const std::int32_t huge = 1 << 30;
   std::memcpy(bad.data() + 8, &huge, 4);  // piece 0's length
@@ -217,6 +218,61 @@ TEST_CASE("llama: a block of tokens equals feeding them one at a time", "[model]
   const int ok = 1;
   CHECK_THROWS_WITH(model.forward(std::span(&ok, 1), 512, cache),
                     Catch::Contains("positions [512, 513); expected 1 or more inside [0, seq_len = 512)"));
+}
+
+TEST_CASE(
+    "llama: babyllama-tok105, a character vocabulary without byte pieces: SOURCE.md's encoding, "
+    "logits, greedy story and NLL",
+    "[model][llama]") {
+  const auto folder = std::filesystem::path(QLR_SHARED_DATA_DIR) / "models" / "babyllama-tok105";
+  if (!std::filesystem::exists(folder / "model5000.bin")) {
+    WARN("../shared/data/models/babyllama-tok105 not found: its oracles are skipped");
+    return;
+  }
+  const auto checkpoint = qlr::io::load_llama2c(folder / "model5000.bin");
+  const Tokenizer tokenizer = Tokenizer::load(folder / "tok105.bin", checkpoint.config.vocab_size);
+  CHECK(!tokenizer.byte_fallback());
+  CHECK(tokenizer.encode("Once upon a time") ==
+        std::vector<int>{1, 3, 34, 9, 22, 4, 3, 18, 20, 7, 9, 3, 5, 3, 6, 10, 16, 4});
+  // A character outside the vocabulary is <unk>, one per code point (SentencePiece without
+  // byte fallback).
+  CHECK(tokenizer.find("\n") == -1);
+  CHECK(tokenizer.encode("\n\xe4\xb8\xad", false) ==
+        std::vector<int>{3, Tokenizer::unk, Tokenizer::unk});
+
+  const llama::Model model(checkpoint);
+  llama::KvCache cache = model.make_cache();
+  const int bos = Tokenizer::bos;
+  const qlr::Matrix logits = model.forward(std::span(&bos, 1), 0, cache);
+  const std::vector<std::pair<int, float>> top5 = {
+      {3, 8.3135f}, {13, 3.0107f}, {1, 2.7597f}, {9, 2.6903f}, {0, 2.0537f}};
+  std::vector<int> order(static_cast<std::size_t>(logits.cols()));
+  std::iota(order.begin(), order.end(), 0);
+  std::partial_sort(order.begin(), order.begin() + 5, order.end(),
+                    [&](int a, int b) { return logits(0, a) > logits(0, b); });
+  for (std::size_t i = 0; i < 5; ++i) {
+    CHECK(order[i] == top5[i].first);
+    CHECK(logits(0, top5[i].first) == Approx(top5[i].second).margin(1e-3));
+  }
+
+  llama::Sampler greedy(0.0f, 0.9f, 1);
+  std::string text;
+  llama::generate(model, tokenizer, "", 200, greedy, [&](const std::string& t) { text += t; });
+  CHECK(text ==
+        "Once upon a time, there was a little girl named Lily. She loved to play outside in "
+        "the sunshine. One day, she went to the park with her mommy and daddy. She saw a big "
+        "box on the ground. She wanted to");
+
+  std::vector<int> tokens = llama::story_tokens(
+      tokenizer, qlr::test::read_text(std::filesystem::path(QLR_DATA_DIR) / "tinystories" /
+                                      "tinystories_valid_head.txt"));
+  tokens.resize(8192);
+  // SOURCE.md's 0.7809 encodes the out-of-vocabulary newline by llama2.c's byte + 3 rule,
+  // which in this vocabulary names piece 13, another character; with SentencePiece's <unk>
+  // (what this tokenizer does) the same protocol measures 0.7069. The byte + 3 stream
+  // reproduced 0.7809 to 4 decimals here, so the engine matches the oracle's arithmetic.
+  CHECK(std::count(tokens.begin(), tokens.end(), Tokenizer::unk) > 0);
+  CHECK(llama::score_windows(model, tokens, 256).nll == Approx(0.7069).margin(1e-3));
 }
 
 TEST_CASE("llama: FP32 NLL on the TinyStories slice is SOURCE.md's 1.2685; W8 within 1 %",

@@ -26,6 +26,7 @@ namespace qlr::model {
 /// A llama2.c tokenizer: `vocab_size` pieces and their merge scores.
 class Tokenizer {
  public:
+  static constexpr int unk = 0;  ///< an unknown character, in a vocabulary without bytes
   static constexpr int bos = 1;  ///< beginning of a sequence (also separates stories)
   static constexpr int eos = 2;  ///< end of a sequence
 
@@ -33,9 +34,9 @@ class Tokenizer {
   /// Errc::corrupt_file for a truncated or inconsistent file.
   static Tokenizer parse(std::span<const std::byte> bytes, int vocab_size) {
     constexpr const char* entity = "model::Tokenizer";
-    QLR_CHECK(vocab_size >= 3 + 256 && vocab_size <= (1 << 20), invalid_argument,
-              "{}: vocab_size = {}; expected 259 <= vocab_size <= {} (3 specials + 256 bytes)",
-              entity, vocab_size, 1 << 20);
+    QLR_CHECK(vocab_size >= 4 && vocab_size <= (1 << 20), invalid_argument,
+              "{}: vocab_size = {}; expected 4 <= vocab_size <= {} (3 specials and pieces)", entity,
+              vocab_size, 1 << 20);
     std::size_t at = 0;
     const auto read_i32 = [&](const char* what, int index) {
       QLR_CHECK(bytes.size() - at >= 4, corrupt_file,
@@ -69,6 +70,15 @@ class Tokenizer {
       t.scores_.push_back(score);
       at += static_cast<std::size_t>(length);
     }
+    // Byte fallback when pieces 3 … 258 are "<0x00>" … "<0xFF>" (llama2.c's vocabularies);
+    // without them (a character vocabulary), a code point outside it is <unk> (id 0), as
+    // SentencePiece without byte fallback encodes it.
+    t.byte_fallback_ = vocab_size >= 3 + 256;
+    for (int b = 0; b < 256 && t.byte_fallback_; ++b) {
+      constexpr const char* hex = "0123456789ABCDEF";
+      const std::string name = {'<', '0', 'x', hex[b >> 4], hex[b & 15], '>'};
+      t.byte_fallback_ = t.pieces_[static_cast<std::size_t>(3 + b)] == name;
+    }
     QLR_CHECK(at == bytes.size(), corrupt_file,
               "{}: {} bytes follow the {} pieces; expected the file to end there (a tokenizer "
               "of another vocabulary?)",
@@ -87,6 +97,9 @@ class Tokenizer {
     return parse(std::as_bytes(std::span(bytes.data(), bytes.size())), vocab_size);
   }
 
+  /// Whether a character outside the vocabulary becomes its UTF-8 bytes (pieces 3 … 258),
+  /// else <unk>.
+  [[nodiscard]] bool byte_fallback() const noexcept { return byte_fallback_; }
   /// Pieces in the vocabulary.
   [[nodiscard]] int vocab_size() const noexcept { return static_cast<int>(pieces_.size()); }
   /// The bytes of piece `id` (a raw byte appears as "<0xXX>"). Throws for an id out of range.
@@ -127,8 +140,10 @@ class Tokenizer {
       const int id = find(text.substr(i, end - i));
       if (id >= 0) {
         tokens.push_back(id);
-      } else {
+      } else if (byte_fallback_) {
         for (std::size_t b = i; b < end; ++b) tokens.push_back(static_cast<unsigned char>(text[b]) + 3);
+      } else {
+        tokens.push_back(unk);
       }
       i = end;
     }
@@ -225,6 +240,7 @@ class Tokenizer {
   std::vector<std::string> pieces_;
   std::vector<float> scores_;
   std::unordered_map<std::string, int> ids_;
+  bool byte_fallback_ = false;  // pieces 3 … 258 are the 256 bytes
 };
 
 }  // namespace qlr::model
