@@ -26,6 +26,7 @@
 #include "cli/engine.hpp"
 #include "cli/support.hpp"
 #include "llama/train.hpp"
+#include "qlr/core/numeric.hpp"
 #include "qlr/io/detail/file.hpp"
 #include "qlr/io/peft.hpp"
 #include "qlr/io/safetensors.hpp"
@@ -437,9 +438,14 @@ long restore_checkpoint(const std::filesystem::path& folder, const qlr::train::P
     QLR_CHECK(t.dtype == qlr::io::Dtype::f32 && t.shape == p.shape, invalid_argument,
               "qlr finetune: --resume: tensor \"{}\" does not fit the model", p.name);
     std::memcpy(p.value.data(), t.bytes.data(), t.bytes.size());
+    QLR_CHECK(qlr::all_finite(p.value.data(), static_cast<index_t>(p.value.size())),
+              invalid_argument, "qlr finetune: --resume: tensor \"{}\" holds a NaN or an infinity",
+              p.name);
   }
+  const long step = state["step"].get<long>();
+  QLR_CHECK(step >= 0, invalid_argument, "qlr finetune: --resume: step = {}; expected >= 0", step);
   adam.load(folder / "optimizer.safetensors");
-  return state["step"].get<long>();
+  return step;
 }
 
 std::atomic<bool> interrupted{false};
