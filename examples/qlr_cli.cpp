@@ -93,16 +93,6 @@ InspectOptions parse_inspect(int argc, char** argv, int first) {
   return o;
 }
 
-/// The FNV-1a 64-bit hash of `bytes`.
-std::uint64_t fnv1a64(std::span<const std::byte> bytes) noexcept {
-  std::uint64_t h = 0xcbf29ce484222325ull;
-  for (const std::byte b : bytes) {
-    h ^= std::to_integer<std::uint64_t>(b);
-    h *= 0x100000001b3ull;
-  }
-  return h;
-}
-
 /// `h` as 16 lower-case hex digits.
 std::string hex16(std::uint64_t h) { return fmt::format("{:016x}", h); }
 

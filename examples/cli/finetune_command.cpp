@@ -265,18 +265,10 @@ Stream read_stream(const qlr::model::Tokenizer& tokenizer, const std::string& te
   return s;
 }
 
-/// splitmix64 of (a, b): independent seeds for each step and micro-batch.
-std::uint64_t mix(std::uint64_t a, std::uint64_t b) {
-  std::uint64_t z = a + 0x9E3779B97F4A7C15ull * (b + 1);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
 /// Micro-batch `micro` of step `step`: `batch` windows of seq + 1 tokens at positions drawn
 /// from (seed, step, micro); windows without a counted target are drawn again.
 llama::Batch draw_batch(const Stream& s, const FinetuneFlags& f, long step, long micro) {
-  std::mt19937_64 rng(mix(f.seed, static_cast<std::uint64_t>(step * f.accum + micro)));
+  std::mt19937_64 rng(llama::mix_seed(f.seed, static_cast<std::uint64_t>(step * f.accum + micro)));
   const auto span = static_cast<std::uint64_t>(s.tokens.size()) - static_cast<std::uint64_t>(f.seq);
   llama::Batch b{{}, {}, f.batch, f.seq};
   for (long i = 0; i < f.batch; ++i) {
@@ -347,13 +339,6 @@ nlohmann::ordered_json run_identity(const FinetuneFlags& f, std::uint64_t model_
           {"clip", f.clip},
           {"weight_decay", f.weight_decay},
           {"seed", f.seed}};
-}
-
-/// FNV-1a 64 of `bytes` (the run identity's fingerprints).
-std::uint64_t fnv_of(std::string_view bytes) {
-  std::uint64_t h = 0xcbf29ce484222325ull;
-  for (const char c : bytes) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
-  return h;
 }
 
 /// Writes the checkpoint of `step` under save/checkpoints/ as a folder renamed into place,
@@ -527,8 +512,10 @@ void finetune(int argc, char** argv, int first) {
   if (init) llama::set_from_peft(model, *init);
   const qlr::train::ParameterList params = model.parameters();
   qlr::train::AdamW adam(params, {.weight_decay = run.weight_decay});
+  const std::string model_bytes = read_text_file(f.model.model, "--model");
   const nlohmann::ordered_json identity =
-      run_identity(run, fnv_of(read_text_file(f.model.model, "--model")), fnv_of(train_text));
+      run_identity(run, fnv1a64(std::as_bytes(std::span(model_bytes))),
+                   fnv1a64(std::as_bytes(std::span(train_text))));
   long start_step = 0;
   if (f.resume) start_step = restore_checkpoint(checkpoint_folder(*f.resume), params, adam, identity);
   QLR_CHECK(start_step <= run.steps, invalid_argument,
@@ -556,7 +543,8 @@ void finetune(int argc, char** argv, int first) {
     double loss = 0;
     try {
       for (long micro = 0; micro < run.accum; ++micro) {
-        model.reseed_dropout(mix(run.seed ^ 0x5DEECE66Dull, static_cast<std::uint64_t>(step * run.accum + micro)));
+        model.reseed_dropout(llama::mix_seed(run.seed ^ 0x5DEECE66Dull,
+                                             static_cast<std::uint64_t>(step * run.accum + micro)));
         loss += model.forward(draw_batch(train, run, step, micro), true) / static_cast<double>(run.accum);
         model.backward();
       }

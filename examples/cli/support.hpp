@@ -3,16 +3,19 @@
 // flags, and a progress bar on stderr.
 #pragma once
 
-#include <fmt/core.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <charconv>
+#include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <span>
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <unistd.h>
+
+#include <fmt/core.h>
 
 namespace qlr_cli {
 
@@ -49,6 +52,16 @@ T parse_number(std::string_view flag, std::string_view text) {
   if (ec != std::errc() || end != text.data() + text.size())
     usage_error(fmt::format("{} '{}' is not a number", flag, text));
   return value;
+}
+
+/// The FNV-1a 64-bit hash of `bytes` (inspect's checksums, finetune's run fingerprints).
+inline std::uint64_t fnv1a64(std::span<const std::byte> bytes) noexcept {
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  for (const std::byte b : bytes) {
+    h ^= std::to_integer<std::uint64_t>(b);
+    h *= 0x100000001b3ull;
+  }
+  return h;
 }
 
 /// A bar on stderr, redrawn in place, shown only when stderr is a terminal.

@@ -13,6 +13,7 @@
 #include "qlr/adapter/quantized_low_rank.hpp"
 #include "qlr/compensate/eora.hpp"
 #include "qlr/compensate/gptq.hpp"
+#include "qlr/io/peft.hpp"
 #include "qlr/layers/peft.hpp"
 #include "qlr/quant/spec.hpp"
 

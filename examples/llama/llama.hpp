@@ -35,13 +35,17 @@
 #include "qlr/core/error.hpp"
 #include "qlr/core/matrix.hpp"
 #include "qlr/io/llama2c.hpp"
-#include "qlr/io/peft.hpp"
 #include "qlr/layers/any_linear.hpp"
 #include "qlr/model/tokenizer.hpp"
 
 namespace qlr::compensate {
 class Eigenspace;  // eora.hpp: only llama.cpp, which builds the layers, pays for its solvers
 }  // namespace qlr::compensate
+namespace qlr::io {
+struct PeftConfig;  // peft.hpp (and its JSON parser): only the units that load adapters
+struct PeftModule;
+struct PeftAdapter;
+}  // namespace qlr::io
 
 namespace llama {
 

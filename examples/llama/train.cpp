@@ -10,6 +10,7 @@
 #include "llama/ops.hpp"
 #include "qlr/adapter/qa_lora.hpp"
 #include "qlr/core/parallel.hpp"
+#include "qlr/io/peft.hpp"
 #include "qlr/rotate/rotation.hpp"
 
 namespace llama {
@@ -387,18 +388,18 @@ void TrainableModel<T>::zero_gradients() noexcept {
     for (auto& f : b.linears) f.zero_gradients();
 }
 
+std::uint64_t mix_seed(std::uint64_t a, std::uint64_t b) noexcept {
+  std::uint64_t z = a + 0x9E3779B97F4A7C15ull * (b + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
 template <class T>
 void TrainableModel<T>::reseed_dropout(std::uint64_t seed) noexcept {
   std::uint64_t layer = 0;
-  for (Block& b : blocks_) {
-    for (auto& f : b.linears) {
-      // splitmix64 of (seed, layer): streams of neighbouring layers and seeds do not overlap.
-      std::uint64_t z = seed + 0x9E3779B97F4A7C15ull * ++layer;
-      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-      z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-      f.reseed_dropout(z ^ (z >> 31));
-    }
-  }
+  for (Block& b : blocks_)
+    for (auto& f : b.linears) f.reseed_dropout(mix_seed(seed, layer++));
 }
 
 template <class T>

@@ -31,6 +31,9 @@ namespace llama {
 using qlr::train::MatrixT;
 using qlr::train::VectorT;
 
+/// splitmix64 of (a, b): independent seeds for steps, micro-batches and layers.
+std::uint64_t mix_seed(std::uint64_t a, std::uint64_t b) noexcept;
+
 /// Which adapters a TrainableModel attaches and how it keeps activations.
 struct TrainOptions {
   qlr::train::AdapterConfig adapter;  ///< kind, rank, α, dropout, init; seed + layer index

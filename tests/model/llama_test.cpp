@@ -2,7 +2,7 @@
 // The example engine (examples/llama) and qlr's llama2.c tokenizer against the oracles of
 // ../shared/data/SOURCE.md: run.c's encodings, the logits after BOS, the greedy story token
 // for token, and the FP32 NLL on the TinyStories slice under its protocol.
-#include <catch2/catch.hpp>
+#include "llama/llama.hpp"
 
 #include <cstring>
 #include <fstream>
@@ -12,24 +12,18 @@
 #include <string>
 #include <vector>
 
-#include "llama/llama.hpp"
+#include <catch2/catch.hpp>
+
 #include "qlr/compensate/eora.hpp"
 #include "qlr/compensate/gptq.hpp"
 #include "qlr/model/tokenizer.hpp"
 #include "qlr/quant/spec.hpp"
 #include "qlr_test_support.hpp"
+#include "stories.hpp"
 
 namespace {
 
 using qlr::model::Tokenizer;
-
-std::optional<std::filesystem::path> tok512_path() {
-  for (const auto& p : {std::filesystem::path(QLR_DATA_DIR) / "stories260K" / "tok512.bin",
-                        std::filesystem::path(QLR_SHARED_DATA_DIR) / "tok512.bin"})
-    if (std::filesystem::exists(p)) return p;
-  WARN("tok512.bin not found in data/ or ../shared/data: tokenizer checks skipped");
-  return std::nullopt;
-}
 
 /// run.c's merge loop as written: rescan all pairs, merge the best (leftmost on ties).
 std::vector<int> naive_encode(const Tokenizer& t, std::string_view text) {
@@ -68,7 +62,7 @@ std::vector<int> naive_encode(const Tokenizer& t, std::string_view text) {
 }  // namespace
 
 TEST_CASE("tokenizer: run.c's encodings of SOURCE.md", "[model][tokenizer]") {
-  const auto path = tok512_path();
+  const auto path = qlr::test::tok512_path();
   if (!path) return;
   const Tokenizer t = Tokenizer::load(*path, 512);
   CHECK(t.vocab_size() == 512);
@@ -81,7 +75,7 @@ TEST_CASE("tokenizer: run.c's encodings of SOURCE.md", "[model][tokenizer]") {
 }
 
 TEST_CASE("tokenizer: the heap's merges equal run.c's rescans", "[model][tokenizer]") {
-  const auto path = tok512_path();
+  const auto path = qlr::test::tok512_path();
   if (!path) return;
   const Tokenizer t = Tokenizer::load(*path, 512);
   std::mt19937 rng(7);
@@ -101,7 +95,7 @@ TEST_CASE("tokenizer: the heap's merges equal run.c's rescans", "[model][tokeniz
 }
 
 TEST_CASE("tokenizer: damaged files are refused with what is wrong", "[model][tokenizer]") {
-  const auto path = tok512_path();
+  const auto path = qlr::test::tok512_path();
   if (!path) return;
   const std::string bytes = qlr::test::read_text(*path);
   const auto parse = [](const std::string& b, int vocab) {
@@ -125,22 +119,8 @@ TEST_CASE("tokenizer: damaged files are refused with what is wrong", "[model][to
   CHECK_THROWS_AS(Tokenizer::load("/nonexistent/tok.bin", 512), qlr::Error);
 }
 
-namespace {
-struct Stories {
-  qlr::io::Llama2cModel checkpoint;
-  Tokenizer tokenizer;
-};
-
-std::optional<Stories> load_stories(const char* what) {
-  const auto model = qlr::test::stories260k_path_or_warn(what);
-  const auto tok = tok512_path();
-  if (!model || !tok) return std::nullopt;
-  return Stories{qlr::io::load_llama2c(*model), Tokenizer::load(*tok, 512)};
-}
-}  // namespace
-
 TEST_CASE("llama: FP32 logits after BOS and the greedy story are llama2.c's", "[model][llama]") {
-  const auto s = load_stories("the llama2.c oracles");
+  const auto s = qlr::test::load_stories("the llama2.c oracles");
   if (!s) return;
   const llama::Model model(s->checkpoint);
   llama::KvCache cache = model.make_cache();
@@ -172,7 +152,7 @@ TEST_CASE("llama: FP32 logits after BOS and the greedy story are llama2.c's", "[
 
 TEST_CASE("llama: an NF4 model holds its block layers in at most 5 bits per weight",
           "[model][llama][memory]") {
-  const auto s = load_stories("the NF4 memory check");
+  const auto s = qlr::test::load_stories("the NF4 memory check");
   if (!s) return;
   const qlr::io::Llama2cConfig& c = s->checkpoint.config;
   // wq, wo: dim x dim; wk, wv: kv_dim x dim; w1, w3: hidden x dim; w2: dim x hidden.
@@ -190,7 +170,7 @@ TEST_CASE("llama: an NF4 model holds its block layers in at most 5 bits per weig
 }
 
 TEST_CASE("llama: a block of tokens equals feeding them one at a time", "[model][llama]") {
-  const auto s = load_stories("the block forward check");
+  const auto s = qlr::test::load_stories("the block forward check");
   if (!s) return;
   for (const bool quantized : {false, true}) {
     CAPTURE(quantized);
@@ -277,7 +257,7 @@ TEST_CASE(
 
 TEST_CASE("llama: FP32 NLL on the TinyStories slice is SOURCE.md's 1.2685; W8 within 1 %",
           "[model][llama]") {
-  const auto s = load_stories("the NLL oracle");
+  const auto s = qlr::test::load_stories("the NLL oracle");
   if (!s) return;
   const auto slice = std::filesystem::path(QLR_DATA_DIR) / "tinystories" / "tinystories_valid_head.txt";
   std::vector<int> tokens = llama::story_tokens(s->tokenizer, qlr::test::read_text(slice));
@@ -363,7 +343,7 @@ TEST_CASE("llama: the rotated FP32 model gives the unrotated logits (R1 + R4, no
 
 TEST_CASE("llama: stories260K rotated gives its logits; W4A4 loses less with the rotation",
           "[model][llama][rotation]") {
-  const auto s = load_stories("the rotated model check");
+  const auto s = qlr::test::load_stories("the rotated model check");
   if (!s) return;
   const std::vector<int> tokens = s->tokenizer.encode("Once upon a time, Tom had a big dog. He");
   const qlr::Matrix reference = block_then_step(llama::Model(s->checkpoint), tokens);
@@ -420,7 +400,7 @@ std::vector<std::pair<const qlr::Matrix*, llama::BlockInput>> block_weights(cons
 
 TEST_CASE("llama: calibration keeps Σ x·xᵀ of every block input, streamed and cancellable",
           "[model][llama][calibration]") {
-  const auto s = load_stories("the calibration checks");
+  const auto s = qlr::test::load_stories("the calibration checks");
   if (!s) return;
   const std::vector<int> tokens = slice_tokens(s->tokenizer, 1000);
   const llama::Model model(s->checkpoint);
@@ -460,7 +440,7 @@ TEST_CASE("llama: calibration keeps Σ x·xᵀ of every block input, streamed an
 
 TEST_CASE("llama: GPTQ's calibration loss is <= RTN's and EoRA's <= SVD's on every layer of "
           "stories260K", "[model][llama][calibration]") {
-  const auto s = load_stories("the GPTQ and EoRA layer checks");
+  const auto s = qlr::test::load_stories("the GPTQ and EoRA layer checks");
   if (!s) return;
   const auto calibration = llama::calibrate(llama::Model(s->checkpoint), slice_tokens(s->tokenizer, 4096), 256);
   REQUIRE(calibration);
@@ -491,7 +471,7 @@ TEST_CASE("llama: GPTQ's calibration loss is <= RTN's and EoRA's <= SVD's on eve
 
 TEST_CASE("llama: GPTQ and EoRA lower the W3 model's NLL on held-out TinyStories",
           "[model][llama][calibration]") {
-  const auto s = load_stories("the GPTQ and EoRA NLL checks");
+  const auto s = qlr::test::load_stories("the GPTQ and EoRA NLL checks");
   if (!s) return;
   const std::vector<int> all = slice_tokens(s->tokenizer, 8192);
   const std::span<const int> calibration_tokens = std::span(all).first(4096);
@@ -521,7 +501,7 @@ TEST_CASE("llama: GPTQ and EoRA lower the W3 model's NLL on held-out TinyStories
 
 TEST_CASE("llama: bad calibration options are refused with what is wrong",
           "[model][llama][calibration]") {
-  const auto s = load_stories("the calibration option checks");
+  const auto s = qlr::test::load_stories("the calibration option checks");
   if (!s) return;
   llama::ModelOptions o;
   o.linear = qlr::layers::parse_linear_spec("int4-asym-g32");

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <random>
 #include <string>
 #include <variant>
@@ -21,6 +22,7 @@
 #include "qlr/model/tokenizer.hpp"
 #include "qlr/train/adamw.hpp"
 #include "qlr_test_support.hpp"
+#include "stories.hpp"
 
 namespace {
 
@@ -138,6 +140,12 @@ std::vector<std::vector<float>> gradients(TrainableModel<float>& model) {
   std::vector<std::vector<float>> out;
   for (const auto& p : model.parameters()) out.emplace_back(p.grad.begin(), p.grad.end());
   return out;
+}
+
+/// The tokens of vendored text data/<text> under stories260K's tokenizer.
+std::vector<int> story_tokens(const qlr::model::Tokenizer& tokenizer, const char* text) {
+  return llama::story_tokens(tokenizer,
+                             qlr::test::read_text(std::filesystem::path(QLR_DATA_DIR) / text));
 }
 
 }  // namespace
@@ -268,14 +276,11 @@ TEST_CASE("TrainableModel: 1 and 2 threads give the same loss and gradients bit 
 
 TEST_CASE("TrainableModel: with B = 0 the NLL is the engine's, bit for bit (stories260K)",
           "[train][model]") {
-  const auto model_path = qlr::test::stories260k_path_or_warn("the B = 0 check");
-  const auto tok_path = std::filesystem::path(QLR_DATA_DIR) / "stories260K" / "tok512.bin";
-  if (!model_path || !std::filesystem::exists(tok_path)) return;
-  const auto checkpoint = qlr::io::load_llama2c(*model_path);
-  const auto tokenizer = qlr::model::Tokenizer::load(tok_path, 512);
-  const std::vector<int> tokens = llama::story_tokens(
-      tokenizer,
-      qlr::test::read_text(std::filesystem::path(QLR_DATA_DIR) / "tinystories" / "tinystories_valid_head.txt"));
+  const auto s = qlr::test::load_stories("the B = 0 check");
+  if (!s) return;
+  const auto& checkpoint = s->checkpoint;
+  const std::vector<int> tokens =
+      story_tokens(s->tokenizer, "tinystories/tinystories_valid_head.txt");
   const char* spec = GENERATE("", "int4-asym-g32", "nf4-g64");
   CAPTURE(spec);
   llama::ModelOptions options;
@@ -335,14 +340,10 @@ TEST_CASE(
 
 TEST_CASE("merge_adapters: QA-LoRA trained on stories260K merges into the zero points losslessly",
           "[train][model][merge]") {
-  const auto model_path = qlr::test::stories260k_path_or_warn("the QA-LoRA merge check");
-  const auto tok_path = std::filesystem::path(QLR_DATA_DIR) / "stories260K" / "tok512.bin";
-  if (!model_path || !std::filesystem::exists(tok_path)) return;
-  const auto checkpoint = qlr::io::load_llama2c(*model_path);
-  const auto tokenizer = qlr::model::Tokenizer::load(tok_path, 512);
-  const std::vector<int> tokens = llama::story_tokens(
-      tokenizer,
-      qlr::test::read_text(std::filesystem::path(QLR_DATA_DIR) / "aesop" / "aesop_excerpt.txt"));
+  const auto s = qlr::test::load_stories("the QA-LoRA merge check");
+  if (!s) return;
+  const auto& checkpoint = s->checkpoint;
+  const std::vector<int> tokens = story_tokens(s->tokenizer, "aesop/aesop_excerpt.txt");
   const llama::ModelOptions spec{.linear = qlr::layers::parse_linear_spec("int4-asym-g32")};
   const llama::Model base(checkpoint, spec);
   using K = qlr::train::AdapterKind;
