@@ -9,6 +9,7 @@
 
 #include "qlr/core/error.hpp"
 #include "qlr/core/matrix.hpp"
+#include "qlr/core/parallel.hpp"
 #include "qlr/core/types.hpp"
 
 namespace llama::ops {
@@ -21,6 +22,21 @@ using MatrixT = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor
 template <class T>
 using VectorT = Eigen::Matrix<T, Eigen::Dynamic, 1>;
 
+/// Calls body(begin, end) on ranges of rows, in parallel when there is enough work. Every
+/// range but the last starts and ends at a multiple of 16 elements, so Eigen's vectorized loops
+/// give each element the bits a loop over the whole matrix gives it, whatever the split.
+template <class Body>
+void for_rows(index_t rows, index_t cols, Body&& body) {
+  index_t unit = 16;  // rows per range boundary: unit·cols is a multiple of 16
+  for (index_t c = cols; unit > 1 && c % 2 == 0; c /= 2) unit /= 2;
+  constexpr index_t min_elements = 16384;  // below this a job costs more than it saves
+  const index_t units = (rows + unit - 1) / unit;
+  const index_t grain = std::max<index_t>(1, min_elements / std::max<index_t>(1, unit * cols));
+  qlr::parallel_for(units, grain, [&](index_t begin, index_t end) {
+    body(begin * unit, std::min(end * unit, rows));
+  });
+}
+
 /// llama2.c's RMSNorm ε.
 inline constexpr double rms_eps = 1e-5;
 
@@ -28,11 +44,13 @@ inline constexpr double rms_eps = 1e-5;
 template <class T>
 void rms_norm(const MatrixT<T>& x, const VectorT<T>& gamma, MatrixT<T>& out) {
   out.resize(x.rows(), x.cols());
-  for (index_t t = 0; t < x.rows(); ++t) {
-    const T mean_square = x.row(t).squaredNorm() / static_cast<T>(x.cols());
-    const T inv = T(1) / std::sqrt(mean_square + static_cast<T>(rms_eps));
-    out.row(t) = (x.row(t).array() * inv) * gamma.transpose().array();
-  }
+  for_rows(x.rows(), x.cols(), [&](index_t begin, index_t end) {
+    for (index_t t = begin; t < end; ++t) {
+      const T mean_square = x.row(t).squaredNorm() / static_cast<T>(x.cols());
+      const T inv = T(1) / std::sqrt(mean_square + static_cast<T>(rms_eps));
+      out.row(t) = (x.row(t).array() * inv) * gamma.transpose().array();
+    }
+  });
 }
 
 /// dx += ∂/∂x of rms_norm for dy = ∂L/∂out: with r = 1/sqrt(mean(x²) + ε) and g = γ ⊙ dy,
@@ -41,13 +59,15 @@ template <class T>
 void rms_norm_backward(const MatrixT<T>& x, const VectorT<T>& gamma, const MatrixT<T>& dy,
                        MatrixT<T>& dx) {
   const auto k = static_cast<T>(x.cols());
-  for (index_t t = 0; t < x.rows(); ++t) {
-    const T mean_square = x.row(t).squaredNorm() / k;
-    const T r = T(1) / std::sqrt(mean_square + static_cast<T>(rms_eps));
-    const auto g = (dy.row(t).array() * gamma.transpose().array()).matrix();
-    const T gx = g.dot(x.row(t));
-    dx.row(t) += r * g - (r * r * r * gx / k) * x.row(t);
-  }
+  for_rows(x.rows(), x.cols(), [&](index_t begin, index_t end) {
+    for (index_t t = begin; t < end; ++t) {
+      const T mean_square = x.row(t).squaredNorm() / k;
+      const T r = T(1) / std::sqrt(mean_square + static_cast<T>(rms_eps));
+      const auto g = (dy.row(t).array() * gamma.transpose().array()).matrix();
+      const T gx = g.dot(x.row(t));
+      dx.row(t) += r * g - (r * r * r * gx / k) * x.row(t);
+    }
+  });
 }
 
 /// cos and sin of RoPE's angles, position p × pair i/2 of a head: p·10000^(−i/head).
@@ -81,14 +101,19 @@ void rope(MatrixT<T>& m, const RopeTable<T>& table, Position position, bool inve
     const index_t p = position(t);
     QLR_CHECK(p >= 0 && p < table.cos.rows(), invalid_argument,
               "llama::ops::rope: position {}; expected 0 <= p < {}", p, table.cos.rows());
-    for (index_t i = 0; i < m.cols(); i += 2) {
-      const index_t j = (i % head) / 2;
-      const T c = table.cos(p, j), s = inverse ? -table.sin(p, j) : table.sin(p, j);
-      const T a = m(t, i), b = m(t, i + 1);
-      m(t, i) = a * c - b * s;
-      m(t, i + 1) = a * s + b * c;
-    }
   }
+  for_rows(m.rows(), m.cols(), [&](index_t begin, index_t end) {
+    for (index_t t = begin; t < end; ++t) {
+      const index_t p = position(t);
+      for (index_t i = 0; i < m.cols(); i += 2) {
+        const index_t j = (i % head) / 2;
+        const T c = table.cos(p, j), s = inverse ? -table.sin(p, j) : table.sin(p, j);
+        const T a = m(t, i), b = m(t, i + 1);
+        m(t, i) = a * c - b * s;
+        m(t, i + 1) = a * s + b * c;
+      }
+    }
+  });
 }
 
 /// One query row of one head: scores = keys·q / √head over the (rows of) keys it may see,
@@ -108,7 +133,13 @@ T attend(const Keys& keys, const Values& values, const Query& q, T inv_sqrt_head
 /// SwiGLU's product silu(gate) ⊙ up, silu(g) = g / (1 + e^(−g)).
 template <class T>
 MatrixT<T> swiglu(const MatrixT<T>& gate, const MatrixT<T>& up) {
-  return (gate.array() / (T(1) + (-gate.array()).exp())) * up.array();
+  MatrixT<T> out(gate.rows(), gate.cols());
+  for_rows(gate.rows(), gate.cols(), [&](index_t begin, index_t end) {
+    const auto g = gate.middleRows(begin, end - begin).array();
+    out.middleRows(begin, end - begin) =
+        (g / (T(1) + (-g).exp())) * up.middleRows(begin, end - begin).array();
+  });
+  return out;
 }
 
 /// silu′(g) = σ(g)·(1 + g·(1 − σ(g))).

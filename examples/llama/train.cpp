@@ -207,22 +207,33 @@ double TrainableModel<T>::forward(const Batch& batch, bool training) {
 
   // Mean next-token NLL as llama::score_windows computes it, and its gradient
   // (softmax − one-hot) / targets on the logits.
-  dlogits_ = MatrixT<T>::Zero(rows, c.vocab_size);
-  double total = 0;
-  index_t targets = 0;
-  for (index_t b = 0; b < n_seq; ++b) {
-    for (index_t t = 0; t < length; ++t) {
-      const index_t r = b * length + t;
-      if (!batch.counted.empty() && batch.counted[static_cast<std::size_t>(r)] == 0) continue;
-      const int target = token(b, t + 1);
+  // Rows in parallel, their NLLs added in row order.
+  dlogits_.resize(rows, c.vocab_size);
+  std::vector<double> nll(static_cast<std::size_t>(rows), 0.0);
+  const auto counted = [&](index_t r) {
+    return batch.counted.empty() || batch.counted[static_cast<std::size_t>(r)] != 0;
+  };
+  ops::for_rows(rows, c.vocab_size, [&](index_t begin, index_t end) {
+    for (index_t r = begin; r < end; ++r) {
+      if (!counted(r)) {
+        dlogits_.row(r).setZero();
+        continue;
+      }
+      const int target = token(r / length, r % length + 1);
       const auto row = logits_.row(r).template cast<double>();
       const double top = row.maxCoeff();
       const double log_total = top + std::log((row.array() - top).exp().sum());
-      total += log_total - row(target);
-      ++targets;
+      nll[static_cast<std::size_t>(r)] = log_total - row(target);
       dlogits_.row(r) = (row.array() - log_total).exp().template cast<T>();
       dlogits_(r, target) -= T(1);
     }
+  });
+  double total = 0;
+  index_t targets = 0;
+  for (index_t r = 0; r < rows; ++r) {
+    if (!counted(r)) continue;
+    total += nll[static_cast<std::size_t>(r)];
+    ++targets;
   }
   QLR_CHECK(targets > 0, invalid_argument,
             "{}: every target is masked out; expected at least one counted target", entity);
@@ -292,50 +303,59 @@ void TrainableModel<T>::block_backward(std::size_t l, BlockActivations& a, Matri
   MatrixT<T> dhidden = f[6].backward(dx);
   rotate_hidden(dhidden, true);
   MatrixT<T> dgate(rows, c.hidden_dim), dup(rows, c.hidden_dim);
-  for (index_t r = 0; r < rows; ++r) {
-    for (index_t i = 0; i < c.hidden_dim; ++i) {
-      const T g = a.gate(r, i), d = dhidden(r, i);
-      dup(r, i) = d * (g / (T(1) + std::exp(-g)));
-      dgate(r, i) = d * a.up(r, i) * ops::silu_grad(g);
+  ops::for_rows(rows, c.hidden_dim, [&](index_t begin, index_t end) {
+    for (index_t r = begin; r < end; ++r) {
+      for (index_t i = 0; i < c.hidden_dim; ++i) {
+        const T g = a.gate(r, i), d = dhidden(r, i);
+        dup(r, i) = d * (g / (T(1) + std::exp(-g)));
+        dgate(r, i) = d * a.up(r, i) * ops::silu_grad(g);
+      }
     }
-  }
+  });
   MatrixT<T> dh = f[4].backward(dgate);
   dh += f[5].backward(dup);
   ops::rms_norm_backward(a.mid, blocks_[l].ffn_norm, dh, dx);  // dx is now ∂L/∂mid
 
   // Attention: mid = x + o(attention(rope(q), rope(k), v)), q, k, v = w(norm(x)).
   const MatrixT<T> datt = f[3].backward(dx);
-  MatrixT<T> dq = MatrixT<T>::Zero(rows, c.dim), dk = MatrixT<T>::Zero(rows, c.kv_dim()),
-             dv = MatrixT<T>::Zero(rows, c.kv_dim());
+  MatrixT<T> dq(rows, c.dim), dk(rows, c.kv_dim()), dv(rows, c.kv_dim());
   const T inv_sqrt_head = T(1) / std::sqrt(static_cast<T>(head));
-  // Each (sequence, KV head) owns its rows of dk and dv and its heads' columns of dq, and adds
-  // to them in a fixed order (position, then head): any split gives the same bits.
-  qlr::parallel_for(rows / length_ * c.n_kv_heads, 1, [&](index_t begin, index_t end) {
-    VectorT<T> p(length_), dp(length_);
+  // Per (sequence, KV group), in matrix form: S = Q·Kᵀ/√head, P = causal softmax(S),
+  // dV = Pᵀ·dO, dS = P ⊙ (dP − rowsum(P ⊙ dP)) with dP = dO·Vᵀ, dQ = dS·K/√head,
+  // dK = dSᵀ·Q/√head. Each task owns its rows of dk, dv and its heads' columns of dq, and adds
+  // its heads in a fixed order: any split gives the same bits.
+  const index_t n_seq = rows / length_, T_len = length_;
+  qlr::parallel_for(n_seq * c.n_kv_heads, 1, [&](index_t begin, index_t end) {
+    MatrixT<T> p(T_len, T_len), dp(T_len, T_len), dk_group(T_len, head), dv_group(T_len, head);
     for (index_t task = begin; task < end; ++task) {
-      const index_t s0 = task / c.n_kv_heads * length_;
+      const index_t s0 = task / c.n_kv_heads * T_len;
       const int group = static_cast<int>(task % c.n_kv_heads), kv_offset = group * head;
-      for (index_t t = 0; t < length_; ++t) {
-        for (int hd = group * kv_per_head; hd < (group + 1) * kv_per_head; ++hd) {
-          const auto keys = a.k.block(s0, kv_offset, t + 1, head);
-          const auto values = a.v.block(s0, kv_offset, t + 1, head);
-          const auto q = a.q.row(s0 + t).segment(hd * head, head);
-          const auto d_out = datt.row(s0 + t).segment(hd * head, head);
-          auto pt = p.head(t + 1);
-          auto dpt = dp.head(t + 1);
-          pt.noalias() = keys * q.transpose();
+      const auto keys = a.k.block(s0, kv_offset, T_len, head);
+      const auto values = a.v.block(s0, kv_offset, T_len, head);
+      dk_group.setZero();
+      dv_group.setZero();
+      for (int hd = group * kv_per_head; hd < (group + 1) * kv_per_head; ++hd) {
+        const auto q = a.q.block(s0, hd * head, T_len, head);
+        const auto d_out = datt.block(s0, hd * head, T_len, head);
+        p.noalias() = q * keys.transpose();
+        dp.noalias() = d_out * values.transpose();
+        for (index_t t = 0; t < T_len; ++t) {
+          auto pt = p.row(t).head(t + 1);
+          auto dpt = dp.row(t).head(t + 1);
           pt *= inv_sqrt_head;
           pt = (pt.array() - pt.maxCoeff()).exp();
           pt /= pt.sum();
-          // dP = V·dO; dS = P ⊙ (dP − P·dP), scaled by 1/√head for q and k.
-          dpt.noalias() = values * d_out.transpose();
           const T mean = pt.dot(dpt);
           dpt = (pt.array() * (dpt.array() - mean)).matrix() * inv_sqrt_head;
-          dq.row(s0 + t).segment(hd * head, head).noalias() += dpt.transpose() * keys;
-          dk.block(s0, kv_offset, t + 1, head).noalias() += dpt * q;
-          dv.block(s0, kv_offset, t + 1, head).noalias() += pt * d_out;
+          p.row(t).tail(T_len - t - 1).setZero();
+          dp.row(t).tail(T_len - t - 1).setZero();
         }
+        dq.block(s0, hd * head, T_len, head).noalias() = dp * keys;
+        dk_group.noalias() += dp.transpose() * q;
+        dv_group.noalias() += p.transpose() * d_out;
       }
+      dk.block(s0, kv_offset, T_len, head) = dk_group;
+      dv.block(s0, kv_offset, T_len, head) = dv_group;
     }
   });
   ops::rope(dq, rope_, position, true);

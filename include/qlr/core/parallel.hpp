@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cfenv>
 #include <charconv>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
@@ -57,17 +58,18 @@ class ThreadPool {
       tasks_ = tasks;
       rounding_mode_ = std::fegetround();  // workers round the way the caller does
       next_.store(0, std::memory_order_relaxed);
-      busy_workers_ = static_cast<int>(workers_.size());
+      busy_workers_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
       error_ = nullptr;
-      ++generation_;
+      generation_.fetch_add(1, std::memory_order_release);
     }
     wake_.notify_all();
     work_on_current_job();
-    std::unique_lock lock(mutex_);
-    done_.wait(lock, [this] { return busy_workers_ == 0; });
+    if (!spin_until([this] { return busy_workers_.load(std::memory_order_acquire) == 0; })) {
+      std::unique_lock lock(mutex_);
+      done_.wait(lock, [this] { return busy_workers_.load(std::memory_order_acquire) == 0; });
+    }
     if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
   }
-
   /// True on a thread that is currently running a task of some pool.
   static bool& inside_task() noexcept {
     thread_local bool inside = false;
@@ -75,10 +77,31 @@ class ThreadPool {
   }
 
  private:
+  // Waking a sleeping thread costs tens of microseconds (more on a VM), as much as a small
+  // job's work: a thread waiting for a job, or for the workers to finish one, first spins
+  // this long. Returns whether `ready` became true.
+  static constexpr std::chrono::microseconds spin_time{200};
+
+  template <class Ready>
+  static bool spin_until(Ready ready) noexcept {
+    const auto deadline = std::chrono::steady_clock::now() + spin_time;
+    for (;;) {
+      for (int i = 0; i < 64; ++i) {
+        if (ready()) return true;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#elif defined(__aarch64__)
+        asm volatile("yield");
+#endif
+      }
+      if (std::chrono::steady_clock::now() >= deadline) return false;
+    }
+  }
+
   void stop_workers() noexcept {
     {
       const std::lock_guard lock(mutex_);
-      stopping_ = true;
+      stopping_.store(true, std::memory_order_release);
     }
     wake_.notify_all();
     for (auto& w : workers_) w.join();
@@ -102,16 +125,22 @@ class ThreadPool {
   void worker_loop() {
     std::uint64_t seen = 0;
     for (;;) {
-      {
+      const auto has_news = [&] {
+        return stopping_.load(std::memory_order_acquire) ||
+               generation_.load(std::memory_order_acquire) != seen;
+      };
+      if (!spin_until(has_news)) {
         std::unique_lock lock(mutex_);
-        wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
-        if (stopping_) return;
-        seen = generation_;
+        wake_.wait(lock, has_news);
       }
+      if (stopping_.load(std::memory_order_acquire)) return;
+      seen = generation_.load(std::memory_order_acquire);
       work_on_current_job();
-      {
+      // The caller may be asleep on done_: take the mutex so the notice cannot fall between
+      // its check and its wait.
+      if (busy_workers_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
         const std::lock_guard lock(mutex_);
-        if (--busy_workers_ == 0) done_.notify_one();
+        done_.notify_one();
       }
     }
   }
@@ -126,9 +155,9 @@ class ThreadPool {
   int tasks_ = 0;
   int rounding_mode_ = FE_TONEAREST;
   std::atomic<int> next_{0};
-  int busy_workers_ = 0;
-  std::uint64_t generation_ = 0;
-  bool stopping_ = false;
+  std::atomic<int> busy_workers_{0};
+  std::atomic<std::uint64_t> generation_{0};
+  std::atomic<bool> stopping_{false};
   std::exception_ptr error_;
 };
 

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // The GEMM entry points: Y = X·Ŵᵀ + epilogue for a DotWeights, with FP32 X (weight-only,
 // X split exactly into INT8 limbs) or per-token quantized X (W8A8, W4A8, W4A4), on the path
-// `isa` (the best this CPU has by default), split over qlr's threads by output column.
+// `isa` (the best this CPU has by default), split over qlr's threads by output column, and by
+// token when a layer has few columns.
 #pragma once
 
 #include <algorithm>
@@ -138,13 +139,58 @@ inline void check_gemm_dot_args(const DotWeightView& w, const ActivationCodes& a
 }
 
 /// Panels per parallel task: at least 4 (64 outputs), and enough that a task's
-/// 16·K·M multiply-adds (≥ 2^18, some 10 µs) outweigh handing it to another thread, which
-/// costs tens of µs. Small layers (a 64-wide model, a decode step of one) then run on the
-/// calling thread alone; any split gives the same bytes.
+/// 16·K·M multiply-adds (≥ 2^18, some 10 µs) outweigh handing it to another thread. A
+/// decode step of one token then runs a small layer on the calling thread alone.
 inline index_t panels_per_task(index_t k, index_t m) noexcept {
   constexpr index_t min_multiply_adds = index_t{1} << 18;
   const index_t per_panel = std::max<index_t>(1, panel_rows * k * m);
   return std::max<index_t>(4, (min_multiply_adds + per_panel - 1) / per_panel);
+}
+
+/// Runs `kernel` over every panel and token, in parallel. Few panel tasks (a narrow layer
+/// over many tokens, as in training) split the tokens too, so that every thread works; each
+/// output is computed the same way in any split, so the bytes do not depend on it.
+inline void run_gemm(GemmDotFn kernel, const DotWeightView& v, const DotActivationView& a,
+                     MatrixView y, const Epilogue& e) {
+  const index_t tokens = y.rows, per_task = panels_per_task(v.cols, tokens);
+  const index_t panel_tasks = (v.panels + per_task - 1) / per_task;
+  const index_t work = panel_rows * v.panels * v.cols * tokens;
+  const index_t token_parts = std::clamp<index_t>(
+      std::min<index_t>(2 * num_threads() / panel_tasks, work >> 18), 1, (tokens + 31) / 32);
+  if (token_parts == 1) {
+    parallel_for(v.panels, per_task,
+                 [&](index_t begin, index_t end) { kernel(v, a, y, e, begin, end); });
+    return;
+  }
+  const index_t per_part = (tokens + token_parts - 1) / token_parts;
+  parallel_for(token_parts * panel_tasks, 1, [&](index_t begin, index_t end) {
+    for (index_t task = begin; task < end; ++task) {
+      const index_t m0 = (task / panel_tasks) * per_part;
+      const index_t rows = std::min(per_part, tokens - m0);
+      if (rows <= 0) continue;
+      const index_t p0 = (task % panel_tasks) * per_task;
+      // Tokens [m0, m0 + rows): the same views, from row m0.
+      DotActivationView part = a;
+      part.codes += m0 * a.limbs * a.padded_cols;
+      part.group_sums += m0 * a.limbs * a.groups;
+      if (part.group_scales != nullptr) part.group_scales += m0 * a.limbs * a.groups;
+      if (part.scales != nullptr) part.scales += m0;
+      part.rows = rows * a.limbs;
+      MatrixView y_part = y;
+      y_part.data += m0 * y.stride;
+      y_part.rows = rows;
+      Epilogue e_part = e;
+      LowRankTerm low_rank;
+      if (e.low_rank != nullptr) {
+        low_rank = *e.low_rank;
+        low_rank.t.data += m0 * low_rank.t.stride;
+        low_rank.t.rows = rows;
+        if (low_rank.slices != nullptr) low_rank.slices += m0;
+        e_part.low_rank = &low_rank;
+      }
+      kernel(v, part, y_part, e_part, p0, std::min(p0 + per_task, v.panels));
+    }
+  });
 }
 }  // namespace detail
 
@@ -159,8 +205,7 @@ void gemm(const DotWeights<Format>& w, ConstMatrixView x, MatrixView y, const Ep
   detail::check_gemm_args(v, x, y, e);
   const GemmDotFn kernel = table_for(isa).gemm_dot;
   const detail::LimbActivations limbs(x, v);
-  parallel_for(v.panels, detail::panels_per_task(v.cols, x.rows),
-               [&](index_t begin, index_t end) { kernel(v, limbs.view(), y, e, begin, end); });
+  detail::run_gemm(kernel, v, limbs.view(), y, e);
 }
 
 /// Y (M×N) = X̂·Ŵᵀ, then the epilogue, for per-token quantized activations X̂ = s_x·q (M×K):
@@ -174,8 +219,7 @@ void gemm(const DotWeights<Format>& w, const ActivationCodes& x, MatrixView y,
   detail::check_gemm_dot_args(v, x, y, e);
   const GemmDotFn kernel = table_for(isa).gemm_dot;
   const detail::DotActivations padded(x, v);
-  parallel_for(v.panels, detail::panels_per_task(v.cols, x.rows),
-               [&](index_t begin, index_t end) { kernel(v, padded.view(), y, e, begin, end); });
+  detail::run_gemm(kernel, v, padded.view(), y, e);
 }
 
 }  // namespace qlr::kernels

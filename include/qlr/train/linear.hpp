@@ -28,6 +28,7 @@
 #include "qlr/adapter/qa_lora.hpp"
 #include "qlr/core/error.hpp"
 #include "qlr/core/format.hpp"
+#include "qlr/core/parallel.hpp"
 #include "qlr/core/types.hpp"
 #include "qlr/train/frozen_base.hpp"
 #include "qlr/train/parameter.hpp"
@@ -61,6 +62,25 @@ struct AdapterConfig {
   std::uint64_t seed = 0;                                 ///< A's and the dropout masks' seed
   bool trainable = true;                                  ///< false: a frozen adapter
 };
+
+namespace detail {
+/// Rows per block of an adapter's products. Fixed, so that the blocks, and the order in which
+/// their partial gradients are added, do not depend on the thread count.
+inline constexpr index_t adapter_block_rows = 256;
+
+/// Calls body(block, first_row, rows) for each block of adapter_block_rows rows of [0, m),
+/// blocks in parallel.
+template <class Body>
+void for_adapter_blocks(index_t m, Body&& body) {
+  const index_t blocks = (m + adapter_block_rows - 1) / adapter_block_rows;
+  parallel_for(blocks, 1, [&](index_t begin, index_t end) {
+    for (index_t b = begin; b < end; ++b) {
+      const index_t first = b * adapter_block_rows;
+      body(b, first, std::min(adapter_block_rows, m - first));
+    }
+  });
+}
+}  // namespace detail
 
 /// One adapter's values, gradients and what its last forward kept for the backward.
 template <class T>
@@ -173,6 +193,8 @@ class TrainableLinear {
   }
   void pool(const AdapterState<T>& s, ConstRefT<T> x, MatrixT<T>& p) const;
   void spread(const AdapterState<T>& s, const MatrixT<T>& dp, RefT<T> dx) const;
+  // Adds s's gradients for Ĝ = g to its buffers and its term of dX to dx.
+  void adapter_backward(AdapterState<T>& s, ConstRefT<T> g, MatrixT<T>& dx) const;
   void dora_norms(AdapterState<T>& s) const;
 
   std::string module_;
@@ -389,12 +411,19 @@ MatrixT<T> TrainableLinear<T>::forward(ConstRefT<T> x, bool training,
       s.input = std::move(xt);
     else
       s.input.resize(0, 0);  // A reads x_ itself
-    s.h.noalias() = input_of(s) * s.a.transpose();
-    MatrixT<T> up = s.scale * (s.h * s.b.transpose());
-    if (s.config.kind != AdapterKind::dora) {
-      y += up;
-      continue;
-    }
+    const MatrixT<T>& a_input = input_of(s);
+    const bool dora = s.config.kind == AdapterKind::dora;
+    s.h.resize(m, s.a.rows());
+    MatrixT<T> up(dora ? m : 0, n);
+    detail::for_adapter_blocks(m, [&](index_t, index_t first, index_t rows) {
+      auto h = s.h.middleRows(first, rows);
+      h.noalias() = a_input.middleRows(first, rows) * s.a.transpose();
+      if (dora)
+        up.middleRows(first, rows).noalias() = s.scale * (h * s.b.transpose());
+      else
+        y.middleRows(first, rows).noalias() += s.scale * (h * s.b.transpose());
+    });
+    if (!dora) continue;
     if (!hold_dora_norms_ || s.dora_norm.size() != n) dora_norms(s);
     MatrixT<T> z(m, n);  // X̃·Ŵᵀ
     if (dropped) {
@@ -429,47 +458,73 @@ MatrixT<T> TrainableLinear<T>::backward(ConstRefT<T> dy) {
   QLR_CHECK(dy.allFinite(), invalid_argument,
             "{}: dy holds a NaN or an infinity (module '{}'); expected finite gradients", entity,
             module_);
-  // DoRA without dropout adds (c − 1)⊙G to what goes through Ŵ with the base's own G.
-  MatrixT<T> g_base = dy;
-  MatrixT<T> dx(m, k);
-  MatrixT<T> extra(m, k);  // adapter terms in the input basis, per adapter
-  MatrixT<T> side = MatrixT<T>::Zero(m, k);
-  for (AdapterState<T>& s : adapters_) {
-    const bool dropped = s.mask.size() != 0;
-    MatrixT<T> g = dy;  // the gradient of the adapter's low-rank term, Ĝ for DoRA
-    if (s.config.kind == AdapterKind::dora) {
-      VectorT<T> c(n);
-      for (index_t o = 0; o < n; ++o) c(o) = s.magnitude(o) / s.dora_norm(o);
-      if (s.config.trainable)
-        for (index_t o = 0; o < n; ++o)
-          s.grad_magnitude(o) += dy.col(o).dot(s.dora_z.col(o)) / s.dora_norm(o);
-      MatrixT<T> gc = dy * (c.array() - T(1)).matrix().asDiagonal();  // (c − 1)⊙G
-      g = dy * c.asDiagonal();
-      if (dropped) {
-        base_.backward_input(x_.cwiseProduct(s.mask), gc, extra);
-        side += extra.cwiseProduct(s.mask);
-      } else {
-        g_base += gc;
-      }
-    }
-    const MatrixT<T> dh = s.scale * (g * s.b);  // M×r
-    if (s.config.trainable) {
-      s.grad_b.noalias() += s.scale * (g.transpose() * s.h);
-      s.grad_a.noalias() += dh.transpose() * input_of(s);
-    }
-    const MatrixT<T> dinput = dh * s.a;  // M×K, or M×L for QA-LoRA
-    if (s.config.kind == AdapterKind::qa_lora)
-      spread(s, dinput, extra);
-    else
-      extra = dinput;
-    if (dropped)
+  // DoRA first: its factors c = m/‖Ŵ + s·BA‖ scale the G its low-rank term sees (Ĝ), and its
+  // (c − 1)⊙G goes through Ŵ: with the base's own G when there is no dropout, else through
+  // the dropped-out input.
+  std::vector<MatrixT<T>> g_dora(adapters_.size());
+  MatrixT<T> g_base;  // G plus the DoRA terms; empty when there are none
+  MatrixT<T> side;    // the DoRA terms under dropout, in the input basis
+  for (std::size_t j = 0; j < adapters_.size(); ++j) {
+    AdapterState<T>& s = adapters_[j];
+    if (s.config.kind != AdapterKind::dora) continue;
+    VectorT<T> c(n);
+    for (index_t o = 0; o < n; ++o) c(o) = s.magnitude(o) / s.dora_norm(o);
+    if (s.config.trainable)
+      for (index_t o = 0; o < n; ++o)
+        s.grad_magnitude(o) += dy.col(o).dot(s.dora_z.col(o)) / s.dora_norm(o);
+    const MatrixT<T> gc = dy * (c.array() - T(1)).matrix().asDiagonal();  // (c − 1)⊙G
+    g_dora[j] = dy * c.asDiagonal();
+    if (s.mask.size() != 0) {
+      MatrixT<T> extra(m, k);
+      base_.backward_input(x_.cwiseProduct(s.mask), gc, extra);
+      if (side.size() == 0) side = MatrixT<T>::Zero(m, k);
       side += extra.cwiseProduct(s.mask);
-    else
-      side += extra;
+    } else {
+      if (g_base.size() == 0) g_base = dy;
+      g_base += gc;
+    }
   }
-  base_.backward_input(x_, g_base, dx);
-  dx += side;
+  MatrixT<T> dx(m, k);
+  base_.backward_input(x_, g_base.size() != 0 ? ConstRefT<T>(g_base) : dy, dx);
+  if (side.size() != 0) dx += side;
+  for (std::size_t j = 0; j < adapters_.size(); ++j)
+    adapter_backward(adapters_[j], g_dora[j].size() != 0 ? ConstRefT<T>(g_dora[j]) : dy, dx);
   return dx;
+}
+
+template <class T>
+void TrainableLinear<T>::adapter_backward(AdapterState<T>& s, ConstRefT<T> g,
+                                          MatrixT<T>& dx) const {
+  const index_t m = g.rows();
+  const MatrixT<T>& a_input = input_of(s);
+  const bool dropped = s.mask.size() != 0, qa = s.config.kind == AdapterKind::qa_lora;
+  const index_t blocks = (m + detail::adapter_block_rows - 1) / detail::adapter_block_rows;
+  const std::size_t partials = s.config.trainable ? static_cast<std::size_t>(blocks) : 0;
+  std::vector<MatrixT<T>> part_b(partials), part_a(partials);  // per block, added in order
+  detail::for_adapter_blocks(m, [&](index_t block, index_t first, index_t rows) {
+    const auto g_rows = g.middleRows(first, rows);
+    const MatrixT<T> dh = s.scale * (g_rows * s.b);  // rows × r
+    if (s.config.trainable) {
+      part_b[static_cast<std::size_t>(block)].noalias() =
+          g_rows.transpose() * s.h.middleRows(first, rows);
+      part_a[static_cast<std::size_t>(block)].noalias() =
+          dh.transpose() * a_input.middleRows(first, rows);
+    }
+    MatrixT<T> term = dh * s.a;  // rows × K, or rows × L for QA-LoRA
+    if (qa) {
+      MatrixT<T> spread_term(rows, in_features());
+      spread(s, term, spread_term);
+      term.swap(spread_term);
+    }
+    if (dropped)
+      dx.middleRows(first, rows) += term.cwiseProduct(s.mask.middleRows(first, rows));
+    else
+      dx.middleRows(first, rows) += term;
+  });
+  for (std::size_t b = 0; b < partials; ++b) {
+    s.grad_b.noalias() += s.scale * part_b[b];
+    s.grad_a += part_a[b];
+  }
 }
 
 template <class T>
