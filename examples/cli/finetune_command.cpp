@@ -67,8 +67,13 @@ adapter:
   --dropout P           dropout on the adapters' input, 0 <= P < 1 (default: 0)
   --targets LIST        comma-separated block linears (default: all seven: q_proj,k_proj,
                         v_proj,o_proj,gate_proj,up_proj,down_proj)
-  --init KIND           A's initialization: kaiming (PEFT's), gaussian or xavier (QA-LoRA's)
+  --init KIND           A's initialization: kaiming (PEFT's), gaussian or xavier (QA-LoRA's);
+                        or, over a quantized base, the factors from its quantization error:
+                        loftq (a rank-R SVD of W - Q) or eora (the same in the eigenspace of
+                        the training text's activations); LoRA, rsLoRA and DoRA
                         (default: kaiming)
+  --init-iterations T   loftq/eora alternations; T > 1 requantizes the base from W - s*B*A,
+                        so score the merged layer file, not the PEFT folder (default: 1)
   --init-adapter DIR    start from a PEFT adapter folder (its kind, rank, alpha and targets
                         replace the flags')
 
@@ -112,6 +117,7 @@ struct FinetuneFlags {
   double alpha = 16.0, dropout = 0.0;
   std::vector<std::string> targets{llama::target_modules.begin(), llama::target_modules.end()};
   std::string init = "kaiming";
+  int init_iterations = 1;
   double lr = 2e-3;
   std::string schedule = "constant";
   long warmup = 10, steps = 100, batch = 8, seq = 256, accum = 1;
@@ -119,6 +125,9 @@ struct FinetuneFlags {
   std::uint64_t seed = 0;
   bool recompute = false;
   long eval_every = 0, checkpoint_every = 50;
+
+  /// Whether the adapters start from the base's quantization error (LoftQ, EoRA).
+  [[nodiscard]] bool error_init() const { return init == "loftq" || init == "eora"; }
 };
 
 /// `text` split on commas.
@@ -150,6 +159,8 @@ FinetuneFlags parse_finetune(int argc, char** argv, int first) {
     else if (arg == "--targets") f.targets = split_list(value());
     else if (arg == "--init") f.init = value();
     else if (arg == "--init-adapter") f.init_adapter = path();
+    else if (arg == "--init-iterations")
+      f.init_iterations = parse_number<int>(arg, value());
     else if (arg == "--lr") f.lr = parse_number<double>(arg, value());
     else if (arg == "--schedule") f.schedule = value();
     else if (arg == "--warmup") f.warmup = parse_number<long>(arg, value());
@@ -191,6 +202,16 @@ FinetuneFlags parse_finetune(int argc, char** argv, int first) {
             "qlr finetune: --valid-tokens = {}; expected >= 0", f.valid_tokens);
   QLR_CHECK(f.eval_every >= 0, invalid_argument, "qlr finetune: --eval-every = {}; expected >= 0",
             f.eval_every);
+  positive("--init-iterations", f.init_iterations);
+  if (f.error_init()) {
+    QLR_CHECK(f.model.linear.has_value(), invalid_argument,
+              "qlr finetune: --init {} over an FP32 base; expected --linear SPEC (a quantization "
+              "error to start from)",
+              f.init);
+    QLR_CHECK(!f.gptq && !f.init_adapter, invalid_argument,
+              "qlr finetune: --init {} with {}; expected one of them", f.init,
+              f.gptq ? "--gptq" : "--init-adapter");
+  }
   return f;
 }
 
@@ -214,9 +235,10 @@ qlr::train::AdapterConfig adapter_config(const FinetuneFlags& f) {
     c.init = qlr::train::Init::gaussian;
   else if (f.init == "xavier")
     c.init = qlr::train::Init::xavier_uniform;
-  else
+  else if (!f.error_init())  // their A is set after construction (llama::set_error_start)
     QLR_CHECK(false, invalid_argument,
-              "qlr finetune: --init '{}'; expected kaiming, gaussian or xavier", f.init);
+              "qlr finetune: --init '{}'; expected kaiming, gaussian, xavier, loftq or eora",
+              f.init);
   c.rank = f.rank;
   c.alpha = f.alpha;
   c.dropout = f.dropout;
@@ -329,6 +351,7 @@ nlohmann::ordered_json run_identity(const FinetuneFlags& f, std::uint64_t model_
           {"dropout", f.dropout},
           {"targets", f.targets},
           {"init", f.init},
+          {"init_iterations", f.init_iterations},
           {"lr", f.lr},
           {"schedule", f.schedule},
           {"warmup", f.warmup},
@@ -442,6 +465,32 @@ std::size_t peak_rss_bytes() {
   return static_cast<std::size_t>(usage.ru_maxrss) * 1024;
 }
 
+/// LoftQ or EoRA (--init) for every targeted layer of `loaded`, whose bases it replaces: W from
+/// the FP32 model with the same rotation; EoRA's eigenspaces from the training text's first
+/// 8192 tokens through it.
+llama::ErrorStart start_from_error(const FinetuneFlags& f, const llama::TrainOptions& options,
+                                   Loaded& loaded, const std::string& fit_text) {
+  llama::ModelOptions fp32_options = model_options(f.model, {});
+  fp32_options.linear.reset();
+  const llama::Model fp32(qlr::io::load_llama2c(f.model.model), fp32_options);
+  std::optional<llama::Calibration> statistics;
+  if (f.init == "eora") {
+    std::vector<int> tokens = llama::story_tokens(loaded.tokenizer, fit_text);
+    const CalibrationFlags defaults;
+    if (tokens.size() > static_cast<std::size_t>(defaults.tokens))
+      tokens.resize(static_cast<std::size_t>(defaults.tokens));
+    const ProgressBar bar("calibrating");
+    statistics = llama::calibrate(fp32, tokens, 256, [&](index_t done, index_t total) {
+      bar.update(done, total);
+      return true;
+    });
+  }
+  llama::ErrorStart start = llama::error_start(fp32, *f.model.linear, options, f.init_iterations,
+                                               statistics ? &*statistics : nullptr);
+  loaded.model.replace_layers(std::move(start.bases));
+  return start;
+}
+
 }  // namespace
 
 void finetune(int argc, char** argv, int first) {
@@ -469,7 +518,7 @@ void finetune(int argc, char** argv, int first) {
   CalibrationFlags calibration;
   calibration.gptq = f.gptq;
   Loaded loaded = load(f.model, calibration, 256, &fit_text);
-  const llama::Model& base = loaded.model;
+  llama::Model& base = loaded.model;
   const bool jsonl = f.train->extension() == ".jsonl";
   const Stream train = read_stream(loaded.tokenizer, fit_text, jsonl, "--train");
   const Stream valid_all = read_stream(loaded.tokenizer, valid_text,
@@ -508,8 +557,11 @@ void finetune(int argc, char** argv, int first) {
     run.alpha = a.alpha;
     run.targets = options.targets;
   }
+  std::optional<llama::ErrorStart> error_start;
+  if (f.error_init()) error_start = start_from_error(f, options, loaded, fit_text);
   llama::TrainableModel<float> model(base, options);
   if (init) llama::set_from_peft(model, *init);
+  if (error_start) llama::set_error_start(model, *error_start);
   const qlr::train::ParameterList params = model.parameters();
   qlr::train::AdamW adam(params, {.weight_decay = run.weight_decay});
   const std::string model_bytes = read_text_file(f.model.model, "--model");

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -12,6 +13,7 @@
 #include "qlr/core/parallel.hpp"
 #include "qlr/io/peft.hpp"
 #include "qlr/rotate/rotation.hpp"
+#include "qlr/train/init.hpp"
 
 namespace llama {
 namespace {
@@ -599,6 +601,80 @@ MergedLayers merge_adapters(const TrainableModel<float>& model) {
     }
   }
   return out;
+}
+
+ErrorStart error_start(const Model& fp32, const qlr::layers::LinearSpec& spec,
+                       const TrainOptions& options, int iterations,
+                       const Calibration* calibration) {
+  constexpr const char* entity = "llama::error_start";
+  const qlr::train::AdapterConfig& a = options.adapter;
+  QLR_CHECK(a.kind != qlr::train::AdapterKind::qa_lora, invalid_argument,
+            "{}: a QA-LoRA adapter; expected LoRA, rsLoRA or DoRA (QA-LoRA's A reads pooled "
+            "inputs, which an error fit does not give)",
+            entity);
+  QLR_CHECK(!calibration || calibration->blocks.size() == fp32.blocks().size(), shape_mismatch,
+            "{}: calibration of {} blocks; expected {}", entity,
+            calibration ? calibration->blocks.size() : 0, fp32.blocks().size());
+  const float scale = qlr::adapter::lora_scale(a.alpha, a.rank, a.scaling, entity);
+  // Each module's input, in target_modules order (q, k, v, o, gate, up, down).
+  constexpr std::array<BlockInput, 7> inputs{BlockInput::attention, BlockInput::attention,
+                                             BlockInput::attention, BlockInput::attention_output,
+                                             BlockInput::mlp,       BlockInput::mlp,
+                                             BlockInput::mlp_hidden};
+  ErrorStart start;
+  for (std::size_t l = 0; l < fp32.blocks().size(); ++l) {
+    const auto layers = block_linears(fp32.blocks()[l]);
+    std::array<std::optional<qlr::compensate::Eigenspace>, block_inputs> spaces;
+    for (const std::string& module : options.targets) {
+      const std::size_t j = module_index(module, entity);
+      const Linear& layer = *layers[j];
+      QLR_CHECK(!layer.quantized(), invalid_argument,
+                "{}: {} is quantized; expected the FP32 model", entity,
+                module_path(static_cast<index_t>(l), module));
+      const Matrix& w = layer.dense();
+      const qlr::compensate::Eigenspace* space = nullptr;
+      if (calibration) {
+        const auto i = static_cast<std::size_t>(inputs[j]);
+        if (!spaces[i]) spaces[i].emplace(*calibration->blocks[l][i]);
+        space = &*spaces[i];
+      }
+      std::optional<qlr::layers::AnyLinear> base;
+      const qlr::train::ErrorFactors f = qlr::train::fit_error(
+          w,
+          [&](const Matrix& target) {
+            base.emplace(qlr::layers::make_linear(target, spec));
+            return base->dequantized_weight();
+          },
+          a.rank, scale, iterations, space);
+      ErrorStart::Factors factors{f.a, f.b, {}};
+      if (a.kind == qlr::train::AdapterKind::dora) {
+        const Eigen::MatrixXd merged =
+            base->dequantized_weight().cast<double>() +
+            static_cast<double>(scale) * (f.b.cast<double>() * f.a.cast<double>());
+        factors.magnitude = merged.rowwise().norm().cast<float>();
+      }
+      const std::string path = module_path(static_cast<index_t>(l), module);
+      start.bases.emplace(path, std::move(*base));
+      start.factors.emplace(path, std::move(factors));
+    }
+  }
+  return start;
+}
+
+void set_error_start(TrainableModel<float>& model, const ErrorStart& start) {
+  const TrainOptions& o = model.options();
+  for (index_t l = 0; l < model.base().config().n_layers; ++l) {
+    for (const std::string& module : o.targets) {
+      const std::string path = module_path(l, module);
+      const auto it = start.factors.find(path);
+      QLR_CHECK(it != start.factors.end(), invalid_argument,
+                "llama::set_error_start: no starting values for {}; expected every targeted "
+                "layer's",
+                path);
+      model.linear(l, module).set_values(o.adapter_name, it->second.a, it->second.b,
+                                         it->second.magnitude);
+    }
+  }
 }
 
 template class TrainableModel<float>;

@@ -173,6 +173,31 @@ struct MergedLayers {
 /// layer with an FP32 base, whose merge is no layer file.
 MergedLayers merge_adapters(const TrainableModel<float>& model);
 
+/// Where LoftQ or EoRA starts a model's adapters (ALGORITHMS.md §8.2): per targeted layer
+/// (module path), the base quantized from W − s·B·A and the factors fitted to its error.
+struct ErrorStart {
+  /// One layer's starting adapter: A, B and, for DoRA, m = ‖Ŵ + s·B·A‖ per row.
+  struct Factors {
+    Matrix a, b;
+    Vector magnitude;
+  };
+  std::map<std::string, qlr::layers::AnyLinear> bases;  ///< for Model::replace_layers
+  std::map<std::string, Factors> factors;               ///< for set_error_start
+};
+
+/// LoftQ (`calibration` null) or EoRA (the eigenspace of each layer's input in `calibration`)
+/// for every layer `options` targets: W is `fp32`'s layer (the FP32 model in the basis of the
+/// model to train, i.e. with its rotation), the base is quantized as `spec` says, alternating
+/// `iterations` times (1 keeps the round-to-nearest base). Throws for a QA-LoRA adapter (its A
+/// reads pooled inputs, which no error fit gives), an FP32 `fp32` layer missing, or
+/// iterations < 1.
+ErrorStart error_start(const Model& fp32, const qlr::layers::LinearSpec& spec,
+                       const TrainOptions& options, int iterations,
+                       const Calibration* calibration = nullptr);
+
+/// Sets the adapters of `model`, whose base took `start.bases`, to `start.factors`.
+void set_error_start(TrainableModel<float>& model, const ErrorStart& start);
+
 extern template class TrainableModel<float>;
 extern template class TrainableModel<double>;
 extern template TrainableModel<double>::TrainableModel(const TrainableModel<float>&);

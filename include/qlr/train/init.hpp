@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cmath>
+#include <optional>
 #include <utility>
 
 #include "qlr/compensate/eora.hpp"
@@ -29,14 +30,19 @@ struct ErrorInit {
   Matrix b;                 ///< B (N×r)
 };
 
-/// LoftQ (`space` null) or EoRA-init (`space` the calibration inputs' eigenspace) of `w`
-/// (N×K) with `quantizer`, rank r and the adapter's scale s (α/r or α/√r), alternating
-/// `iterations` ≥ 1 times. Throws for a rank outside [1, min(N, K)], a scale that is not
-/// positive and finite, iterations < 1, or a space of another width.
-template <quant::Quantizer Q>
-ErrorInit<typename Q::format> error_init(ConstMatrixRef w, const Q& quantizer, index_t rank,
-                                         float scale, int iterations = 1,
-                                         const compensate::Eigenspace* space = nullptr) {
+/// Adapter factors for W ≈ Ŵ + scale·B·A.
+struct ErrorFactors {
+  Matrix a;  ///< A (r×K)
+  Matrix b;  ///< B (N×r)
+};
+
+/// error_init's alternation for a base of any kind: `requantize(target)` builds the base
+/// from target = W − s·B·A (W itself first) and returns its dequantized weight Ŵ (N×K);
+/// the factors are then the rank-r fit of W − Ŵ (in `space`, EoRA, when given). Throws as
+/// error_init does.
+template <class Requantize>
+ErrorFactors fit_error(ConstMatrixRef w, Requantize&& requantize, index_t rank, float scale,
+                       int iterations = 1, const compensate::Eigenspace* space = nullptr) {
   constexpr const char* entity = "train::error_init";
   QLR_CHECK(std::isfinite(scale) && scale > 0.0f, invalid_argument,
             "{}: scale = {}; expected a finite value > 0 (the adapter's α/r)", entity, scale);
@@ -47,20 +53,38 @@ ErrorInit<typename Q::format> error_init(ConstMatrixRef w, const Q& quantizer, i
             space != nullptr ? space->in_features() : 0, w.cols());
   // compensate checks the rank, the shapes and finiteness.
   Matrix target = w;  // W − s·B·A of the previous iteration
-  ErrorInit<typename Q::format> out{quantizer.quantize(target), {}, {}};
-  const float root = std::sqrt(scale);
+  ErrorFactors out;
+  const double root = std::sqrt(static_cast<double>(scale));
   for (int t = 0; t < iterations; ++t) {
-    if (t > 0) out.base = quantizer.quantize(target);
-    const Matrix w_hat = quant::dequantize(out.base);
+    const Matrix w_hat = requantize(static_cast<const Matrix&>(target));
     const compensate::Compensation c = space != nullptr
                                            ? compensate::eora(w, w_hat, *space, rank)
                                            : compensate::svd_compensation(w, w_hat, rank);
     // s·B·A = b·a: each factor takes 1/√s.
-    out.a = (c.a / static_cast<double>(root)).cast<float>();
-    out.b = (c.b / static_cast<double>(root)).cast<float>();
+    out.a = (c.a / root).cast<float>();
+    out.b = (c.b / root).cast<float>();
     target = w - scale * (out.b * out.a);
   }
   return out;
+}
+
+/// LoftQ (`space` null) or EoRA-init (`space` the calibration inputs' eigenspace) of `w`
+/// (N×K) with `quantizer`, rank r and the adapter's scale s (α/r or α/√r), alternating
+/// `iterations` ≥ 1 times. Throws for a rank outside [1, min(N, K)], a scale that is not
+/// positive and finite, iterations < 1, or a space of another width.
+template <quant::Quantizer Q>
+ErrorInit<typename Q::format> error_init(ConstMatrixRef w, const Q& quantizer, index_t rank,
+                                         float scale, int iterations = 1,
+                                         const compensate::Eigenspace* space = nullptr) {
+  std::optional<QuantizedMatrix<typename Q::format>> base;
+  ErrorFactors f = fit_error(
+      w,
+      [&](const Matrix& target) {
+        base.emplace(quantizer.quantize(target));
+        return quant::dequantize(*base);
+      },
+      rank, scale, iterations, space);
+  return {std::move(*base), std::move(f.a), std::move(f.b)};
 }
 
 /// PiSSA (§8.2): the adapter takes W's principal rank-r part, s·B·A = U_r·Σ_r·V_rᵀ, and the
