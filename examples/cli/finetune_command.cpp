@@ -102,6 +102,8 @@ output:
   --checkpoint-every N  steps between checkpoints with --save (default: 50)
   --resume DIR          continue the run saved in DIR (a --save folder or a checkpoint in
                         it) with the same flags; it continues bit for bit
+  --merge-linear SPEC   merge into SPEC instead of the base's own spec (e.g. QLoRA's NF4 base
+                        merged into int4-asym-g32; or an FP32 base, RoLoRA's, into W4A4)
   --gptq                quantize the base by GPTQ (calibrated on the training text)
 )";
 
@@ -109,6 +111,7 @@ output:
 struct FinetuneFlags {
   ModelFlags model;
   bool gptq = false;
+  std::optional<qlr::layers::LinearSpec> merge_linear;
   std::optional<std::filesystem::path> train, valid, save, resume, init_adapter;
   double valid_fraction = 0.1;
   long valid_tokens = 8192;
@@ -177,6 +180,8 @@ FinetuneFlags parse_finetune(int argc, char** argv, int first) {
     else if (arg == "--checkpoint-every") f.checkpoint_every = parse_number<long>(arg, value());
     else if (arg == "--resume") f.resume = path();
     else if (arg == "--gptq") f.gptq = true;
+    else if (arg == "--merge-linear")
+      f.merge_linear = qlr::layers::parse_linear_spec(value());
     else usage_error(fmt::format("finetune: unknown argument '{}'", arg));
   }
   if (!f.train) usage_error("finetune needs --train FILE");
@@ -203,6 +208,13 @@ FinetuneFlags parse_finetune(int argc, char** argv, int first) {
   QLR_CHECK(f.eval_every >= 0, invalid_argument, "qlr finetune: --eval-every = {}; expected >= 0",
             f.eval_every);
   positive("--init-iterations", f.init_iterations);
+  QLR_CHECK(f.adapter != "qa-lora" || !f.merge_linear ||
+                (f.model.linear && qlr::layers::to_string(*f.model.linear) ==
+                                       qlr::layers::to_string(*f.merge_linear)),
+            invalid_argument,
+            "qlr finetune: --merge-linear {} with --adapter qa-lora; expected the base's own "
+            "--linear (QA-LoRA merges into its zero points)",
+            qlr::layers::to_string(*f.merge_linear));
   if (f.error_init()) {
     QLR_CHECK(f.model.linear.has_value(), invalid_argument,
               "qlr finetune: --init {} over an FP32 base; expected --linear SPEC (a quantization "
@@ -634,13 +646,17 @@ void finetune(int argc, char** argv, int first) {
     qlr::io::save_peft_adapter(*f.save, llama::to_peft(model, warnings));
   }
   std::optional<double> valid_merged;
-  if (f.model.linear) {
-    // The merged model as `qlr perplexity --layers` runs it: the engine's layers replaced.
-    llama::MergedLayers merged = llama::merge_adapters(model);
+  const std::optional<qlr::layers::LinearSpec>& merge_spec =
+      f.merge_linear ? f.merge_linear : f.model.linear;
+  if (merge_spec) {
+    // The merged model as `qlr perplexity --linear SPEC --layers` runs it.
+    llama::MergedLayers merged = llama::merge_adapters(model, f.merge_linear);
     if (f.save) qlr::layers::save_layers(*f.save / "merged_layers.safetensors", merged.layers);
     merge_reports = std::move(merged.reports);
     if (!jsonl && !f.valid) {
-      llama::Model served(qlr::io::load_llama2c(f.model.model), model_options(f.model, {}));
+      ModelFlags served_flags = f.model;
+      served_flags.linear = merge_spec;
+      llama::Model served(qlr::io::load_llama2c(f.model.model), model_options(served_flags, {}));
       served.replace_layers(std::move(merged.layers));
       valid_merged = llama::score_windows(served, valid.tokens, static_cast<int>(seq + 1)).nll;
     }
@@ -672,6 +688,7 @@ void finetune(int argc, char** argv, int first) {
         {"seconds", seconds_since(start)},
         {"activation_bytes", model.activation_bytes()},
         {"peak_rss_bytes", peak_rss_bytes()},
+        {"merge_linear", merge_spec ? qlr::layers::to_string(*merge_spec) : "none"},
         {"valid_nll_merged",
          valid_merged ? nlohmann::ordered_json(*valid_merged) : nlohmann::ordered_json(nullptr)},
         {"merge_reports", merge_reports},
@@ -684,10 +701,11 @@ void finetune(int argc, char** argv, int first) {
                valid_before, valid_after, run.steps, static_cast<long>(tokens_per_step),
                tokens_per_s);
     if (valid_merged)
-      fmt::print("merged into {}: validation NLL {:.4f}\n", spec_name(f.model), *valid_merged);
+      fmt::print("merged into {}: validation NLL {:.4f}\n", qlr::layers::to_string(*merge_spec),
+                 *valid_merged);
     if (f.save) {
       fmt::print("adapter saved to {} (PEFT){}\n", f.save->string(),
-                 f.model.linear ? ", the merged model to merged_layers.safetensors" : "");
+                 merge_spec ? ", the merged model to merged_layers.safetensors" : "");
       if (!merge_reports.empty())
         fmt::print("{} layers merged by requantizing (lossy; --json lists each): {}\n",
                    merge_reports.size(), merge_reports.front());

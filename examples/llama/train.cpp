@@ -469,6 +469,7 @@ qlr::io::PeftAdapter to_peft(const TrainableModel<float>& model,
   c.use_dora = o.adapter.kind == qlr::train::AdapterKind::dora;
   c.use_qalora = o.adapter.kind == qlr::train::AdapterKind::qa_lora;
   c.target_modules = o.targets;
+  c.rope_pairs = "adjacent";  // llama2.c's q/k rows (ALGORITHMS.md §1.6)
   for (index_t l = 0; l < model.base().config().n_layers; ++l) {
     for (const std::string& module : o.targets) {
       const auto& layer = model.linear(l, module);
@@ -552,28 +553,39 @@ void set_from_peft(TrainableModel<float>& model, const qlr::io::PeftAdapter& ada
   }
 }
 
-MergedLayers merge_adapters(const TrainableModel<float>& model) {
+MergedLayers merge_adapters(const TrainableModel<float>& model,
+                            const std::optional<qlr::layers::LinearSpec>& to) {
   constexpr const char* entity = "llama::merge_adapters";
   const TrainOptions& o = model.options();
+  const std::string to_name = to ? qlr::layers::to_string(*to) : std::string();
   MergedLayers out;
   for (index_t l = 0; l < model.base().config().n_layers; ++l) {
     const auto engine = block_linears(model.base().blocks()[static_cast<std::size_t>(l)]);
     for (const std::string_view module : target_modules) {
       const auto& layer = model.linear(l, module);
+      const Linear& original = *engine[module_index(module, entity)];
+      const qlr::layers::AnyLinear* base = original.quantized();
+      QLR_CHECK(base != nullptr || to, invalid_argument,
+                "{}: {} is FP32 and no spec to merge into; expected a quantized base or a spec "
+                "(an FP32 merge is W + ΔW, no layer file)",
+                entity, layer.module());
+      const qlr::layers::LinearSpec& spec = to ? *to : base->spec();
+      // The merge keeps the base's own quantization where the spec is the base's.
+      const bool same_spec =
+          base != nullptr && (!to || qlr::layers::to_string(base->spec()) == to_name);
+      const Matrix w_hat = base != nullptr ? base->dequantized_weight() : original.dense();
       if (std::find(o.targets.begin(), o.targets.end(), module) == o.targets.end()) {
         // Not adapted: the base's own layer, bit for bit, so the file holds the whole model.
-        if (const qlr::layers::AnyLinear* base = engine[module_index(module, entity)]->quantized())
-          out.layers.emplace(layer.module(), qlr::layers::make_linear(base->base(), base->spec()));
+        out.layers.emplace(layer.module(), same_spec ? qlr::layers::make_linear(base->base(), spec)
+                                                     : qlr::layers::make_linear(w_hat, spec));
         continue;
       }
       const auto& s = layer.adapter(o.adapter_name);
-      const qlr::layers::AnyLinear* base = engine[module_index(module, entity)]->quantized();
-      QLR_CHECK(base != nullptr, invalid_argument,
-                "{}: {} is FP32; expected a quantized base (an FP32 merge is W + ΔW, no layer "
-                "file)",
-                entity, layer.module());
-      const qlr::layers::LinearSpec& spec = base->spec();
       if (o.adapter.kind == qlr::train::AdapterKind::qa_lora) {
+        QLR_CHECK(same_spec, invalid_argument,
+                  "{}: a QA-LoRA adapter merged into {}; expected its base's own spec {} (it "
+                  "merges into the base's zero points)",
+                  entity, to_name, base ? qlr::layers::to_string(base->spec()) : "fp32");
         qlr::layers::AnyLinear merged = qlr::layers::make_linear(base->base(), spec);
         merged.attach(
             "trained",
@@ -585,9 +597,9 @@ MergedLayers merge_adapters(const TrainableModel<float>& model) {
       }
       // W + s·B·A, and for DoRA its rows scaled to m: in double, then quantized as the spec
       // says (its rotation included).
-      const Eigen::MatrixXd w_hat = base->dequantized_weight().cast<double>();
+      const Eigen::MatrixXd w = w_hat.cast<double>();
       Eigen::MatrixXd exact =
-          w_hat + static_cast<double>(s.scale) * (s.b.cast<double>() * s.a.cast<double>());
+          w + static_cast<double>(s.scale) * (s.b.cast<double>() * s.a.cast<double>());
       if (o.adapter.kind == qlr::train::AdapterKind::dora) {
         const Eigen::VectorXd norms = exact.rowwise().norm();
         exact = (s.magnitude.cast<double>().array() / norms.array()).matrix().asDiagonal() * exact;
@@ -596,7 +608,7 @@ MergedLayers merge_adapters(const TrainableModel<float>& model) {
       const Eigen::MatrixXd error = exact - merged.dequantized_weight().cast<double>();
       out.reports.push_back(fmt::format(
           "{}: requantizing merge: relative error {:.3g} of the weight, {:.3g} of the update",
-          layer.module(), error.norm() / exact.norm(), error.norm() / (exact - w_hat).norm()));
+          layer.module(), error.norm() / exact.norm(), error.norm() / (exact - w).norm()));
       out.layers.emplace(layer.module(), std::move(merged));
     }
   }

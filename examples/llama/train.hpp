@@ -17,6 +17,7 @@
 #include <array>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -166,12 +167,14 @@ struct MergedLayers {
   std::vector<std::string> reports;                      ///< "<module>: requantizing merge: …"
 };
 
-/// Every quantized block linear of `model` with its trained adapter merged in: QA-LoRA into
-/// the zero points (codes and scales untouched, lossless, ALGORITHMS.md §3.3); LoRA and DoRA
-/// into the dequantized weight, quantized again as the layer's spec says (round to nearest;
-/// lossy, a report per layer); a layer without an adapter as it is. Throws for an adapted
-/// layer with an FP32 base, whose merge is no layer file.
-MergedLayers merge_adapters(const TrainableModel<float>& model);
+/// Every block linear of `model` with its trained adapter merged in: QA-LoRA into the zero
+/// points (codes and scales untouched, lossless, ALGORITHMS.md §3.3); LoRA and DoRA into the
+/// base's weight (dequantized, or FP32), quantized as `to` says, or the base's own spec
+/// (round to nearest; lossy, a report per layer); a layer without an adapter as it is, or
+/// quantized to `to`. Throws for an FP32 base without `to`, whose merge is no layer file, and
+/// for QA-LoRA with a `to` other than its base's spec.
+MergedLayers merge_adapters(const TrainableModel<float>& model,
+                            const std::optional<qlr::layers::LinearSpec>& to = std::nullopt);
 
 /// Where LoftQ or EoRA starts a model's adapters (ALGORITHMS.md §8.2): per targeted layer
 /// (module path), the base quantized from W − s·B·A and the factors fitted to its error.

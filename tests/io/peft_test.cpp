@@ -185,6 +185,15 @@ TEST_CASE("PeftConfig: unknown keys and unapplied features are warnings", "[io][
   CHECK(defaults.r == 8);
   CHECK(defaults.lora_alpha == 8.0);
   CHECK(defaults.warnings.size() == 2);  // r and lora_alpha missing: PEFT's defaults
+  CHECK(defaults.rope_pairs.empty());
+  // qlr's own key: the q/k row order its B follows.
+  const auto pairs = qlr::io::parse_peft_config(
+      R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "qlr_rope_pairs": "adjacent"})");
+  CHECK(pairs.rope_pairs == "adjacent");
+  CHECK(pairs.warnings.empty());
+  CHECK_THROWS_WITH(
+      qlr::io::parse_peft_config(R"({"peft_type": "LORA", "r": 4, "qlr_rope_pairs": "random"})"),
+      Catch::Contains("\"qlr_rope_pairs\" = \"random\"; expected \"adjacent\""));
 }
 
 TEST_CASE("save_peft_adapter: a DoRA adapter round-trips (T5.5)", "[io][peft]") {

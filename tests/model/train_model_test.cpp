@@ -322,6 +322,7 @@ TEST_CASE(
   CHECK(warnings.empty());
   const qlr::io::PeftAdapter loaded = qlr::io::load_peft_adapter(folder);
   CHECK(loaded.config.use_rslora);
+  CHECK(loaded.config.rope_pairs == "adjacent");  // llama2.c's q/k rows
   CHECK(loaded.modules.size() == 14);
   TrainableModel<float> again(base, llama::options_from_peft(loaded.config, loaded.modules, {}));
   llama::set_from_peft(again, loaded);
@@ -389,7 +390,16 @@ TEST_CASE("merge_adapters: QA-LoRA trained on stories260K merges into the zero p
     }
   } else {
     CHECK(merged.reports.size() == 35);
+    // Into another spec (QLoRA's merge then PTQ): every layer in it, adapted or not.
+    const auto int3 = qlr::layers::parse_linear_spec("int3-asym-g32");
+    const llama::MergedLayers into = llama::merge_adapters(model, int3);
+    CHECK(into.reports.size() == 35);
+    for (const auto& [path, layer] : into.layers)
+      CHECK(qlr::layers::to_string(layer.spec()) == "int3-asym-g32");
   }
+  if (kind == K::qa_lora)
+    CHECK_THROWS_WITH(llama::merge_adapters(model, qlr::layers::parse_linear_spec("int3-asym-g32")),
+                      Catch::Contains("expected its base's own spec int4-asym-g32"));
   llama::Model served(checkpoint, spec);
   served.replace_layers(std::move(merged.layers));
   const double nll = llama::score_windows(served, std::span(held_out.tokens),

@@ -54,6 +54,10 @@ struct PeftConfig {
   std::vector<std::string> target_modules;            ///< list form (module-name suffixes)
   std::optional<std::string> target_modules_regex;    ///< string form: PEFT full-matches it as a regex
   bool fan_in_fan_out = false;                        ///< base stored (in, out): merge adds ΔWᵀ
+  /// Which q/k row order B's rows of q_proj and k_proj follow (qlr's key "qlr_rope_pairs"):
+  /// "adjacent" (llama2.c, GGUF: RoPE rotates rows 2i, 2i+1), "halves" (Hugging Face: i and
+  /// i + head/2), or empty where the file does not say (PEFT's own files).
+  std::string rope_pairs;
   std::vector<std::pair<std::string, index_t>> rank_pattern;  ///< in file order: first match wins
   std::vector<std::pair<std::string, double>> alpha_pattern;  ///< in file order: first match wins
   std::vector<std::string> warnings;                  ///< keys and values qlr does not apply
@@ -281,6 +285,11 @@ PeftConfig parse_peft_config(std::string_view json_text) {
   read.boolean("use_qalora", c.use_qalora);
   read.positive_integer("qalora_group_size", c.qalora_group_size);
   read.boolean("fan_in_fan_out", c.fan_in_fan_out);
+  read.string("qlr_rope_pairs", c.rope_pairs);
+  QLR_CHECK(c.rope_pairs.empty() || c.rope_pairs == "adjacent" || c.rope_pairs == "halves",
+            invalid_argument,
+            "{}: \"qlr_rope_pairs\" = \"{}\"; expected \"adjacent\" or \"halves\"", entity,
+            c.rope_pairs);
 
   if (const auto* t = read.get("target_modules")) {
     if (t->is_string()) {
@@ -329,10 +338,20 @@ PeftConfig parse_peft_config(std::string_view json_text) {
   static constexpr std::string_view not_applied[] = {
       "lora_bias", "use_bdlora", "alora_invocation_tokens", "arrow_config", "target_parameters",
       "trainable_token_indices", "layer_replication"};
-  static constexpr std::string_view parsed[] = {
-      "peft_type", "task_type", "base_model_name_or_path", "r", "lora_alpha", "use_rslora",
-      "use_dora", "use_qalora", "qalora_group_size", "target_modules", "fan_in_fan_out",
-      "rank_pattern", "alpha_pattern"};
+  static constexpr std::string_view parsed[] = {"peft_type",
+                                                "task_type",
+                                                "base_model_name_or_path",
+                                                "r",
+                                                "lora_alpha",
+                                                "use_rslora",
+                                                "use_dora",
+                                                "use_qalora",
+                                                "qalora_group_size",
+                                                "target_modules",
+                                                "fan_in_fan_out",
+                                                "rank_pattern",
+                                                "alpha_pattern",
+                                                "qlr_rope_pairs"};
   const auto in = [](const auto& list, const std::string& key) {
     return std::find(std::begin(list), std::end(list), key) != std::end(list);
   };
@@ -551,6 +570,7 @@ void save_peft_adapter(const std::filesystem::path& folder, const PeftAdapter& a
   j["lora_alpha"] = number(c.lora_alpha);
   j["peft_type"] = c.peft_type;
   j["qalora_group_size"] = c.qalora_group_size;
+  if (!c.rope_pairs.empty()) j["qlr_rope_pairs"] = c.rope_pairs;
   j["r"] = c.r;
   j["rank_pattern"] = patterns(c.rank_pattern);
   j["target_modules"] = c.target_modules_regex ? nlohmann::ordered_json(*c.target_modules_regex)
