@@ -587,10 +587,9 @@ void finetune(int argc, char** argv, int first) {
             run.steps);
 
   const qlr::train::WarmupCosineSchedule cosine{run.lr, run.warmup, run.steps};
+  const qlr::train::WarmupConstantSchedule constant{run.lr, run.warmup};
   const auto lr_at = [&](long step) {
-    if (run.schedule == "cosine") return cosine(step);
-    return step < run.warmup ? run.lr * static_cast<double>(step) / static_cast<double>(run.warmup)
-                             : run.lr;
+    return run.schedule == "cosine" ? cosine(step) : constant(step);
   };
 
   std::signal(SIGINT, [](int) { interrupted = true; });

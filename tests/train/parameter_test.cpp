@@ -40,10 +40,16 @@ TEST_CASE("zero_gradients and scale_gradients: accumulation over micro-batches",
   CHECK(g == std::vector<float>{0.0f, 0.0f});
 }
 
-TEST_CASE("Schedules: constant, and linear warmup then half a cosine as HF's",
+TEST_CASE("Schedules: constant, warmup then constant, and warmup then half a cosine as HF's",
           "[train][schedule]") {
   CHECK(train::ConstantSchedule{.peak = 2e-4}(0) == 2e-4);
   CHECK(train::ConstantSchedule{.peak = 2e-4}(12345) == 2e-4);
+  const train::WarmupConstantSchedule w{.peak = 2e-3, .warmup = 10};
+  CHECK(w(0) == 0.0);
+  CHECK(w(5) == Approx(1e-3));
+  CHECK(w(10) == 2e-3);
+  CHECK(w(100000) == 2e-3);
+  CHECK(train::WarmupConstantSchedule{.peak = 2e-3}(0) == 2e-3);  // no warmup
   const train::WarmupCosineSchedule s{.peak = 1e-3, .warmup = 10, .total = 110};
   s.check();
   CHECK(s(0) == 0.0);  // HF: the first step of a warmup runs at 0

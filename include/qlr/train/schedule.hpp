@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// Learning-rate schedules (ALGORITHMS.md §8.4): constant (QA-LoRA) and linear warmup then
-// cosine decay (RoLoRA), with Hugging Face's step convention: the i-th optimizer step, i = 0,
-// 1, …, runs at lr(i), so a warmup starts from 0.
+// Learning-rate schedules (ALGORITHMS.md §8.4): constant (QA-LoRA), with or without a linear
+// warmup, and linear warmup then cosine decay (RoLoRA), with Hugging Face's step convention: the
+// i-th optimizer step, i = 0, 1, …, runs at lr(i), so a warmup starts from 0.
 #pragma once
 
 #include <cmath>
@@ -18,6 +18,18 @@ struct ConstantSchedule {
 
   /// The learning rate of step `i` (from 0).
   [[nodiscard]] double operator()(std::int64_t /*i*/) const noexcept { return peak; }
+};
+
+/// Linear warmup from 0 to `peak` over `warmup` steps, then `peak` (HF's
+/// get_constant_schedule_with_warmup; `qlr finetune`'s default).
+struct WarmupConstantSchedule {
+  double peak = 2e-4;       ///< the learning rate after the warmup
+  std::int64_t warmup = 0;  ///< steps of linear warmup
+
+  /// The learning rate of step `i` (from 0).
+  [[nodiscard]] double operator()(std::int64_t i) const noexcept {
+    return i < warmup ? peak * static_cast<double>(i) / static_cast<double>(warmup) : peak;
+  }
 };
 
 /// Linear warmup from 0 to `peak` over `warmup` steps, then a half cosine from `peak` to 0 at
