@@ -518,7 +518,8 @@ TrainOptions options_from_peft(const qlr::io::PeftConfig& config,
   a.alpha = config.lora_alpha;
   base.targets.clear();
   for (const std::string_view name : target_modules) {
-    const std::string suffix = "." + std::string(name);
+    std::string suffix = ".";  // not "." + name: GCC 12 -O3 warns falsely (-Wrestrict) on it
+    suffix += name;
     if (std::any_of(modules.begin(), modules.end(),
                     [&](const auto& m) { return m.name.ends_with(suffix); }))
       base.targets.emplace_back(name);
