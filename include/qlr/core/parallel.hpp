@@ -70,6 +70,7 @@ class ThreadPool {
     }
     if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
   }
+
   /// True on a thread that is currently running a task of some pool.
   static bool& inside_task() noexcept {
     thread_local bool inside = false;
