@@ -2,11 +2,12 @@
 // QuantizedLinear with adapters, 4096×4096, weights read from DRAM as in decoding:
 //   lora_<w4|w4a8>/qlr/r:<r>/M:<m>/threads:<t>    r = 0 is the base layer, the LoRA overhead's
 //                                                 baseline in the same run
-//   multi_adapter/qlr/<batched|separate>/adapters:8/rows:<8|64>/threads:<t>
+//   multi_adapter/qlr/<batched|uniform|separate>/adapters:8/rows:<8|64>/threads:<t>
 //                                                 one forward of 8·p rows, p per adapter,
-//                                                 against 8 forwards of p rows: p = 8 (the
-//                                                 issue's case) and p = 1 (decoding, one
-//                                                 token per request)
+//                                                 against the same rows all on one adapter
+//                                                 (what heterogeneity costs) and against 8
+//                                                 forwards of p rows: p = 8 and p = 1
+//                                                 (decoding, one token per request)
 // Counters GBps (base weight bytes per second) and GOPs (2·M·N·K per second).
 #include <benchmark/benchmark.h>
 
@@ -79,10 +80,14 @@ void bench_lora(benchmark::State& state, index_t r, index_t m, int threads) {
   qlr_bench::set_counters(state, base_bytes(copies.front()), m, n, k);
 }
 
-/// 8 adapters of rank 16, `rows_per_adapter` rows each: one batched forward, or 8 forwards
-/// of each adapter's rows.
-void bench_multi_adapter(benchmark::State& state, bool batched, index_t rows_per_adapter,
+/// How multi_adapter runs its 8·p rows.
+enum class Batching { batched, uniform, separate };
+
+/// 8 adapters of rank 16, `rows_per_adapter` rows each: one batched forward, the same forward
+/// with every row on adapter 0, or 8 forwards of each adapter's rows.
+void bench_multi_adapter(benchmark::State& state, Batching mode, index_t rows_per_adapter,
                          int threads) {
+  const bool batched = mode != Batching::separate;
   qlr::set_num_threads(threads);
   constexpr int adapters = 8;
   const index_t m = adapters * rows_per_adapter;
@@ -91,7 +96,8 @@ void bench_multi_adapter(benchmark::State& state, bool batched, index_t rows_per
       [&] { return layer_copies<W4A8Layer>(16, adapters); });
   const Matrix x = random_matrix(m, k, 1.0f, 2);
   std::vector<index_t> ids(static_cast<std::size_t>(m));
-  for (index_t i = 0; i < m; ++i) ids[static_cast<std::size_t>(i)] = i / rows_per_adapter;
+  for (index_t i = 0; i < m; ++i)
+    ids[static_cast<std::size_t>(i)] = mode == Batching::uniform ? 0 : i / rows_per_adapter;
   Matrix y(m, n);
   std::vector<Matrix> parts(adapters, Matrix(rows_per_adapter, n));
   std::size_t next = 0;
@@ -133,9 +139,11 @@ void register_all() {
     }
     for (const index_t rows_per_adapter : {8, 1}) {
       const std::string shape = "/adapters:8/rows:" + std::to_string(8 * rows_per_adapter) + t;
-      add("multi_adapter/qlr/batched" + shape, bench_multi_adapter, true, rows_per_adapter, threads);
-      add("multi_adapter/qlr/separate" + shape, bench_multi_adapter, false, rows_per_adapter,
-          threads);
+      for (const auto& [name, mode] :
+           {std::pair{"batched", Batching::batched}, std::pair{"uniform", Batching::uniform},
+            std::pair{"separate", Batching::separate}})
+        add(std::string("multi_adapter/qlr/") + name + shape, bench_multi_adapter, mode,
+            rows_per_adapter, threads);
     }
   }
 }
