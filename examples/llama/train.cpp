@@ -325,23 +325,25 @@ void TrainableModel<T>::block_backward(std::size_t l, BlockActivations& a, Matri
   // Per (sequence, KV group), in matrix form: S = Q·Kᵀ/√head, P = causal softmax(S),
   // dV = Pᵀ·dO, dS = P ⊙ (dP − rowsum(P ⊙ dP)) with dP = dO·Vᵀ, dQ = dS·K/√head,
   // dK = dSᵀ·Q/√head. Each task owns its rows of dk, dv and its heads' columns of dq, and adds
-  // its heads in a fixed order: any split gives the same bits.
-  const index_t n_seq = rows / length_, T_len = length_;
+  // its heads in a fixed order: any split gives the same bits. Scratch: two L×L matrices per
+  // thread (2 MB at L = 512).
+  const index_t n_seq = rows / length_, positions = length_;
   qlr::parallel_for(n_seq * c.n_kv_heads, 1, [&](index_t begin, index_t end) {
-    MatrixT<T> p(T_len, T_len), dp(T_len, T_len), dk_group(T_len, head), dv_group(T_len, head);
+    MatrixT<T> p(positions, positions), dp(positions, positions), dk_group(positions, head),
+        dv_group(positions, head);
     for (index_t task = begin; task < end; ++task) {
-      const index_t s0 = task / c.n_kv_heads * T_len;
+      const index_t s0 = task / c.n_kv_heads * positions;
       const int group = static_cast<int>(task % c.n_kv_heads), kv_offset = group * head;
-      const auto keys = a.k.block(s0, kv_offset, T_len, head);
-      const auto values = a.v.block(s0, kv_offset, T_len, head);
+      const auto keys = a.k.block(s0, kv_offset, positions, head);
+      const auto values = a.v.block(s0, kv_offset, positions, head);
       dk_group.setZero();
       dv_group.setZero();
       for (int hd = group * kv_per_head; hd < (group + 1) * kv_per_head; ++hd) {
-        const auto q = a.q.block(s0, hd * head, T_len, head);
-        const auto d_out = datt.block(s0, hd * head, T_len, head);
+        const auto q = a.q.block(s0, hd * head, positions, head);
+        const auto d_out = datt.block(s0, hd * head, positions, head);
         p.noalias() = q * keys.transpose();
         dp.noalias() = d_out * values.transpose();
-        for (index_t t = 0; t < T_len; ++t) {
+        for (index_t t = 0; t < positions; ++t) {
           auto pt = p.row(t).head(t + 1);
           auto dpt = dp.row(t).head(t + 1);
           pt *= inv_sqrt_head;
@@ -349,15 +351,15 @@ void TrainableModel<T>::block_backward(std::size_t l, BlockActivations& a, Matri
           pt /= pt.sum();
           const T mean = pt.dot(dpt);
           dpt = (pt.array() * (dpt.array() - mean)).matrix() * inv_sqrt_head;
-          p.row(t).tail(T_len - t - 1).setZero();
-          dp.row(t).tail(T_len - t - 1).setZero();
+          p.row(t).tail(positions - t - 1).setZero();
+          dp.row(t).tail(positions - t - 1).setZero();
         }
-        dq.block(s0, hd * head, T_len, head).noalias() = dp * keys;
+        dq.block(s0, hd * head, positions, head).noalias() = dp * keys;
         dk_group.noalias() += dp.transpose() * q;
         dv_group.noalias() += p.transpose() * d_out;
       }
-      dk.block(s0, kv_offset, T_len, head) = dk_group;
-      dv.block(s0, kv_offset, T_len, head) = dv_group;
+      dk.block(s0, kv_offset, positions, head) = dk_group;
+      dv.block(s0, kv_offset, positions, head) = dv_group;
     }
   });
   ops::rope(dq, rope_, position, true);
@@ -574,11 +576,13 @@ MergedLayers merge_adapters(const TrainableModel<float>& model,
       // The merge keeps the base's own quantization where the spec is the base's.
       const bool same_spec =
           base != nullptr && (!to || qlr::layers::to_string(base->spec()) == to_name);
-      const Matrix w_hat = base != nullptr ? base->dequantized_weight() : original.dense();
+      const auto weight = [&] {  // Ŵ, or W for an FP32 base
+        return base != nullptr ? base->dequantized_weight() : original.dense();
+      };
       if (std::find(o.targets.begin(), o.targets.end(), module) == o.targets.end()) {
         // Not adapted: the base's own layer, bit for bit, so the file holds the whole model.
         out.layers.emplace(layer.module(), same_spec ? qlr::layers::make_linear(base->base(), spec)
-                                                     : qlr::layers::make_linear(w_hat, spec));
+                                                     : qlr::layers::make_linear(weight(), spec));
         continue;
       }
       const auto& s = layer.adapter(o.adapter_name);
@@ -598,7 +602,7 @@ MergedLayers merge_adapters(const TrainableModel<float>& model,
       }
       // W + s·B·A, and for DoRA its rows scaled to m: in double, then quantized as the spec
       // says (its rotation included).
-      const Eigen::MatrixXd w = w_hat.cast<double>();
+      const Eigen::MatrixXd w = weight().cast<double>();
       Eigen::MatrixXd exact =
           w + static_cast<double>(s.scale) * (s.b.cast<double>() * s.a.cast<double>());
       if (o.adapter.kind == qlr::train::AdapterKind::dora) {
