@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "llama/ops.hpp"
+#include "qlr/adapter/dora.hpp"
 #include "qlr/adapter/qa_lora.hpp"
 #include "qlr/core/parallel.hpp"
 #include "qlr/io/peft.hpp"
@@ -664,12 +665,10 @@ ErrorStart error_start(const Model& fp32, const qlr::layers::LinearSpec& spec,
           },
           a.rank, scale, iterations, space);
       ErrorStart::Factors factors{f.a, f.b, {}};
-      if (a.kind == qlr::train::AdapterKind::dora) {
-        const Eigen::MatrixXd merged =
-            base->dequantized_weight().cast<double>() +
-            static_cast<double>(scale) * (f.b.cast<double>() * f.a.cast<double>());
-        factors.magnitude = merged.rowwise().norm().cast<float>();
-      }
+      if (a.kind == qlr::train::AdapterKind::dora)  // m = ‖Ŵ + s·B·A‖: c = 1, LoRA's start
+        factors.magnitude =
+            qlr::adapter::Dora(f.a, f.b, Vector::Ones(f.b.rows()), a.alpha, a.scaling)
+                .row_norms(base->dequantized_weight());
       const std::string path = module_path(static_cast<index_t>(l), module);
       start.bases.emplace(path, std::move(*base));
       start.factors.emplace(path, std::move(factors));

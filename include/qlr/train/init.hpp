@@ -56,7 +56,7 @@ ErrorFactors fit_error(ConstMatrixRef w, Requantize&& requantize, index_t rank, 
   ErrorFactors out;
   const double root = std::sqrt(static_cast<double>(scale));
   for (int t = 0; t < iterations; ++t) {
-    const Matrix w_hat = requantize(static_cast<const Matrix&>(target));
+    const Matrix w_hat = requantize(target);
     const compensate::Compensation c = space != nullptr
                                            ? compensate::eora(w, w_hat, *space, rank)
                                            : compensate::svd_compensation(w, w_hat, rank);
