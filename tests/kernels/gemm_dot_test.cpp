@@ -182,6 +182,18 @@ TEST_CASE("gemm_dot: every ISA bitwise equal to the reference, tails in M, N, K"
   SECTION("W4A4 symmetric") {
     sweep<quant::IntSym<4>>(4, ms, ns, ks, gs);
   }
+  SECTION("W3A8 asymmetric and symmetric") {
+    sweep<quant::IntAsym<3>>(8, ms, ns, ks, gs);
+    sweep<quant::IntSym<3>>(8, {1, 3, 5}, {17, 33}, {96, 257}, {32, 128});
+  }
+  SECTION("W2A8 asymmetric and symmetric") {
+    sweep<quant::IntAsym<2>>(8, ms, ns, ks, gs);
+    sweep<quant::IntSym<2>>(8, {1, 3, 5}, {17, 33}, {96, 257}, {32, 128});
+  }
+  SECTION("W3A4 and W2A4") {
+    sweep<quant::IntAsym<3>>(4, {1, 4}, {17, 40}, {96, 257}, {32, 64});
+    sweep<quant::IntAsym<2>>(4, {1, 4}, {17, 40}, {96, 257}, {32, 64});
+  }
   SECTION("W4A8 floating zero points") {
     std::mt19937 rng(9);
     const auto floating =
@@ -191,9 +203,32 @@ TEST_CASE("gemm_dot: every ISA bitwise equal to the reference, tails in M, N, K"
     sweep<quant::IntAsym<4>>(8, {1, 5}, {17, 40}, {96, 257}, {32, 128},
                              {.zero_mode = qlr::ZeroMode::floating});
   }
+  SECTION("f16 scales, kept as f16 in the packed form") {
+    std::mt19937 rng(10);
+    const quant::IntOptions f16{.group_size = 32, .scale_type = qlr::ScaleType::f16};
+    REQUIRE(kernels::DotWeights(quant::IntAsym<4>(f16).quantize(qlr::test::gaussian(rng, 4, 64)))
+                .view()
+                .half_scales);
+    sweep<quant::IntAsym<4>>(8, {1, 3, 7}, {17, 40}, {96, 257}, {32, 128},
+                             {.scale_type = qlr::ScaleType::f16});
+    sweep<quant::IntSym<8>>(8, {1, 5}, {17}, {96, 257}, {32, 128},
+                            {.scale_type = qlr::ScaleType::f16});
+    sweep<quant::IntAsym<3>>(8, {1, 5}, {17}, {96, 257}, {32, 128},
+                             {.scale_type = qlr::ScaleType::f16});
+    sweep<quant::IntAsym<2>>(4, {1, 5}, {17}, {96, 257}, {32, 128},
+                             {.scale_type = qlr::ScaleType::f16});
+  }
+  SECTION("W3A8 and W2A8 floating zero points") {
+    sweep<quant::IntAsym<3>>(8, {1, 5}, {17, 40}, {96, 257}, {32, 128},
+                             {.zero_mode = qlr::ZeroMode::floating});
+    sweep<quant::IntAsym<2>>(8, {1, 5}, {17, 40}, {96, 257}, {32, 128},
+                             {.zero_mode = qlr::ZeroMode::floating});
+  }
   SECTION("per-channel (one group per row)") {
     sweep<quant::IntSym<8>>(8, {1, 6}, {17, 33}, {100, 4096 + 7}, {0});
     sweep<quant::IntAsym<4>>(4, {1, 6}, {17}, {100, 4096 + 7}, {0});
+    sweep<quant::IntAsym<3>>(8, {1, 6}, {17}, {100, 4096 + 7}, {0});
+    sweep<quant::IntAsym<2>>(8, {1, 6}, {17}, {4096 + 7}, {0});
   }
 }
 
@@ -210,6 +245,12 @@ TEST_CASE("gemm_dot: the issue's full sweep of shapes", "[kernels][gemm_dot][.sl
   }
   SECTION("W4A4") {
     sweep<quant::IntSym<4>>(4, ms, ns, ks, gs, {}, qlr::test::slow_sweep_max_volume);
+  }
+  SECTION("W3A8") {
+    sweep<quant::IntAsym<3>>(8, ms, ns, ks, gs, {}, qlr::test::slow_sweep_max_volume);
+  }
+  SECTION("W2A8") {
+    sweep<quant::IntAsym<2>>(8, ms, ns, ks, gs, {}, qlr::test::slow_sweep_max_volume);
   }
 }
 
@@ -240,6 +281,8 @@ TEST_CASE("gemm_dot: exact integer outputs at the extremes of codes and accumula
   };
   using int8_tag = std::integral_constant<int, 8>;
   using int4_tag = std::integral_constant<int, 4>;
+  using int3_tag = std::integral_constant<int, 3>;
+  using int2_tag = std::integral_constant<int, 2>;
   // The longest INT8 group the packing accepts, every product at −255·128 or 255·127.
   const index_t longest = kernels::max_dot_group_length(8) / 8 * 8;
   check(int8_tag{}, 17, longest, 2, 255, 0.0f, -128);
@@ -250,8 +293,22 @@ TEST_CASE("gemm_dot: exact integer outputs at the extremes of codes and accumula
   check(int4_tag{}, 33, 4096 + 5, 3, 0, 15.0f, 127);
   check(int4_tag{}, 18, 999, 5, 15, 8.0f, -8);
   check(int4_tag{}, 18, 999, 1, 15, 0.0f, 7);
-  // A floating zero far below the codes (the AWQ-style range without 0): u − z ≈ 2000.
+  // INT3 and INT2 extremes, over blocks (32 and 16 columns) with tails.
+  check(int3_tag{}, 33, 4096 + 5, 3, 7, 0.0f, -128);
+  check(int3_tag{}, 17, 999, 4, 0, 7.0f, 127);
+  check(int3_tag{}, 18, 999, 1, 7, 4.0f, -8);
+  check(int2_tag{}, 33, 4096 + 5, 3, 3, 0.0f, -128);
+  check(int2_tag{}, 17, 999, 4, 0, 3.0f, 127);
+  check(int2_tag{}, 18, 999, 1, 3, 2.0f, 7);
+  // A floating zero far below the codes (the AWQ-style range without 0): u − z ≈ 2000, held
+  // as an int32 zero (the others are bytes).
+  REQUIRE(
+      kernels::DotWeights(unit_scale_matrix<4>(1, 64, 64, std::vector<std::uint8_t>(64), -2000.0f))
+          .view()
+          .wide_zeros);
   check(int4_tag{}, 17, 64, 2, 15, -2000.0f, 127);
+  check(int3_tag{}, 17, 96, 3, 7, -2000.0f, -128);
+  check(int8_tag{}, 17, 64, 2, 255, 300.0f, 127);
 }
 
 TEST_CASE("gemm_dot: a group past the int32 headroom is refused at packing",
@@ -271,6 +328,24 @@ TEST_CASE("DotWeights: integer zero points need no fractional term", "[kernels][
   CHECK(
       kernels::DotWeights(quant::IntSym<8>({.group_size = 64}).quantize(w)).view().zero_offsets ==
       nullptr);
+}
+
+TEST_CASE("DotWeights: parameters at their storage width, W4 g128 f16 within 4.2 bits a weight",
+          "[kernels][gemm_dot]") {
+  std::mt19937 rng(8);
+  const index_t n = 64, k = 1024;
+  const Matrix w = qlr::test::gaussian(rng, n, k);
+  const auto bits_read = [&](const auto& packed) {
+    return 8.0 * static_cast<double>(packed.code_bytes() + packed.parameter_bytes()) /
+           static_cast<double>(n * k);
+  };
+  const quant::IntOptions f16{.group_size = 128, .scale_type = qlr::ScaleType::f16};
+  CHECK(bits_read(kernels::DotWeights(quant::IntAsym<4>(f16).quantize(w))) == 4.1875);
+  CHECK(bits_read(kernels::DotWeights(quant::IntAsym<3>(f16).quantize(w))) == 3.1875);
+  CHECK(bits_read(kernels::DotWeights(quant::IntAsym<2>(f16).quantize(w))) == 2.1875);
+  // f32 scales stay f32: 4 + 40/128 bits.
+  CHECK(bits_read(kernels::DotWeights(quant::IntAsym<4>({.group_size = 128}).quantize(w))) ==
+        4.3125);
 }
 
 TEST_CASE("gemm_dot: a floating zero too far for int32 sums is refused at packing",

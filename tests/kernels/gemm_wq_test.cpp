@@ -262,9 +262,19 @@ TEST_CASE("gemm_wq: every ISA bitwise equal to the reference, tails in M, N, K",
   SECTION("int8 symmetric") {
     sweep<qlr::quant::IntSym<8>>(ms, ns, ks, gs);
   }
+  SECTION("int3 asymmetric and symmetric") {
+    sweep<qlr::quant::IntAsym<3>>(ms, ns, ks, gs);
+    sweep<qlr::quant::IntSym<3>>({1, 4}, {17, 33}, {96, 257}, {32, 128});
+  }
+  SECTION("int2 asymmetric and symmetric") {
+    sweep<qlr::quant::IntAsym<2>>(ms, ns, ks, gs);
+    sweep<qlr::quant::IntSym<2>>({1, 4}, {17, 33}, {96, 257}, {32, 128});
+  }
   SECTION("per-channel (one group per row)") {
     sweep<qlr::quant::IntSym<8>>({1, 6}, {17, 33}, {100, 4096 + 7}, {0});
     sweep<qlr::quant::IntAsym<4>>({1, 6}, {17}, {100, 4096 + 7}, {0});
+    sweep<qlr::quant::IntAsym<3>>({1, 6}, {17}, {100, 4096 + 7}, {0});
+    sweep<qlr::quant::IntAsym<2>>({1, 6}, {17}, {4096 + 7}, {0});
   }
 }
 
@@ -278,6 +288,10 @@ TEST_CASE("gemm_wq: the issue's full sweep of shapes", "[kernels][gemm_wq][.slow
   }
   SECTION("int8 symmetric") {
     sweep<qlr::quant::IntSym<8>>(ms, ns, ks, gs, qlr::test::slow_sweep_max_volume);
+  }
+  SECTION("int3 and int2 asymmetric") {
+    sweep<qlr::quant::IntAsym<3>>(ms, ns, ks, gs, qlr::test::slow_sweep_max_volume);
+    sweep<qlr::quant::IntAsym<2>>(ms, ns, ks, gs, qlr::test::slow_sweep_max_volume);
   }
 }
 
@@ -295,6 +309,10 @@ TEST_CASE("gemm_wq: large K and N, outliers and extreme codes", "[kernels][gemm_
   x(2, 7) = 1000.0f;
   check_packed_every_isa(qlr::quant::IntAsym<4>({.group_size = 32}).quantize(w), x);
   check_packed_every_isa(qlr::quant::IntAsym<8>({.group_size = 64}).quantize(w), x);
+  check_packed_every_isa(qlr::quant::IntAsym<3>({.group_size = 32}).quantize(w), x);
+  check_packed_every_isa(qlr::quant::IntAsym<2>({.group_size = 32}).quantize(w), x);
+  check_every_isa(qlr::quant::IntAsym<3>({.group_size = 128}), 3, 300, 4096 + 7, 10);
+  check_every_isa(qlr::quant::IntAsym<2>({.group_size = 64}), 7, 37, 8192 + 32, 11);
 }
 
 TEST_CASE("gemm_wq: floating zero points, near and far from the codes", "[kernels][gemm_wq]") {

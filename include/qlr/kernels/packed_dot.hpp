@@ -19,6 +19,7 @@
 #include "qlr/core/config.hpp"
 #include "qlr/core/error.hpp"
 #include "qlr/core/format.hpp"
+#include "qlr/core/half.hpp"
 #include "qlr/core/parallel.hpp"
 #include "qlr/core/types.hpp"
 #include "qlr/core/view.hpp"
@@ -29,15 +30,26 @@ namespace qlr::kernels {
 inline constexpr index_t panel_rows = 16;
 
 // Layout. Rows are grouped in panels of 16 (the last one padded with code 0 and scale 0);
-// K is padded with code 0 to K8 = ⌈K/8⌉·8. Inside a panel, one 64-byte step holds
+// K is padded with code 0 to a whole block (below). Every 64-byte line of a panel holds 4
+// bytes per row, byte 4r + j of row r: lane r of a vpdpbusd is row r, and the 4 activation
+// bytes it multiplies are one broadcast 32-bit word. A "quad" is 4 columns, one code per
+// byte lane j; a kernel decodes a quad of all 16 rows from its line(s) into 64 bytes of
+// codes and multiplies them by the token's 4 bytes of those columns.
 //
-//   INT8, step q (columns 4q … 4q+3):    byte 4r + j = u[r][4q + j]
-//   INT4, step o (columns 8o … 8o+7):    byte 4r + j = u[r][8o + j] | u[r][8o + 4 + j] << 4
+//   INT8, quad q: line q, the whole byte.
+//   INT4, quad q: line ⌊q/2⌋, bits 4·(q mod 2) … +3 (low nibble, then high).
+//   INT2, quad q: line ⌊q/4⌋, bits 2·(q mod 4) … +1.
+//   INT3, quads 8b … 8b + 7 in a block of three lines: code = low | high << 2, the low two
+//         bits as INT2 in lines 3b and 3b + 1 (quads 0–3, 4–7), the high bit of quad q in
+//         bit q of line 3b + 2 (bit planes: no code straddles a byte).
 //
-// for r = 0 … 15, j = 0 … 3: lane r of a vpdpbusd is row r, and the 4 activation bytes it
-// multiplies are one broadcast 32-bit word. A GEMV reads the panels as one forward stream.
-// Per (panel, group), 16 of each: the scale s, the integer zero zi = round(z) and, for
-// floating zero points only, the offset d = z − zi (exact: both are floats within 1 of z, so
+// A block is what a kernel's K loop steps by: 8 columns of INT8 (two lines) or INT4 (one
+// line), 16 of INT2 (one line), 32 of INT3 (three lines); K is padded to a whole block, and
+// a GEMV reads the panels as one forward stream.
+//
+// Per (panel, group), 16 of each: the scale s (f16 when the format stores f16 scales, else
+// f32), the integer zero zi = round(z) (a byte; int32 when one lies outside [0, 255]) and,
+// for floating zero points only, the offset d = z − zi (exact: both are floats within 1 of z, so
 // zi + d gives z back bit for bit). With dot = Σ_{i∈group} u_i·q_i (int32, exact) and
 // qsum = Σ_{i∈group} q_i, one group adds
 //
@@ -53,25 +65,101 @@ inline constexpr index_t panel_rows = 16;
 // group scales c·2^−8j; a token's output is acc_0 + (acc_1 + acc_2). vpdpbusd then does
 // 64 multiply-adds where an FMA does 16, and a W4 GEMV stays memory-bound.
 
+/// Whether the integer kernels take `bits`-bit weight codes.
+[[nodiscard]] constexpr bool is_dot_width(int bits) noexcept {
+  return bits == 2 || bits == 3 || bits == 4 || bits == 8;
+}
+/// Columns of one block (the K loop's step) of `bits`-bit codes.
+[[nodiscard]] constexpr index_t block_cols(int bits) noexcept {
+  return bits == 3 ? 32 : bits == 2 ? 16 : 8;
+}
+/// Bytes of one block of a panel: 16 rows × block_cols(bits) codes of `bits` bits.
+[[nodiscard]] constexpr index_t block_bytes(int bits) noexcept {
+  return panel_rows * block_cols(bits) * bits / 8;
+}
+/// Quads (4-column steps) per block.
+[[nodiscard]] constexpr int block_quads(int bits) noexcept {
+  return static_cast<int>(block_cols(bits) / 4);
+}
+
+/// The code of row r, column c (< block_cols(Bits)) of the block at `block`.
+template <int Bits>
+QLR_ALWAYS_INLINE unsigned block_code(const std::uint8_t* block, index_t r, index_t c) noexcept {
+  const index_t q = c / 4, at = 4 * r + c % 4;
+  if constexpr (Bits == 3) {
+    const unsigned low = (block[(q / 4) * 64 + at] >> (2 * (q % 4))) & 3u;
+    return low | ((block[128 + at] >> q) & 1u) << 2;
+  } else {
+    constexpr index_t per_line = 8 / Bits;  // quads per line
+    return (block[(q / per_line) * 64 + at] >> (Bits * (q % per_line))) & ((1u << Bits) - 1);
+  }
+}
+
+/// Writes code u (< 2^Bits) at row r, column c of a zeroed block: block_code's inverse.
+template <int Bits>
+void set_block_code(std::uint8_t* block, index_t r, index_t c, unsigned u) noexcept {
+  const index_t q = c / 4, at = 4 * r + c % 4;
+  if constexpr (Bits == 3) {
+    block[(q / 4) * 64 + at] |= static_cast<std::uint8_t>((u & 3u) << (2 * (q % 4)));
+    block[128 + at] |= static_cast<std::uint8_t>((u >> 2) << q);
+  } else {
+    constexpr index_t per_line = 8 / Bits;
+    block[(q / per_line) * 64 + at] |= static_cast<std::uint8_t>(u << (Bits * (q % per_line)));
+  }
+}
+
+/// Calls f.template operator()<Bits>() for the run-time width `bits` (2, 3, 4 or 8).
+template <class F>
+QLR_ALWAYS_INLINE decltype(auto) with_dot_width(int bits, F&& f) {
+  switch (bits) {
+    case 2:
+      return f.template operator()<2>();
+    case 3:
+      return f.template operator()<3>();
+    case 4:
+      return f.template operator()<4>();
+    default:
+      return f.template operator()<8>();
+  }
+}
+
 /// What an integer kernel needs of its weights: plain pointers and sizes, no templates.
 struct DotWeightView {
   const std::uint8_t* codes = nullptr;    ///< panels × panel_bytes()
-  const float* scales = nullptr;          ///< panels × groups × 16
-  const std::int32_t* zeros = nullptr;    ///< panels × groups × 16, round(z)
+  const void* scales = nullptr;           ///< panels × groups × 16: float, or f16 bits
+  const void* zeros = nullptr;            ///< panels × groups × 16, round(z): uint8 or int32
   const float* zero_offsets = nullptr;    ///< panels × groups × 16, z − round(z); or null
   index_t rows = 0;                       ///< N
   index_t cols = 0;                       ///< K
-  index_t padded_cols = 0;                ///< K8 = ⌈K/8⌉·8
+  index_t padded_cols = 0;                ///< K rounded up to a whole block
   index_t panels = 0;                     ///< ⌈N/16⌉
-  index_t group_size = 0;                 ///< columns per group; the last ends at K8
+  index_t group_size = 0;                 ///< columns per group; the last ends at padded_cols
   index_t groups = 0;                     ///< groups per row
-  int bits = 0;                           ///< 4 or 8
+  int bits = 0;                           ///< 2, 3, 4 or 8
+  bool half_scales = false;               ///< scales are binary16 bit patterns
+  bool wide_zeros = false;                ///< zeros are int32 (else uint8)
 
   /// Bytes per panel.
   [[nodiscard]] index_t panel_bytes() const noexcept { return panel_rows * padded_cols * bits / 8; }
   /// The codes of panel `p`.
   [[nodiscard]] const std::uint8_t* panel(index_t p) const noexcept {
     return codes + p * panel_bytes();
+  }
+  /// The code of row `o`, padded column `i`: one scalar read, for the reference and unpacking.
+  [[nodiscard]] unsigned code(index_t o, index_t i) const noexcept {
+    const std::uint8_t* block = panel(o / panel_rows) + (i / block_cols(bits)) * block_bytes(bits);
+    return with_dot_width(
+        bits, [&]<int B>() { return block_code<B>(block, o % panel_rows, i % block_cols(B)); });
+  }
+  /// The scale at parameter offset `at` (a scalar read, for the reference and decoding).
+  [[nodiscard]] float scale(index_t at) const noexcept {
+    return half_scales ? half_bits_to_float(static_cast<const std::uint16_t*>(scales)[at])
+                       : static_cast<const float*>(scales)[at];
+  }
+  /// The integer zero round(z) at parameter offset `at`.
+  [[nodiscard]] std::int32_t zero(index_t at) const noexcept {
+    return wide_zeros ? static_cast<const std::int32_t*>(zeros)[at]
+                      : static_cast<const std::uint8_t*>(zeros)[at];
   }
   /// Offset of group `l`'s 16 parameters of panel `p` in scales, zeros, zero_offsets.
   [[nodiscard]] index_t params(index_t p, index_t l) const noexcept {
@@ -98,12 +186,14 @@ QLR_ALWAYS_INLINE Floats4 decode4(Ints4 u, float s, float z) noexcept {
 
 /// Writes Ŵ[n0 + t, k0 + j] for t < rows, j < cols into out[t·stride + j]: ŵ = s·(u − z)
 /// with z = round(z) + offset, the value quant::dequantize gives bit for bit. k0 is a
-/// multiple of 8 (a whole INT4 step) and the block lies inside N × K.
+/// multiple of 8 and the block lies inside N × K.
 inline void decode_tile(const DotWeightView& w, index_t n0, index_t rows, index_t k0, index_t cols,
                         float* out, index_t stride) noexcept {
   using detail::Bytes4, detail::Ints4, detail::decode4;
   const index_t end = k0 + cols;
-  const index_t step = w.bits == 8 ? 4 : 8;  // columns of one row in a 32-bit word of a step
+  // INT8 and INT4 decode whole 32-bit words of a row (4 or 8 columns); INT2 and INT3 code
+  // by code (their kernels are the integer ones; this serves the training backward).
+  const index_t step = w.bits == 8 ? 4 : w.bits == 4 ? 8 : 0;
   for (index_t o = n0; o < n0 + rows; ++o) {
     const std::uint8_t* panel = w.panel(o / panel_rows);
     const index_t r = o % panel_rows;
@@ -112,11 +202,11 @@ inline void decode_tile(const DotWeightView& w, index_t n0, index_t rows, index_
       const index_t l = i / w.group_size;
       const index_t stop = std::min(end, w.group_end(l));
       const index_t at = w.params(o / panel_rows, l) + r;
-      const float s = w.scales[at];
+      const float s = w.scale(at);
       const float z =
-          static_cast<float>(w.zeros[at]) + (w.zero_offsets != nullptr ? w.zero_offsets[at] : 0.0f);
+          static_cast<float>(w.zero(at)) + (w.zero_offsets != nullptr ? w.zero_offsets[at] : 0.0f);
       // Whole words: 4 bytes of row r, widened and decoded 4 lanes at a time.
-      for (; i + step <= stop; i += step) {
+      for (; step != 0 && i + step <= stop; i += step) {
         Bytes4 bytes;
         std::memcpy(&bytes, panel + (i / step) * 64 + 4 * r, sizeof bytes);
         const Ints4 u = __builtin_convertvector(bytes, Ints4);
@@ -129,26 +219,22 @@ inline void decode_tile(const DotWeightView& w, index_t n0, index_t rows, index_
           std::memcpy(row + i + 4, &hi, sizeof hi);
         }
       }
-      for (; i < stop; ++i) {  // the row's last columns, short of a word
-        const std::uint8_t byte = panel[(i / step) * 64 + 4 * r + i % 4];
-        const unsigned u = w.bits == 8 ? byte : (i % 8 < 4 ? byte & 0x0fu : byte >> 4);
-        row[i] = s * (static_cast<float>(u) - z);
-      }
+      for (; i < stop; ++i) row[i] = s * (static_cast<float>(w.code(o, i)) - z);
     }
   }
 }
 
-/// The activations a kernel reads: codes padded with zeros to K8 columns, and the sums of
-/// each row's codes over each weight group. Built by gemm() from ActivationCodes (one row
-/// per token, a scale per token) or from FP32 activations (`limbs` rows per token, a scale
-/// per row and group).
+/// The activations a kernel reads: codes padded with zeros to the weights' padded columns,
+/// and the sums of each row's codes over each weight group. Built by gemm() from
+/// ActivationCodes (one row per token, a scale per token) or from FP32 activations (`limbs`
+/// rows per token, a scale per row and group).
 struct DotActivationView {
   const std::int8_t* codes = nullptr;        ///< rows × padded_cols
   const float* scales = nullptr;             ///< one per token; null for limbs
   const std::int32_t* group_sums = nullptr;  ///< rows × groups
   const float* group_scales = nullptr;       ///< rows × groups for limbs; else null
   index_t rows = 0;                          ///< M·limbs
-  index_t padded_cols = 0;                   ///< K8
+  index_t padded_cols = 0;                   ///< the weights' padded_cols
   index_t groups = 0;                        ///< the weights' groups per row
   int limbs = 1;                             ///< rows per token: 1, or 3 for FP32 activations
 
@@ -161,19 +247,19 @@ struct DotActivationView {
 };
 
 /// The widest group, in padded columns, whose int32 dot products cannot overflow for any
-/// codes: 255·128·L < 2^31 at 8 bits, 15·128·L at 4 bits.
+/// codes: (2^bits − 1)·128·L < 2^31.
 [[nodiscard]] constexpr index_t max_dot_group_length(int bits) noexcept {
-  const index_t code_max = bits == 8 ? 255 : 15;
+  const index_t code_max = (index_t{1} << bits) - 1;
   return (index_t{1} << 31) / (code_max * 128) - 8;
 }
 
-/// A QuantizedMatrix<Format> (INT4 or INT8, symmetric or asymmetric, integer or floating
-/// zero points) repacked for the integer kernels. Owns its buffers; view() lends them.
+/// A QuantizedMatrix<Format> (INT2, INT3, INT4 or INT8, symmetric or asymmetric, integer or
+/// floating zero points) repacked for the integer kernels. Owns its buffers; view() lends them.
 template <QuantFormatType Format>
 class DotWeights {
  public:
-  static_assert(Format::bits == 4 || Format::bits == 8,
-                "the integer kernels take INT4 or INT8 weight codes");
+  static_assert(is_dot_width(Format::bits),
+                "the integer kernels take INT2, INT3, INT4 or INT8 weight codes");
   static_assert(Format::encoding == Encoding::int_asym || Format::encoding == Encoding::int_sym,
                 "the integer kernels take integer codes with a scale (and zero) per group");
 
@@ -189,7 +275,8 @@ class DotWeights {
     QLR_CHECK(group_size_ % 32 == 0 || group_size_ == cols_, unsupported,
               "{}: group_size = {}; expected a multiple of 32 or the whole row (K = {})", entity,
               group_size_, cols_);
-    padded_cols_ = (cols_ + 7) / 8 * 8;
+    padded_cols_ = (cols_ + block_cols(Format::bits) - 1) / block_cols(Format::bits) *
+                   block_cols(Format::bits);
     groups_ = group_count(cols_, group_size_);
     const index_t longest = groups_ == 1 ? padded_cols_ : group_size_;
     QLR_CHECK(longest <= max_dot_group_length(Format::bits), unsupported,
@@ -203,9 +290,10 @@ class DotWeights {
 
   /// The view a kernel reads.
   [[nodiscard]] DotWeightView view() const noexcept {
+    const bool half = scale_type_ == ScaleType::f16, wide = zeros8_.empty();
     return {codes_.data(),
-            scales_.data(),
-            zeros_.data(),
+            half ? static_cast<const void*>(scales16_.data()) : scales32_.data(),
+            wide ? static_cast<const void*>(zeros32_.data()) : zeros8_.data(),
             zero_offsets_.empty() ? nullptr : zero_offsets_.data(),
             rows_,
             cols_,
@@ -213,17 +301,23 @@ class DotWeights {
             panels_,
             groups_ == 1 ? padded_cols_ : group_size_,
             groups_,
-            Format::bits};
+            Format::bits,
+            half,
+            wide};
   }
 
   [[nodiscard]] index_t rows() const noexcept { return rows_; }  ///< N
   [[nodiscard]] index_t cols() const noexcept { return cols_; }  ///< K
   /// Bytes of packed codes, what a GEMV streams from memory.
   [[nodiscard]] std::size_t code_bytes() const noexcept { return codes_.size(); }
+  /// Bytes a GEMV reads per (panel, group) besides the codes: 16 scales and 16 zeros.
+  [[nodiscard]] std::size_t parameter_bytes() const noexcept {
+    return (scales16_.size() * 2 + scales32_.size() * 4 + zeros8_.size() + zeros32_.size() * 4 +
+            zero_offsets_.size() * 4);
+  }
   /// Bytes this object holds: codes, scales, zeros and offsets, and the object itself.
   [[nodiscard]] std::size_t memory_bytes() const noexcept {
-    return sizeof(*this) + codes_.size() + sizeof(float) * scales_.size() +
-           sizeof(std::int32_t) * zeros_.size() + sizeof(float) * zero_offsets_.size();
+    return sizeof(*this) + codes_.size() + parameter_bytes();
   }
   /// The storage cost of the canonical matrix it was packed from, per weight (its
   /// QuantizedMatrix::bits_per_parameter()).
@@ -237,20 +331,11 @@ class DotWeights {
     QuantizedParts parts = empty_parts(rows_, cols_, group_size_, scale_type_, zero_mode_);
     const index_t stride = packed_size(Format::bits, cols_);
     parts.codes.assign(static_cast<std::size_t>(rows_ * stride), 0);
-    const index_t panel_bytes = panel_rows * padded_cols_ * Format::bits / 8;
+    const DotWeightView v = view();
     std::vector<std::uint8_t> u(static_cast<std::size_t>(cols_));
     for (index_t o = 0; o < rows_; ++o) {
-      const std::uint8_t* panel = codes_.data() + (o / panel_rows) * panel_bytes;
-      const index_t r = o % panel_rows;
-      for (index_t i = 0; i < cols_; ++i) {
-        if constexpr (Format::bits == 8) {
-          u[static_cast<std::size_t>(i)] = panel[(i / 4) * 64 + 4 * r + i % 4];
-        } else {
-          const index_t step = i / 8, j = i % 8;
-          const std::uint8_t byte = panel[step * 64 + 4 * r + j % 4];
-          u[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(j < 4 ? byte & 0x0f : byte >> 4);
-        }
-      }
+      for (index_t i = 0; i < cols_; ++i)
+        u[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(v.code(o, i));
       qlr::pack_codes(Format::bits, u,
                       std::span(parts.codes).subspan(static_cast<std::size_t>(o * stride),
                                                      static_cast<std::size_t>(stride)));
@@ -263,9 +348,9 @@ class DotWeights {
         const auto at = static_cast<std::size_t>(((o / panel_rows) * groups_ + l) * panel_rows +
                                                  o % panel_rows);
         const auto to = static_cast<std::size_t>(o * groups_ + l);
-        parts.scales[to] = scales_[at];
+        parts.scales[to] = v.scale(static_cast<index_t>(at));
         if constexpr (Format::encoding == Encoding::int_asym)
-          parts.zeros[to] = static_cast<float>(zeros_[at]) +
+          parts.zeros[to] = static_cast<float>(v.zero(static_cast<index_t>(at))) +
                             (zero_offsets_.empty() ? 0.0f : zero_offsets_[at]);
       }
     }
@@ -282,28 +367,24 @@ class DotWeights {
                    std::span(u).first(static_cast<std::size_t>(cols_)));
       std::uint8_t* panel = codes_.data() + (o / panel_rows) * panel_bytes;
       const index_t r = o % panel_rows;
-      for (index_t i = 0; i < padded_cols_; ++i) {
-        if constexpr (Format::bits == 8) {
-          panel[(i / 4) * 64 + 4 * r + i % 4] = u[static_cast<std::size_t>(i)];
-        } else {  // column i sits in step i/8, nibble (i % 8) / 4, byte lane i % 4
-          const index_t step = i / 8, j = i % 8;
-          panel[step * 64 + 4 * r + j % 4] |=
-              static_cast<std::uint8_t>(u[static_cast<std::size_t>(i)] << (j < 4 ? 0 : 4));
-        }
-      }
+      constexpr index_t block = block_cols(Format::bits);
+      for (index_t i = 0; i < padded_cols_; ++i)
+        set_block_code<Format::bits>(panel + (i / block) * block_bytes(Format::bits), r, i % block,
+                                     u[static_cast<std::size_t>(i)]);
     }
   }
 
-  /// Scales and zeros per (panel, group). A floating zero point may lie far outside the
+  /// Scales and zeros per (panel, group), at their storage width: f16 scales as f16, zeros as
+  /// bytes unless one lies outside [0, 255]. A floating zero point may lie far outside the
   /// codes' range; |u − round(z)| must still keep a group's int32 dot product in range.
   void pack_parameters(const QuantizedMatrix<Format>& q, index_t longest) {
     constexpr double code_max = (1 << Format::bits) - 1;
     // |u − zi|·128·longest ≤ 2^31 − 1 for every code u ∈ [0, code_max].
     const double reach = std::floor(2147483647.0 / (128.0 * static_cast<double>(longest)));
     const auto count = static_cast<std::size_t>(panels_ * groups_ * panel_rows);
-    scales_.assign(count, 0.0f);
-    zeros_.assign(count, 0);
-    bool fractional = false;
+    std::vector<float> scales(count, 0.0f);
+    std::vector<std::int32_t> zeros(count, 0);
+    bool fractional = false, wide = false;
     std::vector<float> offsets(count, 0.0f);
     for (index_t o = 0; o < rows_; ++o) {
       for (index_t l = 0; l < groups_; ++l) {
@@ -318,13 +399,26 @@ class DotWeights {
                   "kernels::DotWeights: zero point of row {}, group {} = {}; expected round(z) "
                   "in [{}, {}] so that int32 dot products over {} columns cannot overflow",
                   o, l, z, code_max - reach, reach, longest);
-        scales_[at] = s;
-        zeros_[at] = static_cast<std::int32_t>(zi);
+        scales[at] = s;
+        zeros[at] = static_cast<std::int32_t>(zi);
         offsets[at] = z - zi;  // exact: both are floats within 1 of z
         fractional = fractional || z != zi;
+        wide = wide || zi < 0.0f || zi > 255.0f;
       }
     }
     if (fractional) zero_offsets_ = std::move(offsets);
+    if (scale_type_ == ScaleType::f16) {  // exact: the format's scales are f16 values
+      scales16_.resize(count);
+      for (std::size_t i = 0; i < count; ++i) scales16_[i] = float_to_half_bits(scales[i]);
+    } else {
+      scales32_ = std::move(scales);
+    }
+    if (wide) {
+      zeros32_ = std::move(zeros);
+    } else {
+      zeros8_.resize(count);
+      for (std::size_t i = 0; i < count; ++i) zeros8_[i] = static_cast<std::uint8_t>(zeros[i]);
+    }
   }
 
   index_t rows_;
@@ -336,8 +430,11 @@ class DotWeights {
   ScaleType scale_type_;
   ZeroMode zero_mode_;
   AlignedVector<std::uint8_t> codes_;  // cache-line aligned: kernels load 64 bytes at a time
-  std::vector<float> scales_;
-  std::vector<std::int32_t> zeros_;
+  // One of each pair holds the parameters, per view()'s flags.
+  std::vector<std::uint16_t> scales16_;
+  std::vector<float> scales32_;
+  std::vector<std::uint8_t> zeros8_;
+  std::vector<std::int32_t> zeros32_;
   std::vector<float> zero_offsets_;
 };
 
@@ -349,7 +446,7 @@ class DotActivations {
   DotActivations(const DotActivations&) = delete;  // the view points into this object
   DotActivations& operator=(const DotActivations&) = delete;
 
-  /// Copies `a` into K8 zero-padded columns and sums each token's codes per weight group.
+  /// Copies `a` into the weights' zero-padded columns and sums each token's codes per weight group.
   DotActivations(const ActivationCodes& a, const DotWeightView& w)
       : codes_(static_cast<std::size_t>(a.rows * w.padded_cols), 0),
         sums_(static_cast<std::size_t>(a.rows * w.groups), 0),

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // The dense kernel's weight: a QuantizedMatrix held as compactly as it is stored (codes as
 // one bit stream per row, f16 scales as 16 bits, integer zeros as bytes) and decoded a tile
-// of rows at a time into FP32 scratch for Eigen's product. Any format (INT2/INT3, NF4) runs
-// this way without the layer ever holding an FP32 copy of its weight.
+// of rows at a time into FP32 scratch for Eigen's product. Any format (NF4, or any other on
+// request) runs this way without the layer ever holding an FP32 copy of its weight.
 #pragma once
 
 #include <algorithm>

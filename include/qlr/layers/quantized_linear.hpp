@@ -495,7 +495,7 @@ concept QuantizerOrFormat = quant::Quantizer<Q> || QuantFormatType<Q>;
 /// the quantizer that makes its base (`QuantizedLinear<quant::IntAsym<4>>`) or by its format:
 /// every quantizer of one format gives the same type. R rotates the input side (W·Q, Qᵀ·x),
 /// Act says how activations enter the GEMM, K is the kernel (by default qlr's SIMD kernels
-/// for INT4/INT8 codes, the dense one for INT2/INT3 and NF4).
+/// for INT2/INT3/INT4/INT8 codes, the dense one for NF4).
 template <QuantizerOrFormat Q, rotate::RotationPolicy R = rotate::Identity,
           ActivationPolicy Act = FloatActivations, class K = AutoKernel>
 using QuantizedLinear = BasicQuantizedLinear<format_of<Q>, R, Act, K>;

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// The 256-bit integer GEMM (W8A8, W4A8, W4A4) shared by the AVX2 and AVX-VNNI paths. Not a
+// The 256-bit integer GEMM (W2/W3/W4/W8 × INT8 or INT4 codes) shared by the AVX2 and AVX-VNNI paths. Not a
 // header: avx2/gemm_dot.hpp and avx_vnni/gemm_dot.hpp each include it inside their own ISA
 // region and namespace, with QLR_DOT_VNNI set to 0 or 1, so each copy is compiled with
 // exactly its ISA's flags (Highway's foreach_target idea, without its machinery).
@@ -42,6 +42,65 @@ QLR_ALWAYS_INLINE __m256i dot_pairs(__m256i acc, const std::uint8_t* codes, __m2
   return _mm256_add_epi32(acc, _mm256_madd_epi16(u16, x16));
 }
 
+/// The `Bits`-bit field at bit Shift·Bits of every byte of v.
+template <int Bits, int Shift>
+QLR_ALWAYS_INLINE __m256i field(__m256i v) noexcept {
+  const __m256i shifted = Shift == 0 ? v : _mm256_srli_epi16(v, Shift * Bits);
+  return _mm256_and_si256(shifted, _mm256_set1_epi8(static_cast<char>((1 << Bits) - 1)));
+}
+
+/// The INT2 or INT3 codes of quad Q (4 columns) of 8 rows, one byte each, from the half
+/// lines at `half` (packed_dot.hpp's layout: INT3's low bits as INT2, its high bits in the
+/// third line).
+template <int Bits, int Q>
+QLR_ALWAYS_INLINE __m256i quad_codes(const std::uint8_t* half) noexcept {
+  const auto line = [half](int n) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(half + 64 * n));
+  };
+  if constexpr (Bits == 3) {
+    const __m256i high =
+        Q >= 2 ? _mm256_srli_epi16(line(2), Q - 2) : _mm256_slli_epi16(line(2), 2 - Q);
+    return _mm256_or_si256(field<2, Q % 4>(line(Q / 4)),
+                           _mm256_and_si256(high, _mm256_set1_epi8(4)));
+  } else {
+    return field<Bits, Q % 4>(line(0));
+  }
+}
+
+/// dot[c] += the row sums of quads [Q0, Q0 + 4) of INT2 or INT3 codes (≤ 7) times the
+/// activations at x (column 4·Q0 of the block). With VNNI one vpdpbusd per quad, into chains
+/// alternately; without, the four vpmaddubsw pair sums (each ≤ 7·128·2) add in int16 without
+/// saturating (≤ 7168) and one vpmaddwd widens them.
+template <int Bits, int Q0, int Chains>
+QLR_ALWAYS_INLINE void add_four_quads(__m256i (&dot)[Chains], const __m256i (&u)[4],
+                                      const std::int8_t* x) noexcept {
+#if QLR_DOT_VNNI
+  for (int q = 0; q < 4; ++q) dot[q % Chains] = dot4(dot[q % Chains], u[q], broadcast4(x + 4 * q));
+#else
+  __m256i pairs = _mm256_maddubs_epi16(u[0], broadcast4(x));
+  for (int q = 1; q < 4; ++q)
+    pairs = _mm256_add_epi16(pairs, _mm256_maddubs_epi16(u[q], broadcast4(x + 4 * q)));
+  dot[Q0 / 4 % Chains] = _mm256_add_epi32(dot[Q0 / 4 % Chains],
+                                          _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+#endif
+}
+
+/// Every quad of half h (rows 8h … 8h + 7) of the INT2 or INT3 block at column i, for
+/// `Tokens` tokens from m: four quads decoded at a time and shared by the tokens.
+template <int Bits, int Q0 = 0, int Tokens, int Chains>
+QLR_ALWAYS_INLINE void add_narrow_block(__m256i (&dot)[Tokens][2][Chains], int h,
+                                        const std::uint8_t* block, const DotActivationView& a,
+                                        index_t m, index_t i) noexcept {
+  if constexpr (Q0 < block_quads(Bits)) {
+    const std::uint8_t* half = block + 32 * h;
+    const __m256i u[4] = {quad_codes<Bits, Q0>(half), quad_codes<Bits, Q0 + 1>(half),
+                          quad_codes<Bits, Q0 + 2>(half), quad_codes<Bits, Q0 + 3>(half)};
+    for (int t = 0; t < Tokens; ++t)
+      add_four_quads<Bits, Q0>(dot[t][h], u, a.row(m + t) + i + 4 * Q0);
+    add_narrow_block<Bits, Q0 + 4>(dot, h, block, a, m, i);
+  }
+}
+
 /// Whether this copy widens INT8 (no VNNI): its two chains then hold rows 0-3 and 4-7 as
 /// pair sums instead of two halves of the same rows' sums.
 inline constexpr bool widens_int8 = QLR_DOT_VNNI == 0;
@@ -56,7 +115,6 @@ struct Tiles {
     // Two chains where one token would leave a single dependent chain per half, or where
     // INT8 is widened (one chain per 4 rows). Integer sums are exact, so splitting is free.
     constexpr int Chains = pairs || Tokens == 1 ? 2 : 1;
-    constexpr index_t step_cols = Bits == 8 ? 4 : 8;
     const __m256i low_nibbles = _mm256_set1_epi8(0x0f);
     for (int pp = 0; pp < Panels; ++pp) {
       const std::uint8_t* panel = w.panel(p + pp);
@@ -68,10 +126,10 @@ struct Tiles {
           for (int h = 0; h < 2; ++h)
             for (int c = 0; c < Chains; ++c) dot[t][h][c] = _mm256_setzero_si256();
         const index_t end = w.group_end(l);
-        for (index_t i = w.group_begin(l); i < end; i += 8) {  // one INT4 step or two INT8 steps
-          const std::uint8_t* src = panel + (i / step_cols) * 64;
-          kernels::detail::prefetch_weight_line(src);  // one line of INT4, two of INT8
-          if constexpr (Bits == 8) kernels::detail::prefetch_weight_line(src + 64);
+        for (index_t i = w.group_begin(l); i < end; i += block_cols(Bits)) {
+          const std::uint8_t* src = panel + 2 * Bits * i;  // the block's lines
+          for (index_t n = 0; n < block_bytes(Bits) / 64; ++n)
+            kernels::detail::prefetch_weight_line(src + 64 * n);
           for (int h = 0; h < 2; ++h) {
             if constexpr (pairs) {
               for (int t = 0; t < Tokens; ++t) {
@@ -95,6 +153,8 @@ struct Tiles {
                     dot4(dot[t][h][Chains - 1], second, broadcast4(a.row(m + t) + i + 4));
               }
 #endif
+            } else if constexpr (Bits != 4) {
+              add_narrow_block<Bits>(dot, h, src, a, m, i);
             } else {
               const __m256i codes =
                   _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 32 * h));
@@ -115,9 +175,18 @@ struct Tiles {
         }
         const index_t at = w.params(p + pp, l);
         for (int h = 0; h < 2; ++h) {
-          const __m256 scale = _mm256_loadu_ps(w.scales + at + 8 * h);
+          const index_t lanes = at + 8 * h;  // this half's 8 rows
+          const __m256 scale =
+              w.half_scales
+                  ? _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(
+                        static_cast<const std::uint16_t*>(w.scales) + lanes)))
+                  : _mm256_loadu_ps(static_cast<const float*>(w.scales) + lanes);
           const __m256i zero =
-              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.zeros + at + 8 * h));
+              w.wide_zeros
+                  ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(
+                        static_cast<const std::int32_t*>(w.zeros) + lanes))
+                  : _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(
+                        static_cast<const std::uint8_t*>(w.zeros) + lanes)));
           for (int t = 0; t < Tokens; ++t) {
             const __m256i group_sum = _mm256_set1_epi32(a.group_sums[(m + t) * a.groups + l]);
             // Limb rows scale each group by their own c; others skip the multiply by 1.

@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
-// AVX-512 VNNI integer GEMM (W8A8, W4A8, W4A4; weight-only as INT8 limbs): one vpdpbusd
-// multiplies a 64-byte step of a 16-row panel (unsigned codes) by one token's 4 activation
-// bytes (signed), broadcast, and adds the 16 row sums. No horizontal sums: a zmm of int32
-// is a panel's 16 outputs.
+// AVX-512 VNNI integer GEMM (W2/W3/W4/W8 × INT8 or INT4 codes; weight-only as INT8 limbs):
+// one vpdpbusd multiplies a quad (4 columns) of a 16-row panel (unsigned codes) by one
+// token's 4 activation bytes (signed), broadcast, and adds the 16 row sums. No horizontal sums:
+// a zmm of int32 is a panel's 16 outputs.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -39,108 +40,130 @@ struct TileOperands {
   index_t token_bytes;        ///< to the next token
 };
 
-/// dot[pp][t] += the products of columns [c, c + 4) for every panel and token, c = i + 4·Half
-/// with i a multiple of 8. The panels' code vectors are loaded first and each token's
-/// broadcast then feeds all of them, so the registers hold the Panels × Tokens sums,
-/// Panels code vectors and one broadcast.
-template <int Bits, int Half, int Panels, int Tokens>
-QLR_ALWAYS_INLINE void add_columns(__m512i (&dot)[Panels][Tokens], const TileOperands& in,
-                                   index_t i) noexcept {
+/// The `Bits`-bit field at bit Shift·Bits of every byte of v.
+template <int Bits, int Shift>
+QLR_ALWAYS_INLINE __m512i field(__m512i v) noexcept {
+  const __m512i shifted = Shift == 0 ? v : _mm512_srli_epi16(v, Shift * Bits);
+  return _mm512_and_si512(shifted, _mm512_set1_epi8(static_cast<char>((1 << Bits) - 1)));
+}
+
+/// The codes of quad Q (4 columns) of all 16 rows of the block at `block`, one byte each
+/// (packed_dot.hpp's layout).
+template <int Bits, int Q>
+QLR_ALWAYS_INLINE __m512i quad_codes(const std::uint8_t* block) noexcept {
+  const auto line = [block](int n) { return _mm512_loadu_si512(block + 64 * n); };
+  if constexpr (Bits == 8) {
+    return line(Q);
+  } else if constexpr (Bits == 3) {  // low two bits as INT2, bit Q of the third line above
+    const __m512i high =
+        Q >= 2 ? _mm512_srli_epi16(line(2), Q - 2) : _mm512_slli_epi16(line(2), 2 - Q);
+    return _mm512_or_si512(field<2, Q % 4>(line(Q / 4)),
+                           _mm512_and_si512(high, _mm512_set1_epi8(4)));
+  } else {
+    // INT4 and INT2 take fields of one line; a later quad reloads it (from L1) rather than
+    // hold Panels more registers.
+    return field<Bits, Q % (8 / Bits)>(line(Q / (8 / Bits)));
+  }
+}
+
+/// dot[pp][t] += the products of quad Q of the block at column i (a multiple of
+/// block_cols(Bits)) for every panel and token. The panels' code vectors are decoded first
+/// and each token's broadcast then feeds all of them, so the registers hold the Panels ×
+/// Tokens sums, Panels code vectors and one broadcast.
+template <int Bits, int Q, int Panels, int Tokens>
+QLR_ALWAYS_INLINE void add_quad(__m512i (&dot)[Panels][Tokens], const TileOperands& in,
+                                index_t i) noexcept {
   __m512i codes[Panels];
   QLR_UNROLL
-  for (int pp = 0; pp < Panels; ++pp) {
-    // INT8: 4 columns per 64-byte line; INT4: 8, low nibbles then high.
-    const std::uint8_t* line = in.panel + pp * in.panel_bytes + (Bits == 8 ? i * 16 : i * 8);
-    if constexpr (Bits == 8) {
-      codes[pp] = _mm512_loadu_si512(line + Half * 64);
-    } else {
-      // The second half reloads the line (from L1) rather than hold Panels more registers.
-      const __m512i packed = _mm512_loadu_si512(line);
-      codes[pp] = _mm512_and_si512(Half == 0 ? packed : _mm512_srli_epi16(packed, 4),
-                                   _mm512_set1_epi8(0x0f));
-    }
-  }
+  for (int pp = 0; pp < Panels; ++pp)
+    codes[pp] = quad_codes<Bits, Q>(in.panel + pp * in.panel_bytes + 2 * Bits * i);
   QLR_UNROLL
   for (int t = 0; t < Tokens; ++t) {
-    const __m512i activations = broadcast4(in.tokens + t * in.token_bytes + i + Half * 4);
+    const __m512i activations = broadcast4(in.tokens + t * in.token_bytes + i + 4 * Q);
     QLR_UNROLL
     for (int pp = 0; pp < Panels; ++pp)
       dot[pp][t] = _mm512_dpbusd_epi32(dot[pp][t], codes[pp], activations);
   }
 }
 
-/// sums[pp][t] = Σ u·q over the columns [begin, end) (multiples of 8) of every panel and
+/// Every quad of the block at column i, quad Q into chain (First + Q) mod Chains.
+template <int Bits, int First, int Q = 0, int Chains, int Panels, int Tokens>
+QLR_ALWAYS_INLINE void add_block(__m512i (&dot)[Chains][Panels][Tokens], const TileOperands& in,
+                                 index_t i) noexcept {
+  if constexpr (Q < block_quads(Bits)) {
+    add_quad<Bits, Q>(dot[(First + Q) % Chains], in, i);
+    add_block<Bits, First, Q + 1>(dot, in, i);
+  }
+}
+
+/// sums[pp][t] = Σ u·q over the columns [begin, end) (whole blocks) of every panel and
 /// token of the tile. Plain loops over compile-time bounds, unrolled, and no lambdas: GCC
 /// then keeps every sum in a register (a 4×6 tile written with captured arrays lived on the
 /// stack and ran at a third of the speed).
 template <int Bits, int Panels, int Tokens>
 QLR_ALWAYS_INLINE void tile_dots(const TileOperands& in, index_t begin, index_t end,
                                  std::int32_t (&sums)[Panels][Tokens][panel_rows]) noexcept {
-  __m512i dot[Panels][Tokens];
+  __m512i dot[1][Panels][Tokens];
   QLR_UNROLL
   for (int pp = 0; pp < Panels; ++pp)
     QLR_UNROLL
-    for (int t = 0; t < Tokens; ++t) dot[pp][t] = _mm512_setzero_si512();
+  for (int t = 0; t < Tokens; ++t) dot[0][pp][t] = _mm512_setzero_si512();
   // The panels are in L2, read again by every tile of tokens: the hardware prefetcher
   // suffices, and prefetch instructions would take load slots (at M = 512 on Zen 4,
   // 0.74x -> 0.81x oneDNN without them).
-  for (index_t i = begin; i < end; i += 8) {
-    add_columns<Bits, 0>(dot, in, i);
-    add_columns<Bits, 1>(dot, in, i);
-  }
+  for (index_t i = begin; i < end; i += block_cols(Bits)) add_block<Bits, 0>(dot, in, i);
   QLR_UNROLL
   for (int pp = 0; pp < Panels; ++pp)
     QLR_UNROLL
-    for (int t = 0; t < Tokens; ++t) _mm512_store_si512(sums[pp][t], dot[pp][t]);
+  for (int t = 0; t < Tokens; ++t) _mm512_store_si512(sums[pp][t], dot[0][pp][t]);
 }
 
-/// Prefetches the weight lines of columns [i, i + 8) of the tile's first panel.
+/// Prefetches the weight lines of the block at column i of the tile's first panel.
 template <int Bits>
-QLR_ALWAYS_INLINE void prefetch_columns(const TileOperands& in, index_t i) noexcept {
-  const std::uint8_t* line = in.panel + (Bits == 8 ? i * 16 : i * 8);
-  kernels::detail::prefetch_weight_line(line);
-  if constexpr (Bits == 8) kernels::detail::prefetch_weight_line(line + 64);
+QLR_ALWAYS_INLINE void prefetch_block(const TileOperands& in, index_t i) noexcept {
+  for (index_t n = 0; n < block_bytes(Bits) / 64; ++n)  // 1 to 3 lines: unrolled at -O2
+    kernels::detail::prefetch_weight_line(in.panel + 2 * Bits * i + 64 * n);
 }
 
 /// A GEMV's sums over [begin, end): one panel and 1 or 3 rows (a token, or its 3 limbs).
-/// One row runs four chains of vpdpbusd (two steps of two halves) rather than one dependent
-/// chain, so that a late line can be caught up; three rows run two chains each. Integer
-/// sums are exact, so the split is free. One row of INT8 codes leaves prefetching to the
-/// hardware; INT4 codes and limb rows prefetch in software. On Zen 4 (4096² from DRAM, one
-/// thread, alternating binaries) one W8A8 row read 30–33 GB/s without and 20–22 with it,
-/// while the limb rows went from 13–14 to 21–24 GB/s with it. One W4A8 row gains little
-/// alone (18–21 → 20–21 GB/s) but keeps the stream going past an adapter's Bᵀ reads in the
-/// epilogue: a rank-16 LoRA's time with ÷ without it was 1.40–1.53 without and 1.08–1.10
-/// with. (Until this was measured, a prefetch lambda here was dead code to GCC: a call with
-/// no side effects, removed before it was inlined.)
+/// One row runs four chains of vpdpbusd (two blocks of INT8/INT4 per iteration) rather than
+/// one dependent chain, so that a late line can be caught up; three rows run two chains
+/// each. Integer sums are exact, so the split is free. One row of INT8 codes leaves
+/// prefetching to the hardware; narrower codes and limb rows prefetch in software. On Zen 4
+/// (4096² from DRAM, one thread, alternating binaries) one W8A8 row read 30–33 GB/s without
+/// and 20–22 with it, while the limb rows went from 13–14 to 21–24 GB/s with it. One W4A8
+/// row gains little alone (18–21 → 20–21 GB/s) but keeps the stream going past an
+/// adapter's Bᵀ reads in the epilogue: a rank-16 LoRA's time with ÷ without it was
+/// 1.40–1.53 without and 1.08–1.10 with. (Until this was measured, a prefetch lambda here
+/// was dead code to GCC: a call with no side effects, removed before it was inlined.)
 template <int Bits, int Tokens>
 QLR_ALWAYS_INLINE void gemv_dots(const TileOperands& in, index_t begin, index_t end,
                                  std::int32_t (&sums)[1][Tokens][panel_rows]) noexcept {
-  constexpr int steps = Tokens == 1 ? 2 : 1;  // 8-column steps per iteration
-  constexpr bool prefetch = Bits == 4 || Tokens > 1;
-  __m512i dot[2 * steps][1][Tokens];
+  constexpr int chains = Tokens == 1 ? 4 : 2;
+  constexpr int blocks = chains / std::min(chains, block_quads(Bits));  // per iteration
+  constexpr index_t step = blocks * block_cols(Bits);
+  constexpr bool prefetch = Bits != 8 || Tokens > 1;
+  __m512i dot[chains][1][Tokens];
   QLR_UNROLL
-  for (int h = 0; h < 2 * steps; ++h)
-    QLR_UNROLL
-    for (int t = 0; t < Tokens; ++t) dot[h][0][t] = _mm512_setzero_si512();
+  for (int c = 0; c < chains; ++c) QLR_UNROLL
+  for (int t = 0; t < Tokens; ++t) dot[c][0][t] = _mm512_setzero_si512();
   index_t i = begin;
-  for (; i + 8 * steps <= end; i += 8 * steps) {
-    QLR_UNROLL
-    for (int s = 0; s < steps; ++s) {
-      if constexpr (prefetch) prefetch_columns<Bits>(in, i + 8 * s);
-      add_columns<Bits, 0>(dot[2 * s], in, i + 8 * s);
-      add_columns<Bits, 1>(dot[2 * s + 1], in, i + 8 * s);
+  for (; i + step <= end; i += step) {
+    if constexpr (prefetch) prefetch_block<Bits>(in, i);
+    add_block<Bits, 0>(dot, in, i);
+    if constexpr (blocks == 2) {
+      if constexpr (prefetch) prefetch_block<Bits>(in, i + block_cols(Bits));
+      add_block<Bits, block_quads(Bits)>(dot, in, i + block_cols(Bits));
     }
   }
-  if (i < end) {
-    if constexpr (prefetch) prefetch_columns<Bits>(in, i);
-    add_columns<Bits, 0>(dot[0], in, i);
-    add_columns<Bits, 1>(dot[1], in, i);
+  if (i < end) {  // one block short of an iteration
+    if constexpr (prefetch) prefetch_block<Bits>(in, i);
+    add_block<Bits, 0>(dot, in, i);
   }
   QLR_UNROLL
   for (int t = 0; t < Tokens; ++t) {
     __m512i sum = _mm512_add_epi32(dot[0][0][t], dot[1][0][t]);
-    if constexpr (steps == 2)
+    if constexpr (chains == 4)
       sum = _mm512_add_epi32(sum, _mm512_add_epi32(dot[2][0][t], dot[3][0][t]));
     _mm512_store_si512(sums[0][t], sum);
   }
@@ -164,8 +187,14 @@ struct Tiles {
         tile_dots<Bits>(in, w.group_begin(l), w.group_end(l), sums);
       for (int pp = 0; pp < Panels; ++pp) {
         const index_t at = w.params(p + pp, l);
-        const __m512 scale = _mm512_loadu_ps(w.scales + at);
-        const __m512i zero = _mm512_loadu_si512(w.zeros + at);
+        const __m512 scale =
+            w.half_scales ? _mm512_cvtph_ps(
+                                _mm256_loadu_si256(static_cast<const __m256i*>(w.scales) + at / 16))
+                          : _mm512_loadu_ps(static_cast<const float*>(w.scales) + at);
+        const __m512i zero =
+            w.wide_zeros ? _mm512_loadu_si512(static_cast<const std::int32_t*>(w.zeros) + at)
+                         : _mm512_cvtepu8_epi32(
+                               _mm_loadu_si128(static_cast<const __m128i*>(w.zeros) + at / 16));
         for (int t = 0; t < Tokens; ++t) {
           const __m512i group_sum = _mm512_set1_epi32(a.group_sums[(m + t) * a.groups + l]);
           // Limb rows scale each group by their own c; others skip the multiply by 1.

@@ -100,10 +100,7 @@ void gemm_dot_with_tiles(const DotWeightView& w, const DotActivationView& a, Mat
       cover_panels<Tiles, Bits, Panels, MaxTokens>(w, a, y, e, p_begin, p_end);
     }
   };
-  if (w.bits == 4)
-    cover.template operator()<4>();
-  else
-    cover.template operator()<8>();
+  with_dot_width(w.bits, cover);
 }
 
 }  // namespace qlr::kernels::detail

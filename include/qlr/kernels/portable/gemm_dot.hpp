@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// Portable integer GEMM (W8A8, W4A8, W4A4; weight-only as INT8 limbs): plain C++ over the
-// 16 lanes of a panel, which the compiler vectorizes for whatever ISA the translation unit
+// Portable integer GEMM (W2/W3/W4/W8 × INT8 or INT4 codes; weight-only as INT8 limbs): plain C++
+// over the 16 lanes of a panel, which the compiler vectorizes for whatever ISA the translation unit
 // targets.
 #pragma once
 
@@ -23,38 +23,41 @@ struct Tiles {
   static void dot_tile(const DotWeightView& w, const DotActivationView& a, MatrixView y,
                        const Epilogue& e, index_t p, index_t m) noexcept {
     constexpr index_t lanes = panel_rows;
-    constexpr index_t step_cols = Bits == 8 ? 4 : 8;  // columns per 64-byte step
+    constexpr index_t cols = block_cols(Bits);
     for (int pp = 0; pp < Panels; ++pp) {
       const std::uint8_t* panel = w.panel(p + pp);
       float acc[Tokens][lanes] = {};
       for (index_t l = 0; l < w.groups; ++l) {
         std::int32_t dot[Tokens][lanes] = {};
-        for (index_t i = w.group_begin(l); i < w.group_end(l); i += step_cols) {
-          const std::uint8_t* step = panel + (i / step_cols) * 64;
-          for (int t = 0; t < Tokens; ++t) {
-            const std::int8_t* x = a.row(m + t) + i;
-            for (index_t r = 0; r < lanes; ++r) {
-              std::int32_t sum = 0;
-              for (index_t j = 0; j < 4; ++j) {
-                const std::int32_t byte = step[4 * r + j];
-                if constexpr (Bits == 8)
-                  sum += byte * x[j];
-                else
-                  sum += (byte & 0x0f) * x[j] + (byte >> 4) * x[j + 4];
-              }
-              dot[t][r] += sum;
+        for (index_t i = w.group_begin(l); i < w.group_end(l); i += cols) {
+          const std::uint8_t* block = panel + (i / cols) * block_bytes(Bits);
+          for (index_t c = 0; c < cols; c += 4) {  // one quad: 4 columns of every row
+            std::int32_t u[lanes][4];
+            for (index_t r = 0; r < lanes; ++r)
+              for (index_t j = 0; j < 4; ++j)
+                u[r][j] = static_cast<std::int32_t>(block_code<Bits>(block, r, c + j));
+            for (int t = 0; t < Tokens; ++t) {
+              const std::int8_t* x = a.row(m + t) + i + c;
+              for (index_t r = 0; r < lanes; ++r)
+                dot[t][r] += u[r][0] * x[0] + u[r][1] * x[1] + u[r][2] * x[2] + u[r][3] * x[3];
             }
           }
         }
         const index_t at = w.params(p + pp, l);
+        float scales[lanes];
+        std::int32_t zeros[lanes];
+        for (index_t r = 0; r < lanes; ++r) {
+          scales[r] = w.scale(at + r);
+          zeros[r] = w.zero(at + r);
+        }
         for (int t = 0; t < Tokens; ++t) {
           const std::int32_t group_sum = a.group_sums[(m + t) * a.groups + l];
           const float c = a.group_scale(m + t, l);
           for (index_t r = 0; r < lanes; ++r) {
-            const std::int32_t exact = dot[t][r] - w.zeros[at + r] * group_sum;
-            acc[t][r] = std::fma(w.scales[at + r] * c, static_cast<float>(exact), acc[t][r]);
+            const std::int32_t exact = dot[t][r] - zeros[r] * group_sum;
+            acc[t][r] = std::fma(scales[r] * c, static_cast<float>(exact), acc[t][r]);
             if (w.zero_offsets != nullptr)
-              acc[t][r] = std::fma(-(w.scales[at + r] * w.zero_offsets[at + r]) * c,
+              acc[t][r] = std::fma(-(scales[r] * w.zero_offsets[at + r]) * c,
                                    static_cast<float>(group_sum), acc[t][r]);
           }
         }

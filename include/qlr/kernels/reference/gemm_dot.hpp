@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// Reference integer GEMM (W8A8, W4A8, W4A4; weight-only as INT8 limbs), the oracle of every
-// other path: each group's dot product in int64, then the FP32 steps of the layout in
+// Reference integer GEMM (W2/W3/W4/W8 × INT8 or INT4 codes; weight-only as INT8 limbs), the oracle
+// of every other path: each group's dot product in int64, then the FP32 steps of the layout in
 // packed_dot.hpp, in order.
 #pragma once
 
@@ -13,15 +13,6 @@
 #include "qlr/kernels/packed_dot.hpp"
 
 namespace qlr::kernels::reference {
-
-/// The code u of row `o`, padded column `i` (integer-kernel layout of packed_dot.hpp).
-inline unsigned dot_code(const DotWeightView& w, index_t o, index_t i) noexcept {
-  const std::uint8_t* panel = w.panel(o / panel_rows);
-  const index_t r = o % panel_rows;
-  if (w.bits == 8) return panel[(i / 4) * 64 + 4 * r + i % 4];
-  const std::uint8_t byte = panel[(i / 8) * 64 + 4 * r + i % 4];
-  return i % 8 < 4 ? byte & 0x0fu : byte >> 4;
-}
 
 /// Rows of up to this many padded columns are decoded once, into a buffer on the stack, for
 /// all their tokens (a kernel allocates nothing); longer ones are decoded token by token. The
@@ -38,10 +29,10 @@ inline std::int64_t group_dot(const DotWeightView& w, const DotActivationView& a
       dot += static_cast<std::int64_t>(u[i]) * a.row(m)[i];
   } else {
     for (index_t i = w.group_begin(l); i < w.group_end(l); ++i)
-      dot += static_cast<std::int64_t>(dot_code(w, o, i)) * a.row(m)[i];
+      dot += static_cast<std::int64_t>(w.code(o, i)) * a.row(m)[i];
   }
   const index_t at = w.params(o / panel_rows, l) + o % panel_rows;
-  return dot - static_cast<std::int64_t>(w.zeros[at]) * a.group_sums[m * a.groups + l];
+  return dot - static_cast<std::int64_t>(w.zero(at)) * a.group_sums[m * a.groups + l];
 }
 
 /// Σ_l fma steps of one (row o, activation row m) in group order: the sum a kernel holds
@@ -52,9 +43,9 @@ inline float row_sum(const DotWeightView& w, const DotActivationView& a, const s
   for (index_t l = 0; l < w.groups; ++l) {
     const index_t at = w.params(o / panel_rows, l) + o % panel_rows;
     const float c = a.group_scale(m, l);
-    acc = std::fma(w.scales[at] * c, static_cast<float>(group_dot(w, a, u, o, m, l)), acc);
+    acc = std::fma(w.scale(at) * c, static_cast<float>(group_dot(w, a, u, o, m, l)), acc);
     if (w.zero_offsets != nullptr)
-      acc = std::fma(-(w.scales[at] * w.zero_offsets[at]) * c,
+      acc = std::fma(-(w.scale(at) * w.zero_offsets[at]) * c,
                      static_cast<float>(a.group_sums[m * a.groups + l]), acc);
   }
   return acc;
@@ -71,7 +62,7 @@ void gemm_dot(const DotWeightView& w, const DotActivationView& a, MatrixView y, 
   for (index_t o = panel_begin * panel_rows; o < row_end; ++o) {
     if (u != nullptr)
       for (index_t i = 0; i < w.padded_cols; ++i)
-        codes[i] = static_cast<std::uint8_t>(dot_code(w, o, i));
+        codes[i] = static_cast<std::uint8_t>(w.code(o, i));
     for (index_t m = 0; m < a.rows / a.limbs; ++m) {
       // A token's limb rows: acc_0 + (acc_1 + acc_2), as kernels/detail/tiling.hpp adds them.
       float acc = row_sum(w, a, u, o, m * a.limbs + a.limbs - 1);
