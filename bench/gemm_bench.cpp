@@ -67,11 +67,13 @@ void bench_qlr(benchmark::State& state, index_t m, index_t n, index_t k, int thr
     std::deque<Weights> copies;
     double bytes;
   };
-  const auto& [copies, bytes] = kept_setup<Copies>(
-      setup_key(typeid(Weights).name(), n, k, group_size), [&] {
-        const auto q = Policy({.group_size = group_size}).quantize(random_matrix(n, k, 0.02f, 1));
+  const auto& [copies, bytes] =
+      kept_setup<Copies>(setup_key(typeid(Weights).name(), n, k, group_size), [&] {
+        // f16 scales, as checkpoints store them; the packed form keeps them f16.
+        const auto q = Policy({.group_size = group_size, .scale_type = qlr::ScaleType::f16})
+                           .quantize(random_matrix(n, k, 0.02f, 1));
         const Weights packed(q);
-        const double size = static_cast<double>(packed.code_bytes()) + 8.0 * static_cast<double>(q.scales().size());
+        const double size = static_cast<double>(packed.code_bytes() + packed.parameter_bytes());
         Copies made{std::deque<Weights>(copies_for(static_cast<std::size_t>(size)), packed), size};
         const Matrix x1 = random_matrix(1, k, 1.0f, 3);
         const auto a1 = qlr::quant::quantize_per_token(x1);
@@ -235,6 +237,10 @@ void register_all() {
           add(name("w8a8"), bench_qlr<IntSym<8>>, m, n, k, threads, isa, index_t{0}, 8);
           add(name("w4a8"), bench_qlr<IntSym<4>>, m, n, k, threads, isa, index_t{128}, 8);
           add(name("w4a4"), bench_qlr<IntSym<4>>, m, n, k, threads, isa, index_t{128}, 4);
+          add(name("w3"), bench_qlr<IntAsym<3>>, m, n, k, threads, isa, index_t{128}, 0);
+          add(name("w2"), bench_qlr<IntAsym<2>>, m, n, k, threads, isa, index_t{128}, 0);
+          add(name("w3a8"), bench_qlr<IntAsym<3>>, m, n, k, threads, isa, index_t{128}, 8);
+          add(name("w2a8"), bench_qlr<IntAsym<2>>, m, n, k, threads, isa, index_t{128}, 8);
         }
         // Peers: Eigen FP32 and oneDNN s8 do not depend on qlr's format; plot.py pairs them
         // with every kernel of their shape.

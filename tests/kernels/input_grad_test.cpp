@@ -127,22 +127,32 @@ void check_dense(const Policy& policy, std::initializer_list<index_t> ms, index_
 
 TEST_CASE("input_grad: decode_tile gives dequantize's values, any block", "[kernels][input_grad]") {
   std::mt19937 rng(1);
-  const auto q =
-      qlr::quant::IntAsym<4>({.group_size = 32}).quantize(qlr::test::gaussian(rng, 37, 300));
-  const kernels::DotWeights packed(q);
-  const Matrix w_hat = qlr::quant::dequantize(q);
-  for (const auto [n0, rows, k0, cols] : {std::array<index_t, 4>{0, 37, 0, 300},
-                                          {5, 20, 8, 100},
-                                          {16, 21, 296, 4},
-                                          {36, 1, 64, 236}}) {
-    CAPTURE(n0, rows, k0, cols);
-    Matrix tile = Matrix::Constant(rows, cols, std::numeric_limits<float>::quiet_NaN());
-    kernels::decode_tile(packed.view(), n0, rows, k0, cols, tile.data(), cols);
-    CHECK(bitwise_equal(tile, Matrix(w_hat.block(n0, k0, rows, cols))));
-  }
+  const Matrix w = qlr::test::gaussian(rng, 37, 300);
+  const auto check = [](const auto& q) {
+    const kernels::DotWeights packed(q);
+    const Matrix w_hat = qlr::quant::dequantize(q);
+    for (const auto [n0, rows, k0, cols] : {std::array<index_t, 4>{0, 37, 0, 300},
+                                            {5, 20, 8, 100},
+                                            {16, 21, 296, 4},
+                                            {36, 1, 64, 236},
+                                            {3, 9, 4, 221}}) {
+      CAPTURE(n0, rows, k0, cols);
+      Matrix tile = Matrix::Constant(rows, cols, std::numeric_limits<float>::quiet_NaN());
+      kernels::decode_tile(packed.view(), n0, rows, k0, cols, tile.data(), cols);
+      CHECK(bitwise_equal(tile, Matrix(w_hat.block(n0, k0, rows, cols))));
+    }
+  };
+  const qlr::quant::IntOptions f16{.group_size = 64, .scale_type = qlr::ScaleType::f16};
+  check(qlr::quant::IntAsym<4>({.group_size = 32}).quantize(w));
+  check(qlr::quant::IntSym<8>(f16).quantize(w));
+  check(qlr::quant::IntAsym<3>({.group_size = 32}).quantize(w));
+  check(qlr::quant::IntSym<3>(f16).quantize(w));
+  check(
+      qlr::quant::IntAsym<2>({.group_size = 32, .zero_mode = qlr::ZeroMode::floating}).quantize(w));
+  check(qlr::quant::IntSym<2>({.group_size = 0}).quantize(w));
 }
 
-TEST_CASE("input_grad: every ISA equal to the fused chain, INT4/INT8 packed, tails in M, N, K",
+TEST_CASE("input_grad: every ISA equal to the fused chain, INT2/3/4/8 packed, tails in M, N, K",
           "[kernels][input_grad]") {
   // N past 128 and K past 256 take several weight tiles and several column chunks.
   const std::initializer_list<index_t> ms{1, 2, 5, 7, 8, 9, 13, 33};
@@ -153,6 +163,8 @@ TEST_CASE("input_grad: every ISA equal to the fused chain, INT4/INT8 packed, tai
       check_packed(qlr::quant::IntSym<8>({.group_size = 64}), ms, n, k, seed + 1);
     }
   }
+  check_packed(qlr::quant::IntAsym<3>({.group_size = 32}), {1, 9}, 130, 520, 4);
+  check_packed(qlr::quant::IntAsym<2>({.group_size = 64}), {2, 17}, 45, 264, 5);
   check_packed(qlr::quant::IntSym<4>({.group_size = 0}), {3, 17}, 33, 4096 + 7, 2);
   check_packed(qlr::quant::IntAsym<8>({.group_size = 128}), {6}, 257, 1000, 3);
 }

@@ -184,16 +184,27 @@ QLR_ALWAYS_INLINE Floats4 decode4(Ints4 u, float s, float z) noexcept {
 }
 }  // namespace detail
 
+/// The codes of row r, quad q (columns 4q … 4q + 3) of a block, as 4 int32 lanes.
+QLR_ALWAYS_INLINE detail::Ints4 quad_lanes(const std::uint8_t* block, int bits, index_t r,
+                                           index_t q) noexcept {
+  const auto word = [&](index_t line) {
+    detail::Bytes4 bytes;
+    std::memcpy(&bytes, block + line * 64 + 4 * r, sizeof bytes);
+    return __builtin_convertvector(bytes, detail::Ints4);
+  };
+  if (bits == 3)
+    return ((word(q / 4) >> static_cast<int>(2 * (q % 4))) & 3) |
+           ((word(2) >> static_cast<int>(q)) & 1) << 2;
+  const index_t per_line = 8 / bits;  // quads per line
+  return (word(q / per_line) >> static_cast<int>(bits * (q % per_line))) & ((1 << bits) - 1);
+}
+
 /// Writes Ŵ[n0 + t, k0 + j] for t < rows, j < cols into out[t·stride + j]: ŵ = s·(u − z)
 /// with z = round(z) + offset, the value quant::dequantize gives bit for bit. k0 is a
-/// multiple of 8 and the block lies inside N × K.
+/// multiple of 4 and the block lies inside N × K.
 inline void decode_tile(const DotWeightView& w, index_t n0, index_t rows, index_t k0, index_t cols,
                         float* out, index_t stride) noexcept {
-  using detail::Bytes4, detail::Ints4, detail::decode4;
-  const index_t end = k0 + cols;
-  // INT8 and INT4 decode whole 32-bit words of a row (4 or 8 columns); INT2 and INT3 code
-  // by code (their kernels are the integer ones; this serves the training backward).
-  const index_t step = w.bits == 8 ? 4 : w.bits == 4 ? 8 : 0;
+  const index_t end = k0 + cols, block = block_cols(w.bits);
   for (index_t o = n0; o < n0 + rows; ++o) {
     const std::uint8_t* panel = w.panel(o / panel_rows);
     const index_t r = o % panel_rows;
@@ -205,19 +216,12 @@ inline void decode_tile(const DotWeightView& w, index_t n0, index_t rows, index_
       const float s = w.scale(at);
       const float z =
           static_cast<float>(w.zero(at)) + (w.zero_offsets != nullptr ? w.zero_offsets[at] : 0.0f);
-      // Whole words: 4 bytes of row r, widened and decoded 4 lanes at a time.
-      for (; step != 0 && i + step <= stop; i += step) {
-        Bytes4 bytes;
-        std::memcpy(&bytes, panel + (i / step) * 64 + 4 * r, sizeof bytes);
-        const Ints4 u = __builtin_convertvector(bytes, Ints4);
-        if (w.bits == 8) {
-          const detail::Floats4 v = decode4(u, s, z);
-          std::memcpy(row + i, &v, sizeof v);
-        } else {
-          const detail::Floats4 lo = decode4(u & 0x0f, s, z), hi = decode4(u >> 4, s, z);
-          std::memcpy(row + i, &lo, sizeof lo);
-          std::memcpy(row + i + 4, &hi, sizeof hi);
-        }
+      // Whole quads (groups start at multiples of 32), 4 lanes at a time.
+      for (; i + 4 <= stop; i += 4) {
+        const detail::Floats4 v = detail::decode4(
+            quad_lanes(panel + (i / block) * block_bytes(w.bits), w.bits, r, (i % block) / 4), s,
+            z);
+        std::memcpy(row + i, &v, sizeof v);
       }
       for (; i < stop; ++i) row[i] = s * (static_cast<float>(w.code(o, i)) - z);
     }
