@@ -28,10 +28,16 @@ namespace qlr::kernels {
 using GemmDotFn = void (*)(const DotWeightView& w, const DotActivationView& a, MatrixView y,
                            const Epilogue& e, index_t panel_begin, index_t panel_end) noexcept;
 
+/// A levels (NF4) GEMM path: y[m, n] for all m and the rows n of panels [panel_begin,
+/// panel_end), ŵ = s·levels[u] times FP32 activations. Never throws.
+using GemmLevelsFn = void (*)(const DotWeightView& w, const LevelActivationView& a, MatrixView y,
+                              const Epilogue& e, index_t panel_begin, index_t panel_end) noexcept;
+
 /// The kernels of one ISA path, chosen once and called many times.
 struct KernelTable {
-  Isa isa;             ///< the path these kernels belong to
-  GemmDotFn gemm_dot;  ///< W4/W8 × INT8 limbs of FP32 activations or per-token INT8/INT4 codes
+  Isa isa;                   ///< the path these kernels belong to
+  GemmDotFn gemm_dot;        ///< INT2–INT8 × INT8 limbs of FP32 activations or INT8/INT4 codes
+  GemmLevelsFn gemm_levels;  ///< NF4 × FP32 activations (or codes as floats)
 };
 
 // Every path's body, X(namespace): compiled in each unit that calls gemm(), or once per
@@ -44,10 +50,22 @@ struct KernelTable {
 #define QLR_GEMM_DOT_SIGNATURE(path)                                                      \
   template void path::gemm_dot<>(const DotWeightView&, const DotActivationView&, MatrixView, \
                                  const Epilogue&, index_t, index_t) noexcept;
+// The levels (NF4) kernel: avx_vnni runs avx2's.
+#if QLR_ARCH_X86
+#  define QLR_GEMM_LEVELS_PATHS(X) X(reference) X(portable) X(avx2) X(avx512_vnni)
+#else
+#  define QLR_GEMM_LEVELS_PATHS(X) X(reference) X(portable)
+#endif
+#define QLR_GEMM_LEVELS_SIGNATURE(path)                                                           \
+  template void path::gemm_levels<>(const DotWeightView&, const LevelActivationView&, MatrixView, \
+                                    const Epilogue&, index_t, index_t) noexcept;
 #if defined(QLR_COMPILED)
 #  define QLR_GEMM_DOT_EXTERN(path) extern QLR_GEMM_DOT_SIGNATURE(path)
 QLR_GEMM_DOT_PATHS(QLR_GEMM_DOT_EXTERN)
 #  undef QLR_GEMM_DOT_EXTERN
+#  define QLR_GEMM_LEVELS_EXTERN(path) extern QLR_GEMM_LEVELS_SIGNATURE(path)
+QLR_GEMM_LEVELS_PATHS(QLR_GEMM_LEVELS_EXTERN)
+#  undef QLR_GEMM_LEVELS_EXTERN
 #endif
 
 /// The kernels of path `isa`. Throws Errc::unsupported when this CPU cannot run it.
@@ -55,22 +73,22 @@ inline KernelTable table_for(Isa isa) {
   require_supported(isa, "kernels::table_for");
   switch (isa) {
     case Isa::reference:
-      return {isa, &reference::gemm_dot<>};
+      return {isa, &reference::gemm_dot<>, &reference::gemm_levels<>};
     case Isa::portable:
-      return {isa, &portable::gemm_dot<>};
+      return {isa, &portable::gemm_dot<>, &portable::gemm_levels<>};
 #if QLR_ARCH_X86
     case Isa::avx2:
-      return {isa, &avx2::gemm_dot<>};
-    case Isa::avx_vnni:
-      return {isa, &avx_vnni::gemm_dot<>};
+      return {isa, &avx2::gemm_dot<>, &avx2::gemm_levels<>};
+    case Isa::avx_vnni:  // AVX-VNNI adds integer dot products only: avx2's levels kernel
+      return {isa, &avx_vnni::gemm_dot<>, &avx2::gemm_levels<>};
     case Isa::avx512_vnni:
-      return {isa, &avx512_vnni::gemm_dot<>};
+      return {isa, &avx512_vnni::gemm_dot<>, &avx512_vnni::gemm_levels<>};
 #else
     default:
       break;
 #endif
   }
-  return {Isa::portable, &portable::gemm_dot<>};
+  return {Isa::portable, &portable::gemm_dot<>, &portable::gemm_levels<>};
 }
 
 namespace detail {
@@ -192,6 +210,12 @@ inline void run_gemm(GemmDotFn kernel, const DotWeightView& v, const DotActivati
     }
   });
 }
+/// Runs the levels kernel over every panel, in parallel (outputs split by panel).
+inline void run_levels(GemmLevelsFn kernel, const DotWeightView& v, const LevelActivationView& a,
+                       MatrixView y, const Epilogue& e) {
+  parallel_for(v.panels, panels_per_task(v.cols, y.rows),
+               [&](index_t begin, index_t end) { kernel(v, a, y, e, begin, end); });
+}
 }  // namespace detail
 
 /// Y (M×N) = X·Ŵᵀ, then the epilogue, for FP32 activations X (M×K) on the integer kernels:
@@ -203,9 +227,14 @@ void gemm(const DotWeights<Format>& w, ConstMatrixView x, MatrixView y, const Ep
           Isa isa = best_isa()) {
   const DotWeightView v = w.view();
   detail::check_gemm_args(v, x, y, e);
-  const GemmDotFn kernel = table_for(isa).gemm_dot;
-  const detail::LimbActivations limbs(x, v);
-  detail::run_gemm(kernel, v, limbs.view(), y, e);
+  if constexpr (DotWeights<Format>::codebook) {
+    const detail::LevelActivations padded(x, v);
+    detail::run_levels(table_for(isa).gemm_levels, v, padded.view(), y, e);
+  } else {
+    const GemmDotFn kernel = table_for(isa).gemm_dot;
+    const detail::LimbActivations limbs(x, v);
+    detail::run_gemm(kernel, v, limbs.view(), y, e);
+  }
 }
 
 /// Y (M×N) = X̂·Ŵᵀ, then the epilogue, for per-token quantized activations X̂ = s_x·q (M×K):
@@ -217,9 +246,14 @@ void gemm(const DotWeights<Format>& w, const ActivationCodes& x, MatrixView y,
           const Epilogue& e = {}, Isa isa = best_isa()) {
   const DotWeightView v = w.view();
   detail::check_gemm_dot_args(v, x, y, e);
-  const GemmDotFn kernel = table_for(isa).gemm_dot;
-  const detail::DotActivations padded(x, v);
-  detail::run_gemm(kernel, v, padded.view(), y, e);
+  if constexpr (DotWeights<Format>::codebook) {
+    const detail::LevelActivations padded(x, v);
+    detail::run_levels(table_for(isa).gemm_levels, v, padded.view(), y, e);
+  } else {
+    const GemmDotFn kernel = table_for(isa).gemm_dot;
+    const detail::DotActivations padded(x, v);
+    detail::run_gemm(kernel, v, padded.view(), y, e);
+  }
 }
 
 }  // namespace qlr::kernels

@@ -138,6 +138,7 @@ struct DotWeightView {
   int bits = 0;                           ///< 2, 3, 4 or 8
   bool half_scales = false;               ///< scales are binary16 bit patterns
   bool wide_zeros = false;                ///< zeros are int32 (else uint8)
+  const float* levels = nullptr;          ///< codebook (NF4): ŵ = s·levels[u], no zeros
 
   /// Bytes per panel.
   [[nodiscard]] index_t panel_bytes() const noexcept { return panel_rows * padded_cols * bits / 8; }
@@ -214,6 +215,10 @@ inline void decode_tile(const DotWeightView& w, index_t n0, index_t rows, index_
       const index_t stop = std::min(end, w.group_end(l));
       const index_t at = w.params(o / panel_rows, l) + r;
       const float s = w.scale(at);
+      if (w.levels != nullptr) {  // NF4: s·levels[u], as quant::dequantize
+        for (; i < stop; ++i) row[i] = s * w.levels[w.code(o, i)];
+        continue;
+      }
       const float z =
           static_cast<float>(w.zero(at)) + (w.zero_offsets != nullptr ? w.zero_offsets[at] : 0.0f);
       // Whole quads (groups start at multiples of 32), 4 lanes at a time.
@@ -250,6 +255,22 @@ struct DotActivationView {
   }
 };
 
+/// The FP32 activations the levels kernel (NF4) reads: rows padded with zeros to the weights'
+/// padded columns, and for dequantized codes the per-token scale the output is multiplied by.
+struct LevelActivationView {
+  const float* x = nullptr;       ///< rows × padded_cols
+  const float* scales = nullptr;  ///< one per token (codes as floats), or null (FP32 x)
+  index_t rows = 0;               ///< M
+  index_t padded_cols = 0;        ///< the weights' padded_cols
+
+  /// Token `m`'s padded activations.
+  [[nodiscard]] const float* row(index_t m) const noexcept { return x + m * padded_cols; }
+  /// The view the shared epilogue reads (a token's scale, one row per token).
+  [[nodiscard]] DotActivationView epilogue_rows() const noexcept {
+    return {nullptr, scales, nullptr, nullptr, rows, padded_cols, 0, 1};
+  }
+};
+
 /// The widest group, in padded columns, whose int32 dot products cannot overflow for any
 /// codes: (2^bits − 1)·128·L < 2^31.
 [[nodiscard]] constexpr index_t max_dot_group_length(int bits) noexcept {
@@ -257,15 +278,22 @@ struct DotActivationView {
   return (index_t{1} << 31) / (code_max * 128) - 8;
 }
 
+/// Whether DotWeights packs codes of `bits` bits and `encoding`: INT2/3/4/8 integer codes (the
+/// integer kernels) or 4-bit codebook codes (NF4, the levels kernel).
+[[nodiscard]] constexpr bool is_packable(int bits, Encoding encoding) noexcept {
+  return encoding == Encoding::codebook ? bits == 4 : is_dot_width(bits);
+}
+
 /// A QuantizedMatrix<Format> (INT2, INT3, INT4 or INT8, symmetric or asymmetric, integer or
-/// floating zero points) repacked for the integer kernels. Owns its buffers; view() lends them.
+/// floating zero points; or NF4) repacked for qlr's SIMD kernels. Owns its buffers; view()
+/// lends them.
 template <QuantFormatType Format>
 class DotWeights {
  public:
-  static_assert(is_dot_width(Format::bits),
-                "the integer kernels take INT2, INT3, INT4 or INT8 weight codes");
-  static_assert(Format::encoding == Encoding::int_asym || Format::encoding == Encoding::int_sym,
-                "the integer kernels take integer codes with a scale (and zero) per group");
+  static_assert(is_packable(Format::bits, Format::encoding),
+                "qlr's SIMD kernels take INT2, INT3, INT4 or INT8 integer codes, or NF4");
+  /// Whether the codes index a table of levels (NF4) rather than count from a zero point.
+  static constexpr bool codebook = Format::encoding == Encoding::codebook;
 
   /// Repacks `q`. Throws when its group size is neither a multiple of 32 nor the whole row,
   /// or when a group is so long that its int32 dot products could overflow.
@@ -283,7 +311,7 @@ class DotWeights {
                    block_cols(Format::bits);
     groups_ = group_count(cols_, group_size_);
     const index_t longest = groups_ == 1 ? padded_cols_ : group_size_;
-    QLR_CHECK(longest <= max_dot_group_length(Format::bits), unsupported,
+    QLR_CHECK(codebook || longest <= max_dot_group_length(Format::bits), unsupported,
               "{}: a group spans {} columns; expected at most {} for {}-bit codes, beyond which "
               "int32 dot products can overflow (use a smaller group size)",
               entity, longest, max_dot_group_length(Format::bits), Format::bits);
@@ -294,7 +322,7 @@ class DotWeights {
 
   /// The view a kernel reads.
   [[nodiscard]] DotWeightView view() const noexcept {
-    const bool half = scale_type_ == ScaleType::f16, wide = zeros8_.empty();
+    const bool half = scale_type_ == ScaleType::f16, wide = !zeros32_.empty();
     return {codes_.data(),
             half ? static_cast<const void*>(scales16_.data()) : scales32_.data(),
             wide ? static_cast<const void*>(zeros32_.data()) : zeros8_.data(),
@@ -307,7 +335,8 @@ class DotWeights {
             groups_,
             Format::bits,
             half,
-            wide};
+            wide,
+            codebook ? levels_.data() : nullptr};
   }
 
   [[nodiscard]] index_t rows() const noexcept { return rows_; }  ///< N
@@ -317,7 +346,7 @@ class DotWeights {
   /// Bytes a GEMV reads per (panel, group) besides the codes: 16 scales and 16 zeros.
   [[nodiscard]] std::size_t parameter_bytes() const noexcept {
     return (scales16_.size() * 2 + scales32_.size() * 4 + zeros8_.size() + zeros32_.size() * 4 +
-            zero_offsets_.size() * 4);
+            zero_offsets_.size() * 4 + levels_.size() * 4);
   }
   /// Bytes this object holds: codes, scales, zeros and offsets, and the object itself.
   [[nodiscard]] std::size_t memory_bytes() const noexcept {
@@ -347,6 +376,7 @@ class DotWeights {
     const auto params = static_cast<std::size_t>(rows_ * groups_);
     parts.scales.resize(params);
     if constexpr (Format::encoding == Encoding::int_asym) parts.zeros.resize(params);
+    if constexpr (codebook) parts.codebook.assign(levels_.begin(), levels_.end());
     for (index_t o = 0; o < rows_; ++o) {
       for (index_t l = 0; l < groups_; ++l) {
         const auto at = static_cast<std::size_t>(((o / panel_rows) * groups_ + l) * panel_rows +
@@ -382,6 +412,11 @@ class DotWeights {
   /// bytes unless one lies outside [0, 255]. A floating zero point may lie far outside the
   /// codes' range; |u − round(z)| must still keep a group's int32 dot product in range.
   void pack_parameters(const QuantizedMatrix<Format>& q, index_t longest) {
+    if constexpr (codebook) {
+      levels_.assign(q.codebook().begin(), q.codebook().end());
+      pack_scales(q.scales());
+      return;
+    }
     constexpr double code_max = (1 << Format::bits) - 1;
     // |u − zi|·128·longest ≤ 2^31 − 1 for every code u ∈ [0, code_max].
     const double reach = std::floor(2147483647.0 / (128.0 * static_cast<double>(longest)));
@@ -411,12 +446,7 @@ class DotWeights {
       }
     }
     if (fractional) zero_offsets_ = std::move(offsets);
-    if (scale_type_ == ScaleType::f16) {  // exact: the format's scales are f16 values
-      scales16_.resize(count);
-      for (std::size_t i = 0; i < count; ++i) scales16_[i] = float_to_half_bits(scales[i]);
-    } else {
-      scales32_ = std::move(scales);
-    }
+    store_scales(std::move(scales));
     if (wide) {
       zeros32_ = std::move(zeros);
     } else {
@@ -434,12 +464,34 @@ class DotWeights {
   ScaleType scale_type_;
   ZeroMode zero_mode_;
   AlignedVector<std::uint8_t> codes_;  // cache-line aligned: kernels load 64 bytes at a time
+  /// The format's scales (row-major N × groups) per (panel, group), padded rows 0.
+  void pack_scales(std::span<const float> row_major) {
+    std::vector<float> scales(static_cast<std::size_t>(panels_ * groups_ * panel_rows), 0.0f);
+    for (index_t o = 0; o < rows_; ++o)
+      for (index_t l = 0; l < groups_; ++l)
+        scales[static_cast<std::size_t>(((o / panel_rows) * groups_ + l) * panel_rows +
+                                        o % panel_rows)] =
+            row_major[static_cast<std::size_t>(o * groups_ + l)];
+    store_scales(std::move(scales));
+  }
+
+  /// Keeps `scales` at the format's width: f16 scales as f16 (exact: they are f16 values).
+  void store_scales(std::vector<float> scales) {
+    if (scale_type_ == ScaleType::f16) {
+      scales16_.resize(scales.size());
+      for (std::size_t i = 0; i < scales.size(); ++i) scales16_[i] = float_to_half_bits(scales[i]);
+    } else {
+      scales32_ = std::move(scales);
+    }
+  }
+
   // One of each pair holds the parameters, per view()'s flags.
   std::vector<std::uint16_t> scales16_;
   std::vector<float> scales32_;
   std::vector<std::uint8_t> zeros8_;
   std::vector<std::int32_t> zeros32_;
   std::vector<float> zero_offsets_;
+  std::vector<float> levels_;  // the codebook (NF4); empty for integer codes
 };
 
 namespace detail {
@@ -583,6 +635,43 @@ class LimbActivations {
   std::vector<std::int32_t> sums_;
   std::vector<float> scales_;
   DotActivationView view_;
+};
+
+/// Owns the padded FP32 rows of a LevelActivationView.
+class LevelActivations {
+ public:
+  LevelActivations(const LevelActivations&) = delete;  // the view points into this object
+  LevelActivations& operator=(const LevelActivations&) = delete;
+
+  /// Copies x (M×K) into zero-padded rows; throws Errc::invalid_argument naming its first
+  /// NaN or infinity.
+  LevelActivations(ConstMatrixView x, const DotWeightView& w)
+      : x_(static_cast<std::size_t>(x.rows * w.padded_cols), 0.0f),
+        view_{x_.data(), nullptr, x.rows, w.padded_cols} {
+    for (index_t m = 0; m < x.rows; ++m)
+      for (index_t i = 0; i < x.cols; ++i) {
+        const float v = x.row(m)[i];
+        QLR_CHECK(std::isfinite(v), invalid_argument,
+                  "kernels::gemm: x({}, {}) = {}; expected finite activations", m, i, v);
+        x_[static_cast<std::size_t>(m * w.padded_cols + i)] = v;
+      }
+  }
+
+  /// Codes q (M×K) as floats, the output scaled by each token's s_x.
+  LevelActivations(const ActivationCodes& a, const DotWeightView& w)
+      : x_(static_cast<std::size_t>(a.rows * w.padded_cols), 0.0f),
+        view_{x_.data(), a.scales, a.rows, w.padded_cols} {
+    for (index_t m = 0; m < a.rows; ++m)
+      for (index_t i = 0; i < a.cols; ++i)
+        x_[static_cast<std::size_t>(m * w.padded_cols + i)] = a.codes[m * a.stride + i];
+  }
+
+  /// The view kernels take; valid while this object lives.
+  [[nodiscard]] const LevelActivationView& view() const noexcept { return view_; }
+
+ private:
+  AlignedVector<float> x_;
+  LevelActivationView view_;
 };
 
 }  // namespace detail

@@ -2,12 +2,12 @@
 // A QuantizedLinear chosen at run time, for engines that read the layer's format from a
 // file or a flag: a LinearSpec names the weight format, the activation width, the rotation
 // and the kernel, and make_linear maps it onto a closed list of compiled compositions
-// (STYLE.md §3.6, `compositions`). Formats the SIMD kernels take (INT2/INT3/INT4/INT8) run
-// there with FP32, INT8 or INT4 activations; NF4 runs on the dense kernel, weight-only, as
-// every format can on request (`+dense`). AnyLinear shares QuantizedLinear's adapters and forward
+// (STYLE.md §3.6, `compositions`). Every format (INT2/INT3/INT4/INT8, NF4) runs on
+// the SIMD kernels with FP32, INT8 or INT4 activations, or on request (`+dense`) on the dense
+// kernel, weight-only. AnyLinear shares QuantizedLinear's adapters and forward
 // (LinearLayer); only the base is reached through a virtual call.
 //
-// Header-only, every unit that calls make_linear compiles the 33 compositions. Linking
+// Header-only, every unit that calls make_linear compiles the 36 compositions. Linking
 // qlr::compiled (which defines QLR_COMPILED) compiles them once per program instead, in
 // qlr/layers/layers.cpp; units with and without it mix freely (docs/building.md).
 #pragma once
@@ -294,29 +294,24 @@ AnyLinear make_composed(const quant::AnyQuantizedMatrix& base, AnyRotation rotat
 
 }  // namespace detail
 
-// The closed list of compositions, X(bits, encoding, activation bits, kernel): the integer
-// formats the SIMD kernels pack with every activation width, and every format on the dense
-// kernel, weight-only.
-#define QLR_LINEAR_COMPOSITIONS(X)                                                                 \
-  X(4, int_sym, 0, SimdKernels)                                                                    \
-  X(4, int_sym, 8, SimdKernels) X(4, int_sym, 4, SimdKernels) X(4, int_asym, 0, SimdKernels) X(    \
-      4, int_asym, 8, SimdKernels) X(4, int_asym, 4, SimdKernels) X(8, int_sym, 0, SimdKernels)    \
-      X(8, int_sym, 8, SimdKernels) X(8, int_sym, 4, SimdKernels) X(8, int_asym, 0, SimdKernels)   \
-          X(8, int_asym, 8, SimdKernels) X(8, int_asym, 4, SimdKernels)                            \
-              X(3, int_sym, 0, SimdKernels) X(3, int_sym, 8, SimdKernels)                          \
-                  X(3, int_sym, 4, SimdKernels) X(3, int_asym, 0, SimdKernels)                     \
-                      X(3, int_asym, 8, SimdKernels) X(3, int_asym, 4, SimdKernels)                \
-                          X(2, int_sym, 0, SimdKernels) X(2, int_sym, 8, SimdKernels)              \
-                              X(2, int_sym, 4, SimdKernels) X(2, int_asym, 0, SimdKernels)         \
-                                  X(2, int_asym, 8, SimdKernels) X(2, int_asym, 4, SimdKernels)    \
-                                      X(2, int_sym, 0, DenseKernel) X(2, int_asym, 0, DenseKernel) \
-                                          X(3, int_sym, 0, DenseKernel)                            \
-                                              X(3, int_asym, 0, DenseKernel)                       \
-                                                  X(4, int_sym, 0, DenseKernel)                    \
-                                                      X(4, int_asym, 0, DenseKernel)               \
-                                                          X(8, int_sym, 0, DenseKernel)            \
-                                                              X(8, int_asym, 0, DenseKernel)       \
-                                                                  X(4, codebook, 0, DenseKernel)
+// The closed list of compositions, X(bits, encoding, activation bits, kernel): every format
+// on the SIMD kernels with every activation width, and every format on the dense kernel,
+// weight-only.
+// clang-format off
+#define QLR_LINEAR_COMPOSITIONS(X)                                                               \
+  X(4, int_sym, 0, SimdKernels) X(4, int_sym, 8, SimdKernels) X(4, int_sym, 4, SimdKernels)       \
+  X(4, int_asym, 0, SimdKernels) X(4, int_asym, 8, SimdKernels) X(4, int_asym, 4, SimdKernels)    \
+  X(8, int_sym, 0, SimdKernels) X(8, int_sym, 8, SimdKernels) X(8, int_sym, 4, SimdKernels)       \
+  X(8, int_asym, 0, SimdKernels) X(8, int_asym, 8, SimdKernels) X(8, int_asym, 4, SimdKernels)    \
+  X(3, int_sym, 0, SimdKernels) X(3, int_sym, 8, SimdKernels) X(3, int_sym, 4, SimdKernels)       \
+  X(3, int_asym, 0, SimdKernels) X(3, int_asym, 8, SimdKernels) X(3, int_asym, 4, SimdKernels)    \
+  X(2, int_sym, 0, SimdKernels) X(2, int_sym, 8, SimdKernels) X(2, int_sym, 4, SimdKernels)       \
+  X(2, int_asym, 0, SimdKernels) X(2, int_asym, 8, SimdKernels) X(2, int_asym, 4, SimdKernels)    \
+  X(4, codebook, 0, SimdKernels) X(4, codebook, 8, SimdKernels) X(4, codebook, 4, SimdKernels)    \
+  X(2, int_sym, 0, DenseKernel) X(2, int_asym, 0, DenseKernel) X(3, int_sym, 0, DenseKernel)      \
+  X(3, int_asym, 0, DenseKernel) X(4, int_sym, 0, DenseKernel) X(4, int_asym, 0, DenseKernel)     \
+  X(8, int_sym, 0, DenseKernel) X(8, int_asym, 0, DenseKernel) X(4, codebook, 0, DenseKernel)
+// clang-format on
 
 #define QLR_COMPOSITION_ENTRY(B, E, A, K)                                                  \
   Composition{B, Encoding::E, A, std::is_same_v<K, DenseKernel>,                           \
@@ -356,7 +351,7 @@ inline const Composition& find_composition(int bits, Encoding encoding, const Li
       return c;
   qlr::detail::fail(Errc::unsupported,
                     "{}: '{}' runs on the dense kernel, weight-only; expected activation_bits = 0, "
-                    "or INT2/INT3/INT4/INT8 weights for the integer kernels",
+                    "or the SIMD kernels (no '+dense')",
                     entity, to_string(spec));
 }
 

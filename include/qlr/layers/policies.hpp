@@ -49,10 +49,9 @@ concept ActivationPolicy = requires {
 };
 
 /// Whether qlr's SIMD kernels pack `bits`-bit codes of `encoding`: INT2, INT3, INT4 or INT8
-/// integer codes with a scale (and zero).
+/// integer codes with a scale (and zero), or NF4.
 constexpr bool is_simd_packable(int bits, Encoding encoding) noexcept {
-  return kernels::is_dot_width(bits) &&
-         (encoding == Encoding::int_sym || encoding == Encoding::int_asym);
+  return kernels::is_packable(bits, encoding);
 }
 /// The weight formats qlr's SIMD kernels pack (is_simd_packable).
 template <class Format>
@@ -61,7 +60,7 @@ inline constexpr bool simd_packable = is_simd_packable(Format::bits, Format::enc
 /// qlr's SIMD kernels (kernels::gemm) on the best path of this CPU, or the one QLR_ISA names.
 /// Weights are packed once, as DotWeights, for FP32 activations and for codes alike.
 struct SimdKernels {
-  /// Formats with a SIMD path: INT2/INT3/INT4/INT8 integer codes, any activation policy.
+  /// Formats with a SIMD path: INT2/INT3/INT4/INT8 integer codes and NF4, any activation policy.
   template <class Format, class Act>
   static constexpr bool supports = simd_packable<Format>;
 
@@ -98,7 +97,7 @@ struct SimdKernels {
 };
 
 /// The quantized weight decoded a tile of rows at a time into FP32 scratch and multiplied
-/// through Eigen: any format (NF4 has no other), and the oracle the SIMD compositions are
+/// through Eigen: any format, and the oracle the SIMD compositions are
 /// tested against. Codes are dequantized (x̂ = s_x·q) first, so it computes what the
 /// integer kernels approximate.
 struct DenseKernel {
@@ -175,7 +174,7 @@ struct DenseKernel {
 };
 
 /// The kernel a layer gets by default: qlr's SIMD kernels where they take the format
-/// (INT2/INT3/INT4/INT8 integer codes), the dense one otherwise (NF4).
+/// (INT2/INT3/INT4/INT8 integer codes and NF4), the dense one otherwise (binary codes).
 struct AutoKernel {};
 
 /// The kernel policy `K` names for weights of `Format`: AutoKernel resolved, others as given.

@@ -101,6 +101,33 @@ QLR_ALWAYS_INLINE void add_narrow_block(__m256i (&dot)[Tokens][2][Chains], int h
   }
 }
 
+/// The 8 scales of parameter offset `at` (f16 or f32, packed_dot.hpp).
+QLR_ALWAYS_INLINE __m256 load_scales(const DotWeightView& w, index_t at) noexcept {
+  return w.half_scales ? _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(
+                             static_cast<const std::uint16_t*>(w.scales) + at)))
+                       : _mm256_loadu_ps(static_cast<const float*>(w.scales) + at);
+}
+
+/// part[t][C mod 4] += levels[u]·x for column C of 8 rows' 4-bit codes and each token, then
+/// the later columns. The 16 levels are two vpermps tables; bit 3 of the code, shifted to
+/// the sign, picks one.
+template <int C = 0, int Tokens>
+QLR_ALWAYS_INLINE void add_level_columns(__m256 (&part)[Tokens][4], __m256i codes, __m256 low,
+                                         __m256 high, const float* x,
+                                         index_t token_floats) noexcept {
+  if constexpr (C < 8) {
+    const __m256i index = C == 0 ? codes : _mm256_srli_epi32(codes, 8 * (C % 4) + 4 * (C / 4));
+    const __m256 level =
+        _mm256_blendv_ps(_mm256_permutevar8x32_ps(low, index),
+                         _mm256_permutevar8x32_ps(high, index),
+                         _mm256_castsi256_ps(_mm256_slli_epi32(index, 28)));
+    for (int t = 0; t < Tokens; ++t)
+      part[t][C % 4] =
+          _mm256_fmadd_ps(level, _mm256_set1_ps(x[t * token_floats + C]), part[t][C % 4]);
+    add_level_columns<C + 1>(part, codes, low, high, x, token_floats);
+  }
+}
+
 /// Whether this copy widens INT8 (no VNNI): its two chains then hold rows 0-3 and 4-7 as
 /// pair sums instead of two halves of the same rows' sums.
 inline constexpr bool widens_int8 = QLR_DOT_VNNI == 0;
@@ -176,11 +203,7 @@ struct Tiles {
         const index_t at = w.params(p + pp, l);
         for (int h = 0; h < 2; ++h) {
           const index_t lanes = at + 8 * h;  // this half's 8 rows
-          const __m256 scale =
-              w.half_scales
-                  ? _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(
-                        static_cast<const std::uint16_t*>(w.scales) + lanes)))
-                  : _mm256_loadu_ps(static_cast<const float*>(w.scales) + lanes);
+          const __m256 scale = load_scales(w, lanes);
           const __m256i zero =
               w.wide_zeros
                   ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(
@@ -218,6 +241,40 @@ struct Tiles {
     }
   }
 
+  /// The levels (NF4) sums of panel p × tokens [m, m + Tokens), in the reference's order
+  /// (reference/gemm_dot.hpp), one half of the panel's rows at a time.
+  template <int Tokens>
+  static void level_tile(const DotWeightView& w, const LevelActivationView& a, MatrixView y,
+                         const Epilogue& e, index_t p, index_t m) noexcept {
+    const std::uint8_t* panel = w.panel(p);
+    const __m256 low = _mm256_loadu_ps(w.levels), high = _mm256_loadu_ps(w.levels + 8);
+    alignas(32) float lanes[Tokens][panel_rows];
+    for (int h = 0; h < 2; ++h) {
+      __m256 acc[Tokens];
+      for (int t = 0; t < Tokens; ++t) acc[t] = _mm256_setzero_ps();
+      for (index_t l = 0; l < w.groups; ++l) {
+        __m256 part[Tokens][4];
+        for (int t = 0; t < Tokens; ++t)
+          for (int c = 0; c < 4; ++c) part[t][c] = _mm256_setzero_ps();
+        for (index_t i = w.group_begin(l); i < w.group_end(l); i += 8) {
+          const std::uint8_t* line = panel + 8 * i;  // 8 columns of 4-bit codes
+          if (h == 0) kernels::detail::prefetch_weight_line(line);
+          add_level_columns(part,
+                            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(line + 32 * h)),
+                            low, high, a.row(m) + i, a.padded_cols);
+        }
+        const __m256 scale = load_scales(w, w.params(p, l) + 8 * h);
+        for (int t = 0; t < Tokens; ++t)
+          acc[t] = _mm256_fmadd_ps(scale,
+                                   _mm256_add_ps(_mm256_add_ps(part[t][0], part[t][1]),
+                                                 _mm256_add_ps(part[t][2], part[t][3])),
+                                   acc[t]);
+      }
+      for (int t = 0; t < Tokens; ++t) _mm256_store_ps(lanes[t] + 8 * h, acc[t]);
+    }
+    finish_panel<Tokens>(lanes, w, a.epilogue_rows(), y, e, p, m);
+  }
+
   /// Writes panel `p`'s outputs for tokens [m, m + Tokens) from their sums: out of line, one
   /// copy per row count for every code width (avx512_vnni/gemm_dot.hpp says why).
   template <int Tokens>
@@ -243,4 +300,11 @@ template <int = 0>
 void gemm_dot(const DotWeightView& w, const DotActivationView& a, MatrixView y,
                      const Epilogue& e, index_t panel_begin, index_t panel_end) noexcept {
   kernels::detail::gemm_dot_with_tiles<detail_dot::Tiles, 1, 3>(w, a, y, e, panel_begin, panel_end);
+}
+
+/// The levels (NF4) GEMM on this path: tiles of a panel × up to 2 tokens (8 chains a half).
+template <int = 0>
+void gemm_levels(const DotWeightView& w, const LevelActivationView& a, MatrixView y,
+                 const Epilogue& e, index_t panel_begin, index_t panel_end) noexcept {
+  kernels::detail::gemm_levels_with_tiles<detail_dot::Tiles, 2>(w, a, y, e, panel_begin, panel_end);
 }

@@ -169,6 +169,30 @@ QLR_ALWAYS_INLINE void gemv_dots(const TileOperands& in, index_t begin, index_t 
   }
 }
 
+/// The 16 scales of parameter offset `at` (f16 or f32, packed_dot.hpp).
+QLR_ALWAYS_INLINE __m512 load_scales(const DotWeightView& w, index_t at) noexcept {
+  return w.half_scales
+             ? _mm512_cvtph_ps(_mm256_loadu_si256(static_cast<const __m256i*>(w.scales) + at / 16))
+             : _mm512_loadu_ps(static_cast<const float*>(w.scales) + at);
+}
+
+/// part[t][C mod 4] += levels[u]·x for column C of the line `codes` (4-bit codes of 8 columns)
+/// and each token, then the line's later columns.
+template <int C = 0, int Tokens>
+QLR_ALWAYS_INLINE void add_level_columns(__m512 (&part)[Tokens][4], __m512i codes, __m512 table,
+                                         const float* x, index_t token_floats) noexcept {
+  if constexpr (C < 8) {
+    // Column C is nibble C/4 of byte C mod 4; vpermps reads the low 4 bits of each lane.
+    const __m512i index = C == 0 ? codes : _mm512_srli_epi32(codes, 8 * (C % 4) + 4 * (C / 4));
+    const __m512 level = _mm512_permutexvar_ps(index, table);
+    QLR_UNROLL
+    for (int t = 0; t < Tokens; ++t)
+      part[t][C % 4] =
+          _mm512_fmadd_ps(level, _mm512_set1_ps(x[t * token_floats + C]), part[t][C % 4]);
+    add_level_columns<C + 1>(part, codes, table, x, token_floats);
+  }
+}
+
 /// This path's tiles, for the shared driver (kernels/detail/tiling.hpp).
 struct Tiles {
   /// Panels [p, p + Panels) × tokens [m, m + Tokens) over all of K.
@@ -187,10 +211,7 @@ struct Tiles {
         tile_dots<Bits>(in, w.group_begin(l), w.group_end(l), sums);
       for (int pp = 0; pp < Panels; ++pp) {
         const index_t at = w.params(p + pp, l);
-        const __m512 scale =
-            w.half_scales ? _mm512_cvtph_ps(
-                                _mm256_loadu_si256(static_cast<const __m256i*>(w.scales) + at / 16))
-                          : _mm512_loadu_ps(static_cast<const float*>(w.scales) + at);
+        const __m512 scale = load_scales(w, at);
         const __m512i zero =
             w.wide_zeros ? _mm512_loadu_si512(static_cast<const std::int32_t*>(w.zeros) + at)
                          : _mm512_cvtepu8_epi32(
@@ -214,6 +235,37 @@ struct Tiles {
       }
     }
     for (int pp = 0; pp < Panels; ++pp) finish_panel<Tokens>(acc[pp], w, a, y, e, p + pp, m);
+  }
+
+  /// The levels (NF4) sums of panel p × tokens [m, m + Tokens), in the reference's order
+  /// (reference/gemm_dot.hpp): one vpermps looks up a column's 16 levels, which every token's
+  /// broadcast multiplies into its chain of the column mod 4.
+  template <int Tokens>
+  static void level_tile(const DotWeightView& w, const LevelActivationView& a, MatrixView y,
+                         const Epilogue& e, index_t p, index_t m) noexcept {
+    const std::uint8_t* panel = w.panel(p);
+    const __m512 table = _mm512_loadu_ps(w.levels);
+    __m512 acc[Tokens];
+    for (int t = 0; t < Tokens; ++t) acc[t] = _mm512_setzero_ps();
+    for (index_t l = 0; l < w.groups; ++l) {
+      __m512 part[Tokens][4];
+      for (int t = 0; t < Tokens; ++t)
+        for (int c = 0; c < 4; ++c) part[t][c] = _mm512_setzero_ps();
+      for (index_t i = w.group_begin(l); i < w.group_end(l); i += 8) {
+        const std::uint8_t* line = panel + 8 * i;  // 8 columns of 4-bit codes
+        kernels::detail::prefetch_weight_line(line);
+        add_level_columns(part, _mm512_loadu_si512(line), table, a.row(m) + i, a.padded_cols);
+      }
+      const __m512 scale = load_scales(w, w.params(p, l));
+      for (int t = 0; t < Tokens; ++t)
+        acc[t] = _mm512_fmadd_ps(scale,
+                                 _mm512_add_ps(_mm512_add_ps(part[t][0], part[t][1]),
+                                               _mm512_add_ps(part[t][2], part[t][3])),
+                                 acc[t]);
+    }
+    alignas(64) float lanes[Tokens][panel_rows];
+    for (int t = 0; t < Tokens; ++t) _mm512_store_ps(lanes[t], acc[t]);
+    finish_panel<Tokens>(lanes, w, a.epilogue_rows(), y, e, p, m);
   }
 
   /// Writes panel `p`'s outputs for tokens [m, m + Tokens) from their sums. Out of line: one
@@ -246,6 +298,13 @@ void gemm_dot(const DotWeightView& w, const DotActivationView& a, MatrixView y,
   // and 3 × 8 ran W8A8 at 0.95–1.0× oneDNN, 3 × 4 at 0.92–0.97×; the inner loop alone
   // (panels in L2) reaches one vpdpbusd per cycle.
   kernels::detail::gemm_dot_with_tiles<detail_dot::Tiles, 4, 6>(w, a, y, e, panel_begin, panel_end);
+}
+
+/// The levels (NF4) GEMM on this path: tiles of a panel × up to 4 tokens (16 chains).
+template <int = 0>
+void gemm_levels(const DotWeightView& w, const LevelActivationView& a, MatrixView y,
+                 const Epilogue& e, index_t panel_begin, index_t panel_end) noexcept {
+  kernels::detail::gemm_levels_with_tiles<detail_dot::Tiles, 4>(w, a, y, e, panel_begin, panel_end);
 }
 
 }  // namespace qlr::kernels::avx512_vnni

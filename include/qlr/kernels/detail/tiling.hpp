@@ -103,4 +103,32 @@ void gemm_dot_with_tiles(const DotWeightView& w, const DotActivationView& a, Mat
   with_dot_width(w.bits, cover);
 }
 
+/// Runs Tiles::level_tile<T> for the largest T ≤ Tokens equal to `tokens`.
+template <class Tiles, int Tokens>
+void level_tile_of(int tokens, const DotWeightView& w, const LevelActivationView& a, MatrixView y,
+                   const Epilogue& e, index_t p, index_t m) noexcept {
+  if constexpr (Tokens >= 1) {
+    if (tokens == Tokens)
+      Tiles::template level_tile<Tokens>(w, a, y, e, p, m);
+    else
+      level_tile_of<Tiles, Tokens - 1>(tokens, w, a, y, e, p, m);
+  }
+}
+
+/// The levels (NF4) GEMM of a path: every panel of [p_begin, p_end) × tiles of up to
+/// MaxTokens tokens. Each output is one fixed sequence of FMAs (reference/gemm_levels.hpp),
+/// so the tiling never changes a result.
+template <class Tiles, int MaxTokens>
+void gemm_levels_with_tiles(const DotWeightView& w, const LevelActivationView& a, MatrixView y,
+                            const Epilogue& e, index_t p_begin, index_t p_end) noexcept {
+  for (index_t p = p_begin; p < p_end; ++p)
+    for (index_t m = 0; m < a.rows; m += MaxTokens) {
+      const auto tokens = static_cast<int>(a.rows - m < MaxTokens ? a.rows - m : MaxTokens);
+      prefetch_low_rank(
+          e, m, tokens, p * panel_rows,
+          w.rows - p * panel_rows < panel_rows ? w.rows - p * panel_rows : panel_rows);
+      level_tile_of<Tiles, MaxTokens>(tokens, w, a, y, e, p, m);
+    }
+}
+
 }  // namespace qlr::kernels::detail

@@ -66,6 +66,38 @@ struct Tiles {
     }
   }
 
+  /// The levels (NF4) sums of panel p × tokens [m, m + Tokens), in the reference's order.
+  template <int Tokens>
+  static void level_tile(const DotWeightView& w, const LevelActivationView& a, MatrixView y,
+                         const Epilogue& e, index_t p, index_t m) noexcept {
+    constexpr index_t lanes = panel_rows;
+    const std::uint8_t* panel = w.panel(p);
+    float acc[Tokens][lanes] = {};
+    for (index_t l = 0; l < w.groups; ++l) {
+      float part[Tokens][4][lanes] = {};
+      for (index_t i = w.group_begin(l); i < w.group_end(l); i += 8) {
+        const std::uint8_t* line = panel + 8 * i;  // 8 columns of 4-bit codes
+        for (index_t c = 0; c < 8; ++c) {
+          float level[lanes];
+          for (index_t r = 0; r < lanes; ++r)
+            level[r] = w.levels[(line[4 * r + c % 4] >> (4 * (c / 4))) & 15u];
+          for (int t = 0; t < Tokens; ++t) {
+            const float x = a.row(m + t)[i + c];
+            for (index_t r = 0; r < lanes; ++r)
+              part[t][c % 4][r] = std::fma(level[r], x, part[t][c % 4][r]);
+          }
+        }
+      }
+      const index_t at = w.params(p, l);
+      for (int t = 0; t < Tokens; ++t)
+        for (index_t r = 0; r < lanes; ++r)
+          acc[t][r] = std::fma(w.scale(at + r),
+                               (part[t][0][r] + part[t][1][r]) + (part[t][2][r] + part[t][3][r]),
+                               acc[t][r]);
+    }
+    finish_panel<Tokens>(acc, w, a.epilogue_rows(), y, e, p, m);
+  }
+
   /// Writes panel `p`'s outputs for tokens [m, m + Tokens) from their sums: out of line, one
   /// copy per row count for every code width (avx512_vnni/gemm_dot.hpp says why).
   template <int Tokens>
@@ -92,6 +124,13 @@ template <int = 0>
 void gemm_dot(const DotWeightView& w, const DotActivationView& a, MatrixView y,
                      const Epilogue& e, index_t panel_begin, index_t panel_end) noexcept {
   kernels::detail::gemm_dot_with_tiles<detail_dot::Tiles, 1, 4>(w, a, y, e, panel_begin, panel_end);
+}
+
+/// The levels (NF4) GEMM on this path (reference/gemm_levels' sequence).
+template <int = 0>
+void gemm_levels(const DotWeightView& w, const LevelActivationView& a, MatrixView y,
+                 const Epilogue& e, index_t panel_begin, index_t panel_end) noexcept {
+  kernels::detail::gemm_levels_with_tiles<detail_dot::Tiles, 4>(w, a, y, e, panel_begin, panel_end);
 }
 
 }  // namespace qlr::kernels::portable

@@ -75,4 +75,37 @@ void gemm_dot(const DotWeightView& w, const DotActivationView& a, MatrixView y, 
   }
 }
 
+/// The levels (NF4) sum of row o, token m, the sequence every path computes: per group, four
+/// chains of FMAs over the columns ≡ 0, 1, 2, 3 (mod 4) in order, g = (p0 + p1) + (p2 + p3),
+/// then acc ← fma(s, g, acc). Padded columns add levels[0]·0 = −0, which changes no sum.
+inline float level_row_sum(const DotWeightView& w, const LevelActivationView& a, index_t o,
+                           index_t m) noexcept {
+  const float* x = a.row(m);
+  float acc = 0.0f;
+  for (index_t l = 0; l < w.groups; ++l) {
+    float p[4] = {};
+    for (index_t i = w.group_begin(l); i < w.group_end(l); ++i)
+      p[i % 4] = std::fma(w.levels[w.code(o, i)], x[i], p[i % 4]);
+    const float s = w.scale(w.params(o / panel_rows, l) + o % panel_rows);
+    acc = std::fma(s, (p[0] + p[1]) + (p[2] + p[3]), acc);
+  }
+  return acc;
+}
+
+/// The levels (NF4) GEMM: y[m, n] for all tokens m and the rows n of panels [panel_begin,
+/// panel_end), ŵ = s·levels[u] times FP32 activations (or codes, scaled per token after).
+template <int = 0>
+void gemm_levels(const DotWeightView& w, const LevelActivationView& a, MatrixView y,
+                 const Epilogue& e, index_t panel_begin, index_t panel_end) noexcept {
+  const index_t row_end = panel_end * panel_rows < w.rows ? panel_end * panel_rows : w.rows;
+  for (index_t o = panel_begin * panel_rows; o < row_end; ++o)
+    for (index_t m = 0; m < a.rows; ++m) {
+      const float acc = level_row_sum(w, a, o, m);
+      float side = 0.0f;
+      detail::add_low_rank<1>(e, m, o, 1, &side);
+      detail::finish_outputs(e, &acc, &side, a.scales != nullptr ? a.scales + m : nullptr, m, o, 1,
+                             y.row(m) + o);
+    }
+}
+
 }  // namespace qlr::kernels::reference
