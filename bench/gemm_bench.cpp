@@ -3,10 +3,6 @@
 // a 7B-class block, in the same binary as their peers: the machine's memory-read limit,
 // Eigen FP32, the naive path (dequantize, then Eigen) and oneDNN's u8×s8 matmul. Names: <kernel>/<impl>/M:<m>/N:<n>/K:<k>/threads:<t>, counters
 // GBps (weight bytes read per second) and GOPs (2·M·N·K per second).
-#include <benchmark/benchmark.h>
-
-#include <Eigen/Core>
-
 #include <algorithm>
 #include <array>
 #include <cstdint>
@@ -16,9 +12,15 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <typeinfo>
 #include <vector>
 
+#include <Eigen/Core>
+#include <benchmark/benchmark.h>
+
+#include "bench_support.hpp"
+#include "memread.hpp"
 #include "qlr/core/aligned.hpp"
 #include "qlr/core/cpu.hpp"
 #include "qlr/core/matrix.hpp"
@@ -28,10 +30,9 @@
 #include "qlr/quant/activation.hpp"
 #include "qlr/quant/dequantize.hpp"
 #include "qlr/quant/int_group.hpp"
+#include "qlr/quant/nf4.hpp"
 #include "qlr/rotate/rotation.hpp"
 #include "qlr/version.hpp"
-#include "bench_support.hpp"
-#include "memread.hpp"
 
 #if QLR_BENCH_HAVE_ONEDNN
 #  include "onednn_peer.hpp"
@@ -54,6 +55,15 @@ using qlr_bench::setup_key;
 
 constexpr std::array<std::array<index_t, 2>, 3> llm_nk{{{4096, 4096}, {11008, 4096}, {4096, 11008}}};
 
+/// The quantizer of a benchmark: groups (NF4's blocks) of `group_size`, f16 scales.
+template <class Policy>
+Policy make_policy(index_t group_size) {
+  if constexpr (std::is_same_v<Policy, qlr::quant::Nf4>)
+    return Policy({.block_size = group_size, .scale_type = qlr::ScaleType::f16});
+  else
+    return Policy({.group_size = group_size, .scale_type = qlr::ScaleType::f16});
+}
+
 /// qlr's GEMM on path `isa` (or Auto), rotating through packed copies, with FP32
 /// activations (`activation_bits` = 0: weight-only, their split into limbs timed) or
 /// activations quantized per token to `activation_bits` (once, untimed: oneDNN's figure
@@ -70,8 +80,7 @@ void bench_qlr(benchmark::State& state, index_t m, index_t n, index_t k, int thr
   const auto& [copies, bytes] =
       kept_setup<Copies>(setup_key(typeid(Weights).name(), n, k, group_size), [&] {
         // f16 scales, as checkpoints store them; the packed form keeps them f16.
-        const auto q = Policy({.group_size = group_size, .scale_type = qlr::ScaleType::f16})
-                           .quantize(random_matrix(n, k, 0.02f, 1));
+        const auto q = make_policy<Policy>(group_size).quantize(random_matrix(n, k, 0.02f, 1));
         const Weights packed(q);
         const double size = static_cast<double>(packed.code_bytes() + packed.parameter_bytes());
         Copies made{std::deque<Weights>(copies_for(static_cast<std::size_t>(size)), packed), size};
@@ -241,6 +250,7 @@ void register_all() {
           add(name("w2"), bench_qlr<IntAsym<2>>, m, n, k, threads, isa, index_t{128}, 0);
           add(name("w3a8"), bench_qlr<IntAsym<3>>, m, n, k, threads, isa, index_t{128}, 8);
           add(name("w2a8"), bench_qlr<IntAsym<2>>, m, n, k, threads, isa, index_t{128}, 8);
+          add(name("nf4"), bench_qlr<qlr::quant::Nf4>, m, n, k, threads, isa, index_t{64}, 0);
         }
         // Peers: Eigen FP32 and oneDNN s8 do not depend on qlr's format; plot.py pairs them
         // with every kernel of their shape.

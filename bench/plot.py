@@ -42,7 +42,7 @@ def load(path):
                 read_limit[t] = max(read_limit.get(t, 0.0), impls[peer][1][1])
     # Eigen FP32 and oneDNN s8 do not depend on qlr's format: one run of each serves every
     # kernel of its shape (Eigen the weight-only and integer ones, oneDNN the integer ones).
-    for peer, kernels in (("eigen", None), ("onednn", ("w8a8", "w4a8", "w4a4"))):
+    for peer, kernels in (("eigen", None), ("onednn", ("w8a8", "w4a8", "w4a4", "w3a8", "w2a8"))):
         shared = {(n, k, t): impls[peer] for (_, n, k, t), impls in results.items() if peer in impls}
         for (kernel, n, k, t), impls in results.items():
             if peer not in impls and (n, k, t) in shared and (kernels is None or kernel in kernels):
