@@ -10,6 +10,7 @@
 #include <cstring>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <type_traits>
@@ -26,6 +27,7 @@
 #include "qlr/core/matrix.hpp"
 #include "qlr/core/parallel.hpp"
 #include "qlr/kernels/gemm.hpp"
+#include "qlr/kernels/input_grad.hpp"
 #include "qlr/layers/rotated_activations.hpp"
 #include "qlr/quant/activation.hpp"
 #include "qlr/quant/dequantize.hpp"
@@ -149,6 +151,71 @@ void bench_eigen(benchmark::State& state, index_t m, index_t n, index_t k, int t
   set_counters(state, bytes, m, n, k);
 }
 
+/// dX (M×K) = dY (M×N)·Ŵ, the training backward's input gradient (kernels::input_grad), for
+/// a W4 g128 f16 weight on path `isa`; `eigen` multiplies the FP32 weight instead.
+void bench_dx(benchmark::State& state, index_t m, index_t n, index_t k, int threads,
+              std::optional<kernels::Isa> isa) {
+  qlr::set_num_threads(threads);
+  const Matrix w = random_matrix(n, k, 0.02f, 1);
+  const Matrix dy = random_matrix(m, n, 1.0f, 2);
+  Matrix dx(m, k);
+  if (!isa) {
+    for (auto _ : state) {
+      qlr::parallel_for(k, 64, [&](index_t begin, index_t end) {
+        dx.middleCols(begin, end - begin).noalias() = dy * w.middleCols(begin, end - begin);
+      });
+      benchmark::DoNotOptimize(dx.data());
+    }
+    set_counters(state, 4.0 * static_cast<double>(n * k), m, n, k);
+    return;
+  }
+  const kernels::DotWeights packed(make_policy<qlr::quant::IntAsym<4>>(128).quantize(w));
+  const kernels::DotWeightView view = packed.view();
+  for (auto _ : state) {
+    kernels::input_grad(kernels::weight_tiles(view), input(dy), output(dx), *isa);
+    benchmark::DoNotOptimize(dx.data());
+  }
+  set_counters(state, static_cast<double>(packed.code_bytes() + packed.parameter_bytes()), m, n, k);
+}
+
+using Floats8 = float __attribute__((vector_size(32)));   ///< one ymm
+using Floats16 = float __attribute__((vector_size(64)));  ///< one zmm (two ymm without AVX-512)
+
+/// 16 independent chains of `Vector` FMAs, `steps` long: more than latency × issue width on
+/// the x86 cores here, so the loop runs at the core's FMA peak. Returns their sum.
+template <class Vector>
+float fma_chains(std::int64_t steps) {
+  constexpr int chains = 16;
+  Vector acc[chains];
+  for (int c = 0; c < chains; ++c) acc[c] = Vector{} + static_cast<float>(c);
+  const Vector a = Vector{} + 0.999999f, b = Vector{} + 1e-7f;
+  for (std::int64_t i = 0; i < steps; ++i)
+    for (int c = 0; c < chains; ++c) acc[c] = acc[c] * a + b;  // contracted to an FMA
+  float total = 0.0f;
+  for (int c = 0; c < chains; ++c)
+    for (std::size_t j = 0; j < sizeof(Vector) / sizeof(float); ++j) total += acc[c][j];
+  return total;
+}
+
+/// The core's FP32 FMA peak: fma_chains on every thread, in registers only.
+template <class Vector>
+void bench_fma_peak(benchmark::State& state, int threads) {
+  constexpr std::int64_t steps = 1 << 16;
+  qlr::set_num_threads(threads);
+  std::vector<float> sink(static_cast<std::size_t>(threads), 0.0f);
+  for (auto _ : state) {
+    qlr::parallel_for(threads, 1, [&](index_t begin, index_t end) {
+      for (index_t thread = begin; thread < end; ++thread)
+        sink[static_cast<std::size_t>(thread)] = fma_chains<Vector>(steps);
+    });
+    benchmark::DoNotOptimize(sink.data());
+  }
+  state.counters["GOPs"] =
+      benchmark::Counter(2.0 * static_cast<double>(threads) * 16 * steps *
+                             static_cast<double>(sizeof(Vector) / sizeof(float)),
+                         benchmark::Counter::kIsIterationInvariantRate);
+}
+
 /// The naive path: dequantize the INT4 weight to FP32, then Eigen; both timed.
 void bench_naive(benchmark::State& state, index_t m, index_t n, index_t k, int threads) {
   qlr::set_num_threads(threads);
@@ -225,6 +292,17 @@ std::string shape_name(const char* kernel, const char* impl, index_t m, index_t 
 
 void register_all() {
   qlr_bench::register_memread();
+  for (const int threads : {1, 2}) {
+    const std::string suffix = "/threads:" + std::to_string(threads);
+#if defined(__AVX512F__)
+    benchmark::RegisterBenchmark(("fma_peak/qlr" + suffix).c_str(), bench_fma_peak<Floats16>,
+                                 threads)
+        ->UseRealTime();
+#endif
+    benchmark::RegisterBenchmark(("fma_peak/qlr-avx2" + suffix).c_str(), bench_fma_peak<Floats8>,
+                                 threads)
+        ->UseRealTime();
+  }
   std::vector<std::pair<std::string, kernels::Isa>> paths{{"qlr", kernels::best_isa()}};
   for (const kernels::Isa isa : kernels::available_isas())
     if (isa != kernels::Isa::reference) paths.emplace_back(std::string("qlr-") + kernels::to_string(isa), isa);
@@ -259,6 +337,14 @@ void register_all() {
 #if QLR_BENCH_HAVE_ONEDNN
         add(shape_name(kernel("w8a8").c_str(), "onednn", m, n, k, threads), bench_onednn, m, n, k, threads);
 #endif
+        if (m == 512) {  // the training backward's dX = dY·Ŵ, at a micro-batch of 256 tokens
+          for (const auto& [impl, isa] : paths)
+            if (isa != kernels::Isa::portable)
+              add(shape_name("dx_gemm", impl.c_str(), 256, n, k, threads), bench_dx, 256, n, k,
+                  threads, std::optional<kernels::Isa>(isa));
+          add(shape_name("dx_gemm", "eigen", 256, n, k, threads), bench_dx, 256, n, k, threads,
+              std::optional<kernels::Isa>());
+        }
         if (m == 1) {
           add(shape_name("rotate_int8", "qlr", m, n, k, threads), bench_rotate_quant, m, k, threads, true);
           add(shape_name("quant_int8", "qlr", m, n, k, threads), bench_rotate_quant, m, k, threads, false);
@@ -274,6 +360,10 @@ int main(int argc, char** argv) {
   // oneDNN's OpenMP workers would otherwise spin between its runs, on the cores qlr's
   // benchmarks then use.
   setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
+  // This binary links OpenMP (for oneDNN), and Eigen's GEMM then runs on every core by
+  // itself: its "threads:1" peer figures at M >= 16 were 2-thread ones until 2026-12-07.
+  // Threads are qlr's to give (eigen_product splits the output over them).
+  Eigen::setNbThreads(1);
   register_all();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
