@@ -150,10 +150,12 @@ TEST_CASE("input_grad: decode_tile gives dequantize's values, any block", "[kern
   check(
       qlr::quant::IntAsym<2>({.group_size = 32, .zero_mode = qlr::ZeroMode::floating}).quantize(w));
   check(qlr::quant::IntSym<2>({.group_size = 0}).quantize(w));
+  check(qlr::quant::Nf4({.block_size = 32, .scale_type = qlr::ScaleType::f16}).quantize(w));
 }
 
-TEST_CASE("input_grad: every ISA equal to the fused chain, INT2/3/4/8 packed, tails in M, N, K",
-          "[kernels][input_grad]") {
+TEST_CASE(
+    "input_grad: every ISA equal to the fused chain, INT2/3/4/8 and NF4 packed, tails in M, N, K",
+    "[kernels][input_grad]") {
   // N past 128 and K past 256 take several weight tiles and several column chunks.
   const std::initializer_list<index_t> ms{1, 2, 5, 7, 8, 9, 13, 33};
   for (const index_t n : {1, 15, 17, 129, 300}) {
@@ -165,6 +167,7 @@ TEST_CASE("input_grad: every ISA equal to the fused chain, INT2/3/4/8 packed, ta
   }
   check_packed(qlr::quant::IntAsym<3>({.group_size = 32}), {1, 9}, 130, 520, 4);
   check_packed(qlr::quant::IntAsym<2>({.group_size = 64}), {2, 17}, 45, 264, 5);
+  check_packed(qlr::quant::Nf4({.block_size = 64}), {2, 9}, 45, 264, 6);
   check_packed(qlr::quant::IntSym<4>({.group_size = 0}), {3, 17}, 33, 4096 + 7, 2);
   check_packed(qlr::quant::IntAsym<8>({.group_size = 128}), {6}, 257, 1000, 3);
 }

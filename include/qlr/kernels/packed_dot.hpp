@@ -216,6 +216,11 @@ inline void decode_tile(const DotWeightView& w, index_t n0, index_t rows, index_
       const index_t at = w.params(o / panel_rows, l) + r;
       const float s = w.scale(at);
       if (w.levels != nullptr) {  // NF4: s·levels[u], as quant::dequantize
+        for (; i + 4 <= stop; i += 4) {
+          const detail::Ints4 u =
+              quad_lanes(panel + (i / block) * block_bytes(w.bits), w.bits, r, (i % block) / 4);
+          for (int j = 0; j < 4; ++j) row[i + j] = s * w.levels[u[j]];
+        }
         for (; i < stop; ++i) row[i] = s * w.levels[w.code(o, i)];
         continue;
       }
@@ -343,7 +348,7 @@ class DotWeights {
   [[nodiscard]] index_t cols() const noexcept { return cols_; }  ///< K
   /// Bytes of packed codes, what a GEMV streams from memory.
   [[nodiscard]] std::size_t code_bytes() const noexcept { return codes_.size(); }
-  /// Bytes a GEMV reads per (panel, group) besides the codes: 16 scales and 16 zeros.
+  /// Bytes a GEMV reads besides the codes: scales, zeros, zero offsets and levels.
   [[nodiscard]] std::size_t parameter_bytes() const noexcept {
     return (scales16_.size() * 2 + scales32_.size() * 4 + zeros8_.size() + zeros32_.size() * 4 +
             zero_offsets_.size() * 4 + levels_.size() * 4);
