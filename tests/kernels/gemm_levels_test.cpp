@@ -43,13 +43,12 @@ Matrix run_levels(const Nf4Weights& w, const X& x, index_t m, kernels::Isa isa,
 /// The reference within its FP32 bound of X·Ŵᵀ in double: each group's four chains take
 /// ≤ g/4 FMAs, two adds join them and one FMA per group adds them to the row's sum, so
 /// |y − ref| ≤ (g/4 + groups + 3)·2^−24·Σ|ŵ·x| (Higham §3.1, with u = 2^−24; 2^−23 here).
-void check_oracle(const Matrix& y, const MatrixD& x, const quant::Nf4& policy,
+void check_oracle(const Matrix& y, const MatrixD& x,
                   const qlr::QuantizedMatrix<quant::Nf4::format>& q) {
   const MatrixD w_hat = quant::dequantize(q).cast<double>();
   const double g = static_cast<double>(q.group_size());
   const double gamma =
       (g / 4 + static_cast<double>(qlr::group_count(q.cols(), q.group_size())) + 3) * 0x1p-23;
-  (void)policy;
   qlr::test::check_within_bound(y, x * w_hat.transpose(),
                                 x.cwiseAbs() * w_hat.cwiseAbs().transpose(), gamma,
                                 "NF4 GEMM outside the FP32 bound of the oracle");
@@ -69,11 +68,11 @@ void check_every_isa(index_t n, index_t k, index_t block, qlr::ScaleType scale_t
     CAPTURE(m);
     const Matrix x = qlr::test::heavy_tailed(rng, m, k);
     const Matrix ref = run_levels(packed, x, m, kernels::Isa::reference);
-    check_oracle(ref, x.cast<double>(), policy, q);
+    check_oracle(ref, x.cast<double>(), q);
     for (const int bits : {8, 4}) {
       const auto a = quant::quantize_per_token(x, {.bits = bits});
       const Matrix coded = run_levels(packed, a.view(), m, kernels::Isa::reference);
-      check_oracle(coded, quant::dequantize(a).cast<double>(), policy, q);
+      check_oracle(coded, quant::dequantize(a).cast<double>(), q);
       for (const kernels::Isa isa : kernels::available_isas()) {
         CAPTURE(kernels::to_string(isa), bits);
         CHECK(qlr::test::bitwise_equal(run_levels(packed, a.view(), m, isa), coded));

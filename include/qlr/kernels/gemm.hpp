@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "qlr/core/error.hpp"
 #include "qlr/core/format.hpp"
@@ -33,34 +34,30 @@ using GemmDotFn = void (*)(const DotWeightView& w, const DotActivationView& a, M
 using GemmLevelsFn = void (*)(const DotWeightView& w, const LevelActivationView& a, MatrixView y,
                               const Epilogue& e, index_t panel_begin, index_t panel_end) noexcept;
 
-/// The kernels of one ISA path, chosen once and called many times.
-struct KernelTable {
-  Isa isa;                   ///< the path these kernels belong to
-  GemmDotFn gemm_dot;        ///< INT2–INT8 × INT8 limbs of FP32 activations or INT8/INT4 codes
-  GemmLevelsFn gemm_levels;  ///< NF4 × FP32 activations (or codes as floats)
-};
-
-// Every path's body, X(namespace): compiled in each unit that calls gemm(), or once per
-// program in qlr::compiled (qlr/kernels/kernels.cpp), whose users see these declarations.
+// Every path's body, X(namespace): compiled in each unit that calls gemm() for the code widths
+// it runs, or once per program in qlr::compiled (qlr/kernels/kernels.cpp), whose users see
+// these declarations. The levels (NF4) kernel of avx_vnni is avx2's.
 #if QLR_ARCH_X86
 #  define QLR_GEMM_DOT_PATHS(X) X(reference) X(portable) X(avx2) X(avx_vnni) X(avx512_vnni)
-#else
-#  define QLR_GEMM_DOT_PATHS(X) X(reference) X(portable)
-#endif
-#define QLR_GEMM_DOT_SIGNATURE(path)                                                      \
-  template void path::gemm_dot<>(const DotWeightView&, const DotActivationView&, MatrixView, \
-                                 const Epilogue&, index_t, index_t) noexcept;
-// The levels (NF4) kernel: avx_vnni runs avx2's.
-#if QLR_ARCH_X86
 #  define QLR_GEMM_LEVELS_PATHS(X) X(reference) X(portable) X(avx2) X(avx512_vnni)
 #else
+#  define QLR_GEMM_DOT_PATHS(X) X(reference) X(portable)
 #  define QLR_GEMM_LEVELS_PATHS(X) X(reference) X(portable)
 #endif
+#define QLR_GEMM_DOT_WIDTH(prefix, path, bits)                                              \
+  prefix template void path::gemm_dot<bits>(const DotWeightView&, const DotActivationView&, \
+                                            MatrixView, const Epilogue&, index_t,           \
+                                            index_t) noexcept;
+#define QLR_GEMM_DOT_WIDTHS(prefix, path) \
+  QLR_GEMM_DOT_WIDTH(prefix, path, 2)     \
+  QLR_GEMM_DOT_WIDTH(prefix, path, 3)     \
+  QLR_GEMM_DOT_WIDTH(prefix, path, 4) QLR_GEMM_DOT_WIDTH(prefix, path, 8)
+#define QLR_GEMM_DOT_SIGNATURE(path) QLR_GEMM_DOT_WIDTHS(, path)
 #define QLR_GEMM_LEVELS_SIGNATURE(path)                                                           \
   template void path::gemm_levels<>(const DotWeightView&, const LevelActivationView&, MatrixView, \
                                     const Epilogue&, index_t, index_t) noexcept;
 #if defined(QLR_COMPILED)
-#  define QLR_GEMM_DOT_EXTERN(path) extern QLR_GEMM_DOT_SIGNATURE(path)
+#  define QLR_GEMM_DOT_EXTERN(path) QLR_GEMM_DOT_WIDTHS(extern, path)
 QLR_GEMM_DOT_PATHS(QLR_GEMM_DOT_EXTERN)
 #  undef QLR_GEMM_DOT_EXTERN
 #  define QLR_GEMM_LEVELS_EXTERN(path) extern QLR_GEMM_LEVELS_SIGNATURE(path)
@@ -68,27 +65,45 @@ QLR_GEMM_LEVELS_PATHS(QLR_GEMM_LEVELS_EXTERN)
 #  undef QLR_GEMM_LEVELS_EXTERN
 #endif
 
-/// The kernels of path `isa`. Throws Errc::unsupported when this CPU cannot run it.
-inline KernelTable table_for(Isa isa) {
-  require_supported(isa, "kernels::table_for");
+/// The integer GEMM of path `isa` for `Bits`-bit codes. A template, so that a unit
+/// instantiates the widths it runs only. Throws Errc::unsupported when this CPU cannot run it.
+template <int Bits>
+GemmDotFn gemm_dot_for(Isa isa) {
+  require_supported(isa, "kernels::gemm");
   switch (isa) {
     case Isa::reference:
-      return {isa, &reference::gemm_dot<>, &reference::gemm_levels<>};
-    case Isa::portable:
-      return {isa, &portable::gemm_dot<>, &portable::gemm_levels<>};
+      return &reference::gemm_dot<Bits>;
 #if QLR_ARCH_X86
     case Isa::avx2:
-      return {isa, &avx2::gemm_dot<>, &avx2::gemm_levels<>};
-    case Isa::avx_vnni:  // AVX-VNNI adds integer dot products only: avx2's levels kernel
-      return {isa, &avx_vnni::gemm_dot<>, &avx2::gemm_levels<>};
+      return &avx2::gemm_dot<Bits>;
+    case Isa::avx_vnni:
+      return &avx_vnni::gemm_dot<Bits>;
     case Isa::avx512_vnni:
-      return {isa, &avx512_vnni::gemm_dot<>, &avx512_vnni::gemm_levels<>};
-#else
-    default:
-      break;
+      return &avx512_vnni::gemm_dot<Bits>;
 #endif
+    default:
+      return &portable::gemm_dot<Bits>;
   }
-  return {Isa::portable, &portable::gemm_dot<>, &portable::gemm_levels<>};
+}
+
+/// The levels (NF4) GEMM of path `isa`: a template only so that units without NF4 do not
+/// instantiate it. Throws Errc::unsupported when this CPU cannot run it.
+template <int = 0>
+GemmLevelsFn gemm_levels_for(Isa isa) {
+  require_supported(isa, "kernels::gemm");
+  switch (isa) {
+    case Isa::reference:
+      return &reference::gemm_levels<>;
+#if QLR_ARCH_X86
+    case Isa::avx2:
+    case Isa::avx_vnni:  // AVX-VNNI adds integer dot products only: avx2's levels kernel
+      return &avx2::gemm_levels<>;
+    case Isa::avx512_vnni:
+      return &avx512_vnni::gemm_levels<>;
+#endif
+    default:
+      return &portable::gemm_levels<>;
+  }
 }
 
 namespace detail {
@@ -216,6 +231,21 @@ inline void run_levels(GemmLevelsFn kernel, const DotWeightView& v, const LevelA
   parallel_for(v.panels, panels_per_task(v.cols, y.rows),
                [&](index_t begin, index_t end) { kernel(v, a, y, e, begin, end); });
 }
+
+/// Pads x (FP32, or per-token codes) as Format's kernel reads it and runs that kernel on path
+/// `isa`: the levels kernel for a codebook (NF4), the integer one otherwise (FP32 x as limbs).
+template <class Format, class X>
+void run_packed(const DotWeightView& v, const X& x, MatrixView y, const Epilogue& e, Isa isa) {
+  if constexpr (Format::encoding == Encoding::codebook) {
+    const LevelActivations padded(x, v);
+    run_levels(gemm_levels_for(isa), v, padded.view(), y, e);
+  } else {
+    using Padded =
+        std::conditional_t<std::is_same_v<X, ConstMatrixView>, LimbActivations, DotActivations>;
+    const Padded padded(x, v);
+    run_gemm(gemm_dot_for<Format::bits>(isa), v, padded.view(), y, e);
+  }
+}
 }  // namespace detail
 
 /// Y (M×N) = X·Ŵᵀ, then the epilogue, for FP32 activations X (M×K) on the integer kernels:
@@ -227,14 +257,7 @@ void gemm(const DotWeights<Format>& w, ConstMatrixView x, MatrixView y, const Ep
           Isa isa = best_isa()) {
   const DotWeightView v = w.view();
   detail::check_gemm_args(v, x, y, e);
-  if constexpr (DotWeights<Format>::codebook) {
-    const detail::LevelActivations padded(x, v);
-    detail::run_levels(table_for(isa).gemm_levels, v, padded.view(), y, e);
-  } else {
-    const GemmDotFn kernel = table_for(isa).gemm_dot;
-    const detail::LimbActivations limbs(x, v);
-    detail::run_gemm(kernel, v, limbs.view(), y, e);
-  }
+  detail::run_packed<Format>(v, x, y, e, isa);
 }
 
 /// Y (M×N) = X̂·Ŵᵀ, then the epilogue, for per-token quantized activations X̂ = s_x·q (M×K):
@@ -246,14 +269,7 @@ void gemm(const DotWeights<Format>& w, const ActivationCodes& x, MatrixView y,
           const Epilogue& e = {}, Isa isa = best_isa()) {
   const DotWeightView v = w.view();
   detail::check_gemm_dot_args(v, x, y, e);
-  if constexpr (DotWeights<Format>::codebook) {
-    const detail::LevelActivations padded(x, v);
-    detail::run_levels(table_for(isa).gemm_levels, v, padded.view(), y, e);
-  } else {
-    const GemmDotFn kernel = table_for(isa).gemm_dot;
-    const detail::DotActivations padded(x, v);
-    detail::run_gemm(kernel, v, padded.view(), y, e);
-  }
+  detail::run_packed<Format>(v, x, y, e, isa);
 }
 
 }  // namespace qlr::kernels

@@ -294,12 +294,13 @@ struct Tiles {
 
 }  // namespace detail_dot
 
-/// y[m, n] for all tokens m and the rows n of panels [panel_begin, panel_end). A template
-/// only so that qlr::compiled can compile it once per program (kernels/compiled.hpp).
-template <int = 0>
+/// y[m, n] for all tokens m and the rows n of panels [panel_begin, panel_end) of `Bits`-bit
+/// codes (w.bits == Bits).
+template <int Bits>
 void gemm_dot(const DotWeightView& w, const DotActivationView& a, MatrixView y,
                      const Epilogue& e, index_t panel_begin, index_t panel_end) noexcept {
-  kernels::detail::gemm_dot_with_tiles<detail_dot::Tiles, 1, 3>(w, a, y, e, panel_begin, panel_end);
+  kernels::detail::gemm_dot_with_tiles<detail_dot::Tiles, Bits, 1, 3>(w, a, y, e, panel_begin,
+                                                                   panel_end);
 }
 
 /// The levels (NF4) GEMM on this path: tiles of a panel × up to 2 tokens (8 chains a half).

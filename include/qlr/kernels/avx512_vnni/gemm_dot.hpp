@@ -288,16 +288,17 @@ struct Tiles {
 
 }  // namespace detail_dot
 
-/// y[m, n] for all tokens m and the rows n of panels [panel_begin, panel_end). A template
-/// only so that qlr::compiled can compile it once per program (kernels/compiled.hpp).
-template <int = 0>
-void gemm_dot(const DotWeightView& w, const DotActivationView& a, MatrixView y,
-                     const Epilogue& e, index_t panel_begin, index_t panel_end) noexcept {
+/// y[m, n] for all tokens m and the rows n of panels [panel_begin, panel_end) of `Bits`-bit
+/// codes (w.bits == Bits).
+template <int Bits>
+void gemm_dot(const DotWeightView& w, const DotActivationView& a, MatrixView y, const Epilogue& e,
+              index_t panel_begin, index_t panel_end) noexcept {
   // 4 panels × 6 tokens: 24 int32 sums, 4 code vectors and a broadcast in the 32 zmm; each
   // code vector feeds 6 vpdpbusd, each broadcast 4. At M = 512 on Zen 4 (one thread) it
   // and 3 × 8 ran W8A8 at 0.95–1.0× oneDNN, 3 × 4 at 0.92–0.97×; the inner loop alone
   // (panels in L2) reaches one vpdpbusd per cycle.
-  kernels::detail::gemm_dot_with_tiles<detail_dot::Tiles, 4, 6>(w, a, y, e, panel_begin, panel_end);
+  kernels::detail::gemm_dot_with_tiles<detail_dot::Tiles, Bits, 4, 6>(w, a, y, e, panel_begin,
+                                                                      panel_end);
 }
 
 /// The levels (NF4) GEMM on this path: tiles of a panel × up to 4 tokens (16 chains).

@@ -81,26 +81,24 @@ void cover_panels(const DotWeightView& w, const DotActivationView& a, MatrixView
   for (; p < p_end; ++p) panels_of.template operator()<1>(p);
 }
 
-/// The integer GEMM of a path: one panel per tile for a GEMV (one forward weight stream),
-/// `Panels` × `MaxTokens` tiles otherwise (rows of whole tokens for limb activations);
-/// dispatches the code width and limb count once.
-template <class Tiles, int Panels, int MaxTokens>
+/// The integer GEMM of a path for `Bits`-bit codes: one panel per tile for a GEMV (one
+/// forward weight stream), `Panels` × `MaxTokens` tiles otherwise (rows of whole tokens for
+/// limb activations); dispatches the limb count once. The width is the caller's compile-time
+/// choice, so a unit that runs one format compiles that format's tiles only.
+template <class Tiles, int Bits, int Panels, int MaxTokens>
 void gemm_dot_with_tiles(const DotWeightView& w, const DotActivationView& a, MatrixView y,
                          const Epilogue& e, index_t p_begin, index_t p_end) noexcept {
   static_assert(MaxTokens >= 3, "a tile holds the 3 limb rows of a token");
-  const auto cover = [&]<int Bits>() {
-    if (a.limbs == 3) {
-      if (a.rows == 3)
-        cover_panels<Tiles, Bits, 1, 3>(w, a, y, e, p_begin, p_end);
-      else
-        cover_panels<Tiles, Bits, Panels, MaxTokens / 3 * 3>(w, a, y, e, p_begin, p_end);
-    } else if (a.rows == 1) {
-      cover_panels<Tiles, Bits, 1, 1>(w, a, y, e, p_begin, p_end);
-    } else {
-      cover_panels<Tiles, Bits, Panels, MaxTokens>(w, a, y, e, p_begin, p_end);
-    }
-  };
-  with_dot_width(w.bits, cover);
+  if (a.limbs == 3) {
+    if (a.rows == 3)
+      cover_panels<Tiles, Bits, 1, 3>(w, a, y, e, p_begin, p_end);
+    else
+      cover_panels<Tiles, Bits, Panels, MaxTokens / 3 * 3>(w, a, y, e, p_begin, p_end);
+  } else if (a.rows == 1) {
+    cover_panels<Tiles, Bits, 1, 1>(w, a, y, e, p_begin, p_end);
+  } else {
+    cover_panels<Tiles, Bits, Panels, MaxTokens>(w, a, y, e, p_begin, p_end);
+  }
 }
 
 /// Runs Tiles::level_tile<T> for the largest T ≤ Tokens equal to `tokens`.

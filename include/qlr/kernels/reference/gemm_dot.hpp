@@ -51,9 +51,9 @@ inline float row_sum(const DotWeightView& w, const DotActivationView& a, const s
   return acc;
 }
 
-/// y[m, n] for all tokens m and the rows n of panels [panel_begin, panel_end). A template
-/// only so that qlr::compiled can compile it once per program (kernels/compiled.hpp).
-template <int = 0>
+/// y[m, n] for all tokens m and the rows n of panels [panel_begin, panel_end). It reads
+/// any width through DotWeightView::code; `Bits` only gives it the other paths' signature.
+template <int Bits>
 void gemm_dot(const DotWeightView& w, const DotActivationView& a, MatrixView y, const Epilogue& e,
               index_t panel_begin, index_t panel_end) noexcept {
   const index_t row_end = panel_end * panel_rows < w.rows ? panel_end * panel_rows : w.rows;
